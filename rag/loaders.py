@@ -1,0 +1,254 @@
+"""Read files into raw documents: encodings, formats, and a reason for every file we skip.
+
+Supported: ``.txt .md .html .htm .docx .pdf .jsonl``. A file's document id is its path relative to the
+folder given (or its file name when a file is given); a JSONL line's id is its ``id`` field.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".text"}
+HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | {".docx", ".pdf", ".jsonl"}
+
+
+@dataclass
+class RawDocument:
+    """One document as read from disk, before cleaning."""
+
+    doc_id: str
+    text: str
+    source: str  # the file it came from
+    root: str  # the folder (or file) the user named; ``--sync`` works per root
+    title: str | None = None
+    is_html: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Skipped:
+    """A file (or JSONL line) we could not use, and why."""
+
+    source: str
+    reason: str
+
+
+class LoadError(Exception):
+    """A file cannot be turned into text; the message is the user-facing reason."""
+
+
+def decode_bytes(data: bytes) -> tuple[str, str]:
+    """Decode ``data`` and return ``(text, encoding)``; raises :class:`LoadError` for binary or unknown data.
+
+    BOMs decide first, then strict UTF-8, then a UTF-16 guess from NUL bytes, then charset-normalizer
+    restricted to the encodings Chinese documents come in (GB18030 covers GBK and GB2312; Big5).
+    """
+    for bom, enc in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+                     (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32")):
+        if data.startswith(bom) and not (enc == "utf-16" and data.startswith(codecs.BOM_UTF32_LE)):
+            try:
+                return data.decode(enc), enc
+            except UnicodeDecodeError as exc:
+                raise LoadError(f"declares {enc} but does not decode as it ({exc.reason})") from None
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    sample = data[:4096]
+    if sample and sample.count(0) / len(sample) > 0.2:
+        # BOM-less UTF-16: ASCII and CJK text alike put NULs on one side of each code unit.
+        even_nuls = sample[0::2].count(0)
+        odd_nuls = sample[1::2].count(0)
+        for enc in (("utf-16-le", "utf-16-be") if odd_nuls >= even_nuls else ("utf-16-be", "utf-16-le")):
+            try:
+                text = data.decode(enc)
+            except UnicodeDecodeError:
+                continue
+            if _looks_like_text(text):
+                return text, enc
+        raise LoadError("binary file (NUL bytes, not UTF-16 text)")
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data, cp_isolation=["gb18030", "big5", "utf_16", "utf_32"]).best()
+    if best is not None:
+        text = str(best)
+        if _looks_like_text(text):
+            return text, best.encoding
+    raise LoadError("unknown encoding or binary content (not UTF-8, UTF-16, GB18030 or Big5)")
+
+
+def _looks_like_text(text: str) -> bool:
+    if not text.strip():
+        return True
+    bad = sum(1 for ch in text[:4096] if (ord(ch) < 32 and ch not in "\t\n\r\f") or 0xE000 <= ord(ch) <= 0xF8FF)
+    return bad / min(len(text), 4096) < 0.01
+
+
+def html_to_text(html: str) -> tuple[str, str | None, dict[str, Any]]:
+    """Main text of an HTML page (trafilatura), falling back to all visible text; returns (text, title, metadata)."""
+    meta: dict[str, Any] = {}
+    title: str | None = None
+    try:
+        import trafilatura
+
+        doc = trafilatura.bare_extraction(html, include_comments=False, include_tables=True, favor_recall=True,
+                                          with_metadata=True)
+        if doc is not None:
+            data = doc.as_dict() if hasattr(doc, "as_dict") else dict(doc)
+            title = data.get("title") or None
+            for key in ("date", "author", "sitename"):
+                if data.get(key):
+                    meta[key] = data[key]
+            text = data.get("text") or ""
+            if len(text.strip()) >= 20:
+                return text, title, meta
+    except Exception as exc:  # trafilatura raises many kinds on odd markup; the fallback still works
+        log.debug("trafilatura failed (%s); using the plain-text fallback", exc)
+    from lxml import html as lxml_html
+
+    try:
+        tree = lxml_html.fromstring(html)
+    except Exception as exc:
+        raise LoadError(f"unreadable HTML ({exc})") from None
+    for bad in tree.xpath("//script|//style|//noscript|//template"):
+        bad.drop_tree()
+    if title is None:
+        found = tree.findtext(".//title")
+        title = found.strip() if found and found.strip() else None
+    for block in tree.xpath("//p|//div|//br|//li|//h1|//h2|//h3|//h4|//h5|//h6|//tr|//section|//article"):
+        block.tail = "\n" + (block.tail or "")
+    return tree.text_content(), title, meta
+
+
+def _read_docx(path: Path) -> str:
+    import docx
+
+    try:
+        document = docx.Document(str(path))
+    except Exception as exc:
+        raise LoadError(f"not a readable .docx ({type(exc).__name__})") from None
+    parts = [p.text for p in document.paragraphs]
+    for table in document.tables:
+        for row in table.rows:
+            parts.append(" ".join(cell.text for cell in row.cells))
+    return "\n".join(parts)
+
+
+def _read_pdf(path: Path) -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(str(path))
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except (PdfReadError, ValueError, KeyError, OSError) as exc:
+        raise LoadError(f"not a readable PDF ({exc})") from None
+    text = "\n".join(pages)
+    if not text.strip():
+        raise LoadError("PDF has no text layer (scanned images need OCR first)")
+    return text
+
+
+def read_file(path: Path, max_bytes: int) -> tuple[str, bool]:
+    """Text of one non-JSONL file and whether it is HTML; raises :class:`LoadError` with the reason."""
+    suffix = path.suffix.lower()
+    size = path.stat().st_size
+    if size == 0:
+        raise LoadError("empty file")
+    if size > max_bytes:
+        raise LoadError(f"file too large ({size / 1e6:.1f} MB > {max_bytes / 1e6:.0f} MB limit)")
+    if suffix == ".docx":
+        return _read_docx(path), False
+    if suffix == ".pdf":
+        return _read_pdf(path), False
+    text, _ = decode_bytes(path.read_bytes())
+    is_html = suffix in HTML_SUFFIXES or (suffix in TEXT_SUFFIXES and _is_markup(text))
+    return text, is_html
+
+
+def _is_markup(text: str) -> bool:
+    head = text[:2048].lower()
+    return "<html" in head or "<!doctype html" in head or len(re.findall(r"</(p|div|span|a|li)>", head)) >= 5
+
+
+def iter_jsonl(path: Path, root: str, max_chars: int) -> Iterator[RawDocument | Skipped]:
+    """One document per JSON line: ``{"id", "text", ...}``; other fields become metadata."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            where = f"{path}:{lineno}"
+            if not raw.strip():
+                continue
+            try:
+                line, _ = decode_bytes(raw)
+                obj = json.loads(line)
+            except (LoadError, json.JSONDecodeError) as exc:
+                yield Skipped(where, f"not a JSON object ({exc})")
+                continue
+            if not isinstance(obj, dict) or "text" not in obj or not isinstance(obj["text"], str):
+                yield Skipped(where, 'line lacks a string "text" field')
+                continue
+            doc_id = str(obj.get("id") or f"{path.name}:{lineno}")
+            text = obj.pop("text")
+            if not text.strip():
+                yield Skipped(where, f"document {doc_id} has empty text")
+                continue
+            if len(text) > max_chars:
+                yield Skipped(where, f"document {doc_id} too long ({len(text)} > {max_chars} characters)")
+                continue
+            obj.pop("id", None)
+            title = obj.get("title") if isinstance(obj.get("title"), str) else None
+            yield RawDocument(doc_id=doc_id, text=text, source=str(path), root=root, title=title,
+                              is_html=_is_markup(text), metadata=obj)
+
+
+def iter_documents(paths: list[str | os.PathLike[str]], max_file_mb: float = 64.0,
+                   max_document_chars: int = 2_000_000) -> Iterator[RawDocument | Skipped]:
+    """Walk files and folders, yielding a :class:`RawDocument` or a :class:`Skipped` for each input."""
+    max_bytes = int(max_file_mb * 1e6)
+    for given in paths:
+        given_path = Path(given)
+        root = str(given_path.resolve())
+        if not given_path.exists():
+            yield Skipped(str(given), "no such file or folder")
+            continue
+        if given_path.is_dir():
+            files = sorted(p for p in given_path.rglob("*") if p.is_file() and not _hidden(p.relative_to(given_path)))
+            base = given_path
+        else:
+            files, base = [given_path], given_path.parent
+        for path in files:
+            doc_id = path.relative_to(base).as_posix()
+            suffix = path.suffix.lower()
+            if suffix not in SUPPORTED_SUFFIXES:
+                yield Skipped(str(path), f"unsupported file type {suffix or '(none)'}")
+                continue
+            if suffix == ".jsonl":
+                yield from iter_jsonl(path, root, max_document_chars)
+                continue
+            try:
+                text, is_html = read_file(path, max_bytes)
+            except LoadError as exc:
+                yield Skipped(str(path), str(exc))
+                continue
+            except OSError as exc:
+                yield Skipped(str(path), f"cannot read ({exc.strerror or exc})")
+                continue
+            if len(text) > max_document_chars:
+                yield Skipped(str(path), f"too long ({len(text)} > {max_document_chars} characters)")
+                continue
+            yield RawDocument(doc_id=doc_id, text=text, source=str(path), root=root, is_html=is_html)
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)

@@ -1,0 +1,156 @@
+"""Retrieval: dense (FAISS), BM25 (FTS5) and their fusion, with near-duplicate removal.
+
+A question flows: :meth:`Retriever.prepare_query` (normalise, bound its length) → dense and BM25
+candidates → reciprocal-rank fusion → near-duplicates dropped → top ``k`` :class:`Hit` objects that carry
+the original-script text and its character span in the document.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from .config import Settings
+from .embeddings import Embedder
+from .lexical import query_terms
+from .normalize import normalize
+from .store import IndexStore, StoredChunk
+
+log = logging.getLogger(__name__)
+
+RETRIEVERS = ("hybrid", "dense", "bm25")
+
+
+class QueryError(ValueError):
+    """A query we cannot search for (empty, say); the message is meant for users."""
+
+
+@dataclass
+class Hit:
+    """One retrieved chunk."""
+
+    doc_id: str
+    chunk_id: int
+    score: float
+    text: str  # original script, as shown to users
+    start: int  # character span of ``text`` in the document's display text
+    end: int
+    title: str | None = None
+    retrievers: list[str] = field(default_factory=list)  # which of dense / bm25 found it
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (``doc_id``, ``chunk_id``, ``score``, ``text`` first: other tools rely on them)."""
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    """Hits for one query, with a note when the query was changed (truncated)."""
+
+    query: str
+    hits: list[Hit]
+    retriever: str
+    note: str | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready form: ``{"query", "hits": [...], "retriever", "note"}``."""
+        return {"query": self.query, "hits": [h.to_dict() for h in self.hits], "retriever": self.retriever,
+                "note": self.note}
+
+
+def char_ngrams(text: str, n: int = 5) -> set[str]:
+    """Character n-grams of ``text`` with whitespace removed (the whole text if shorter than ``n``)."""
+    compact = "".join(text.split())
+    if len(compact) <= n:
+        return {compact} if compact else set()
+    return {compact[i : i + n] for i in range(len(compact) - n + 1)}
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    """|a ∩ b| / |a ∪ b| (0 for two empty sets)."""
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
+
+
+def reciprocal_rank_fusion(rankings: dict[str, list[int]], k: int = 60) -> list[tuple[int, float, list[str]]]:
+    """Fuse ranked id lists: score = Σ 1 / (k + rank). Returns ``(id, score, [lists that had it])`` best first."""
+    scores: dict[int, float] = {}
+    found_by: dict[int, list[str]] = {}
+    for name, ids in rankings.items():
+        for rank, item in enumerate(ids, 1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+            found_by.setdefault(item, []).append(name)
+    return [(i, s, found_by[i]) for i, s in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+class Retriever:
+    """Searches one index with one embedder; cheap to call many times (models are loaded by the caller)."""
+
+    def __init__(self, store: IndexStore, embedder: Embedder, settings: Settings) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings
+
+    def prepare_query(self, query: str) -> tuple[str, str | None]:
+        """Strip and bound a query; returns ``(query, note)``. Raises :class:`QueryError` when empty."""
+        query = " ".join(query.split())
+        if not query:
+            raise QueryError("the question is empty")
+        limit = self.settings.max_query_chars
+        if len(query) > limit:
+            return query[:limit], f"问题过长（{len(query)} 字），只按前 {limit} 字检索"
+        return query, None
+
+    def search(self, query: str, k: int | None = None, retriever: str | None = None) -> SearchResult:
+        """Top ``k`` chunks for ``query``."""
+        return self.search_many([query], k, retriever)[0]
+
+    def search_many(self, queries: Sequence[str], k: int | None = None,
+                    retriever: str | None = None) -> list[SearchResult]:
+        """Top ``k`` chunks for each query; dense vectors are computed in one batch."""
+        k = k or self.settings.top_k
+        mode = retriever or self.settings.retriever
+        if mode not in RETRIEVERS:
+            raise QueryError(f"unknown retriever {mode!r} (use one of {', '.join(RETRIEVERS)})")
+        prepared = [self.prepare_query(q) for q in queries]
+        normalized = [normalize(q) for q, _ in prepared]
+        depth = max(self.settings.candidates, k)
+
+        dense: list[list[tuple[int, float]]] = [[] for _ in queries]
+        if mode in ("hybrid", "dense") and queries:
+            dense = self.store.search_dense(self.embedder.embed_queries(normalized), depth)
+        lexical: list[list[tuple[int, float]]] = [[] for _ in queries]
+        if mode in ("hybrid", "bm25"):
+            lexical = [self.store.search_bm25(query_terms(q), depth) for q in normalized]
+
+        results = []
+        for (query, note), dense_hits, bm25_hits in zip(prepared, dense, lexical):
+            if mode == "dense":
+                ranked = [(cid, score, ["dense"]) for cid, score in dense_hits]
+            elif mode == "bm25":
+                ranked = [(cid, score, ["bm25"]) for cid, score in bm25_hits]
+            else:
+                ranked = reciprocal_rank_fusion({"dense": [c for c, _ in dense_hits], "bm25": [c for c, _ in bm25_hits]},
+                                                self.settings.rrf_k)
+            results.append(SearchResult(query, self._finish(ranked, k), mode, note))
+        return results
+
+    def _finish(self, ranked: list[tuple[int, float, list[str]]], k: int) -> list[Hit]:
+        """Look chunks up, drop near-duplicates of better-ranked ones, keep ``k``."""
+        chunks = self.store.get_chunks(cid for cid, _, _ in ranked)
+        hits: list[Hit] = []
+        kept_grams: list[set[str]] = []
+        for cid, score, found_by in ranked:
+            chunk: StoredChunk | None = chunks.get(cid)
+            if chunk is None:  # removed by a writer since the vector file was read
+                continue
+            grams = char_ngrams(chunk.index_text)
+            if any(jaccard(grams, other) >= self.settings.dedup_threshold for other in kept_grams):
+                continue
+            kept_grams.append(grams)
+            hits.append(Hit(chunk.doc_id, chunk.chunk_id, round(score, 6), chunk.text, chunk.start, chunk.end,
+                            chunk.title, sorted(found_by)))
+            if len(hits) >= k:
+                break
+        return hits
