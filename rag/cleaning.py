@@ -57,7 +57,7 @@ _LINK_RUN = 5
 _LINK_LINE_MAX = 25
 _CAPTION_MAX = 40
 
-_DATE = re.compile(r"(\d{4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}\s*日?(\s+\d{1,2}:\d{2}(:\d{2})?)?)")
+_DATE = re.compile(r"(\d{4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}(?:\s*日)?(\s+\d{1,2}:\d{2}(:\d{2})?)?)")
 _SOURCE = re.compile(r"(?:来源|来自|稿源|出处)\s*[:：]\s*([^\s|]+)")
 _DATE_LABEL = re.compile(r"^(日期|时间|发布时间|发布日期|发表时间)\s*[:：]")
 

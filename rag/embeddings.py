@@ -78,7 +78,8 @@ class SentenceTransformerEmbedder:
             self._model = SentenceTransformer(model, device="cpu")
         except Exception as exc:  # hub errors, missing files, bad configs: all mean "cannot load"
             raise EmbedderError(f"cannot load sentence-transformers model {model!r}: {exc}") from exc
-        dim = self._model.get_sentence_embedding_dimension()
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        dim = get_dim()
         if not dim:
             raise EmbedderError(f"model {model!r} does not report an embedding dimension")
         self.dim = int(dim)

@@ -94,7 +94,8 @@ def make_chunks(doc: DocumentRecord, settings: Settings) -> list[ChunkRecord]:
 
 
 def ingest(paths: Sequence[str | Path], store: IndexStore, embedder: Embedder, settings: Settings, *,
-           cache: EmbeddingCache | None = None, sync: bool = False, progress: bool = True) -> IngestReport:
+           cache: EmbeddingCache | None = None, sync: bool = False, progress: bool = True,
+           batch_documents: int = BATCH_DOCUMENTS) -> IngestReport:
     """Ingest files and folders into ``store``; see the module docstring. Never raises for a bad file."""
     report = IngestReport()
     started = time.perf_counter()
@@ -139,7 +140,7 @@ def ingest(paths: Sequence[str | Path], store: IndexStore, embedder: Embedder, s
                 t1 = time.perf_counter()
                 pending.append(PreparedDocument(record, make_chunks(record, settings), stored is None))
                 report.seconds["chunk"] += time.perf_counter() - t1
-                if len(pending) >= BATCH_DOCUMENTS:
+                if len(pending) >= batch_documents:
                     flush_batch()
             flush_batch()
             if sync:

@@ -65,6 +65,15 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
+    if len(data) % 2 == 0:
+        # BOM-less UTF-16 Chinese has few NULs; accept it when nearly every code unit is Han, CJK punctuation or ASCII.
+        for enc in ("utf-16-le", "utf-16-be"):
+            try:
+                text = data.decode(enc)
+            except UnicodeDecodeError:
+                continue
+            if _mostly_chinese(text):
+                return text, enc
     sample = data[:4096]
     if sample and sample.count(0) / len(sample) > 0.2:
         # BOM-less UTF-16: ASCII and CJK text alike put NULs on one side of each code unit.
@@ -86,6 +95,15 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
         if _looks_like_text(text):
             return text, best.encoding
     raise LoadError("unknown encoding or binary content (not UTF-8, UTF-16, GB18030 or Big5)")
+
+
+def _mostly_chinese(text: str) -> bool:
+    sample = text[:2048]
+    if not sample:
+        return False
+    good = sum(1 for ch in sample if "\u4e00" <= ch <= "\u9fff" or "\u3000" <= ch <= "\u303f"
+               or "\uff00" <= ch <= "\uffef" or " " <= ch <= "~" or ch in "\n\r\t“”‘’…—·")
+    return good / len(sample) > 0.95
 
 
 def _looks_like_text(text: str) -> bool:

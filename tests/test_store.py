@@ -1,0 +1,208 @@
+"""The index: incremental add/change/remove, --sync, interruption, damage, versions, embedder mixing."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.embeddings import EmbeddingCache
+from rag.ingest import ingest
+from rag.lexical import query_terms
+from rag.retrieve import Retriever
+from rag.store import (FAISS_NAME, FAISS_STAMP, EmbedderMismatchError, IndexBusyError, IndexFormatError,
+                       IndexStore, StoreError)
+from tests.conftest import DOC_000, DOC_002, SAMPLE, HashEmbedder
+
+
+def write_corpus(folder: Path, n: int, prefix: str = "doc") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"{prefix}{i:02d}.txt").write_text(f"第{i}号文件。本县召开第{i}次妇女儿童工作会议，会议编号{i * 7}。",
+                                                 encoding="utf-8")
+
+
+def run_ingest(settings, embedder, paths, **kw):
+    with IndexStore.open(settings.index_dir, create=True) as store:
+        cache = EmbeddingCache(settings.cache_dir, embedder.name, embedder.dim)
+        try:
+            return ingest(paths, store, embedder, settings, cache=cache, progress=False, **kw)
+        finally:
+            cache.close()
+
+
+def search_doc_ids(settings, embedder, query, mode="hybrid", k=50):
+    with IndexStore.open(settings.index_dir) as store:
+        return [h.doc_id for h in Retriever(store, embedder, settings).search(query, k, mode).hits]
+
+
+def test_reingest_is_free_and_changes_replace_documents(tmp_path, settings, hash_embedder) -> None:
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, 4)
+    first = run_ingest(settings, hash_embedder, [corpus])
+    assert sorted(first.added) == [f"doc{i:02d}.txt" for i in range(4)] and first.chunks_embedded == 4
+
+    calls = hash_embedder.calls
+    second = run_ingest(settings, hash_embedder, [corpus])
+    assert second.unchanged == 4 and not second.added and not second.updated
+    assert hash_embedder.calls == calls  # no embedding work at all
+
+    (corpus / "doc01.txt").write_text("第1号文件已经修改。新的内容讲述儿童友好城市建设。", encoding="utf-8")
+    third = run_ingest(settings, hash_embedder, [corpus])
+    assert third.updated == ["doc01.txt"] and third.unchanged == 3
+    with IndexStore.open(settings.index_dir) as store:
+        assert store.stats()["chunks"] == 4
+        assert "儿童友好城市" in store.document("doc01.txt")["text"]
+        # The old text is gone from BM25 as well as from the documents table.
+        hits = store.search_bm25(query_terms("会议编号7"), 10)
+        assert all(store.get_chunks([cid])[cid].doc_id != "doc01.txt" for cid, _ in hits)
+
+
+def test_fresh_index_reuses_the_embedding_cache(tmp_path, settings, hash_embedder) -> None:
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, 3)
+    run_ingest(settings, hash_embedder, [corpus])
+    calls = hash_embedder.calls
+    other = settings.replace(index_dir=tmp_path / "other-index")
+    report = run_ingest(other, hash_embedder, [corpus])
+    assert len(report.added) == 3 and report.chunks_embedded == 0 and hash_embedder.calls == calls
+
+
+def test_removed_documents_are_never_retrieved_by_either_retriever(tmp_path, settings, hash_embedder) -> None:
+    run_ingest(settings, hash_embedder, [SAMPLE])
+    query = "精河县两规划中期评估推进会"
+    assert DOC_002 in search_doc_ids(settings, hash_embedder, query, "bm25")
+    assert DOC_002 in search_doc_ids(settings, hash_embedder, query, "dense")
+    with IndexStore.open(settings.index_dir) as store:
+        assert store.remove_documents([DOC_002, "no-such-doc"]) == 1
+    for mode in ("bm25", "dense", "hybrid"):
+        assert DOC_002 not in search_doc_ids(settings, hash_embedder, query, mode)
+    with IndexStore.open(settings.index_dir) as store:
+        assert store.document(DOC_002) is None
+        assert store.stats()["documents"] == 4
+
+
+def test_sync_removes_documents_whose_files_left_the_folder(tmp_path, settings, hash_embedder) -> None:
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, 3)
+    other = tmp_path / "other"
+    write_corpus(other, 1)
+    run_ingest(settings, hash_embedder, [corpus])
+    run_ingest(settings, hash_embedder, [other / "doc00.txt"])  # same id, another root: replaces it
+    (corpus / "doc02.txt").unlink()
+    report = run_ingest(settings, hash_embedder, [corpus])
+    assert report.removed == []  # without --sync nothing is removed
+    report = run_ingest(settings, hash_embedder, [corpus], sync=True)
+    assert report.removed == ["doc02.txt"]
+    with IndexStore.open(settings.index_dir) as store:
+        assert sorted(d["doc_id"] for d in store.list_documents()) == ["doc00.txt", "doc01.txt"]
+
+
+class FailingEmbedder(HashEmbedder):
+    """Dies on its ``fail_at``-th batch, as a killed process would mid-ingest."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.batches = 0
+        self.fail_at = fail_at
+
+    def embed_passages(self, texts):
+        self.batches += 1
+        if self.batches == self.fail_at:
+            raise KeyboardInterrupt("killed")
+        return self._embed(texts)
+
+
+def test_interrupted_ingest_keeps_the_index_usable_and_resumes(tmp_path, settings, monkeypatch) -> None:
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, 10)
+    write_corpus(tmp_path / "before", 2, prefix="old")
+    run_ingest(settings, HashEmbedder(), [tmp_path / "before"])
+
+    # A kill skips the final save of the vector file: simulate that too.
+    monkeypatch.setattr(IndexStore, "flush", lambda self: None)
+    with pytest.raises(KeyboardInterrupt):
+        run_ingest(settings, FailingEmbedder(fail_at=3), [corpus], batch_documents=3)
+    monkeypatch.undo()
+
+    # The index still opens and answers: the earlier documents and the two committed batches.
+    with IndexStore.open(settings.index_dir) as store:
+        assert store.stats()["documents"] == 2 + 6
+    assert search_doc_ids(settings, HashEmbedder(), "第4号文件", "dense")
+
+    embedder = HashEmbedder()
+    report = run_ingest(settings, embedder, [corpus], batch_documents=3)
+    assert report.unchanged == 6 and len(report.added) == 4
+    with IndexStore.open(settings.index_dir) as store:
+        stats = store.stats()
+        assert stats["documents"] == 12 and stats["chunks"] == 12
+        assert store._load_faiss().ntotal == 12
+
+
+def test_missing_or_stale_vector_file_is_rebuilt(settings, hash_embedder) -> None:
+    run_ingest(settings, hash_embedder, [SAMPLE])
+    with IndexStore.open(settings.index_dir) as store:
+        chunks = store.stats()["chunks"]
+    (settings.index_dir / FAISS_NAME).write_bytes(b"garbage")
+    with IndexStore.open(settings.index_dir) as store:
+        assert store._load_faiss().ntotal == chunks
+    (settings.index_dir / FAISS_STAMP).unlink()
+    assert DOC_000 in search_doc_ids(settings, hash_embedder, "嚴金海 拉薩", "dense")
+
+
+def test_corrupted_and_foreign_indexes_get_clear_errors(tmp_path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "index.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(IndexFormatError, match="not a readable index|damaged"):
+        IndexStore.open(bad)
+
+    old = tmp_path / "old"
+    IndexStore.open(old, create=True).close()
+    db = sqlite3.connect(old / "index.sqlite")
+    db.execute("UPDATE meta SET value = '0' WHERE key = 'format_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(IndexFormatError, match="format 0"):
+        IndexStore.open(old)
+
+    with pytest.raises(StoreError, match="no index"):
+        IndexStore.open(tmp_path / "missing")
+
+
+def test_vectors_from_two_embedders_are_never_mixed(settings, hash_embedder) -> None:
+    run_ingest(settings, hash_embedder, [SAMPLE / DOC_000])
+
+    class Other(HashEmbedder):
+        name = "test/other"
+
+    with pytest.raises(EmbedderMismatchError, match="refusing to mix"):
+        run_ingest(settings, Other(), [SAMPLE / DOC_002])
+    with IndexStore.open(settings.index_dir) as store:
+        with pytest.raises(EmbedderMismatchError):
+            store.search_dense(np.zeros((1, 8), dtype=np.float32), 3)
+
+
+def test_a_second_writer_is_refused(settings, hash_embedder) -> None:
+    with IndexStore.open(settings.index_dir, create=True) as store, store.write_lock():
+        with pytest.raises(IndexBusyError):
+            run_ingest(settings, hash_embedder, [SAMPLE / DOC_000])
+
+
+def test_bad_files_are_reported_and_nothing_indexed_is_lost(tmp_path, settings, hash_embedder) -> None:
+    run_ingest(settings, hash_embedder, [SAMPLE])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.txt").write_bytes(b"")
+    (bad / "binary.txt").write_bytes(bytes(range(256)) * 50)
+    (bad / "menu-only.txt").write_text("网站地图\n注册\n登录\n", encoding="utf-8")
+    (bad / "ok.txt").write_text("第九次妇女代表大会在成都召开。", encoding="gb18030")
+    report = run_ingest(settings, hash_embedder, [bad])
+    assert report.added == ["ok.txt"]
+    reasons = {Path(s["source"]).name: s["reason"] for s in report.skipped}
+    assert reasons == {"binary.txt": reasons["binary.txt"], "empty.txt": "empty file",
+                       "menu-only.txt": "no text left after cleaning"}
+    with IndexStore.open(settings.index_dir) as store:
+        assert store.stats()["documents"] == 6
