@@ -17,6 +17,7 @@ from .config import ConfigError, Settings, load_settings
 from .embeddings import EmbedderError, EmbeddingCache, embedder_for_index, load_embedder
 from .ingest import ingest
 from .retrieve import RETRIEVERS, QueryError, Retriever, SearchResult
+from .evaluate import DatasetError
 from .store import IndexStore, StoreError
 
 log = logging.getLogger("rag")
@@ -167,6 +168,33 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_eval_retrieval(args: argparse.Namespace, settings: Settings) -> int:
+    from .evaluate import evaluate_retrieval, load_gold, plot_recall_curves, retrieval_markdown, run_info, write_report
+
+    items = load_gold(args.dataset, args.limit)
+    modes = [m.strip() for m in args.retrievers.split(",") if m.strip()]
+    for mode in modes:
+        if mode not in RETRIEVERS:
+            raise UsageError(f"unknown retriever {mode!r} in --retrievers")
+    store, retriever = _open_for_reading(settings)
+    with store:
+        report = evaluate_retrieval(items, retriever, modes, depth=args.depth)
+    report.update(dataset=str(args.dataset), index=str(settings.index_dir), run=run_info())
+    markdown = retrieval_markdown(report)
+    paths = write_report(report, Path(args.out), markdown, {"recall_at_k": plot_recall_curves})
+    print(markdown if not args.json else json.dumps({"out": [str(p) for p in paths], **report["modes"]},
+                                                     ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_eval_compare(args: argparse.Namespace, settings: Settings) -> int:
+    from .evaluate import compare_reports
+
+    text, data = compare_reports(Path(args.run_a), Path(args.run_b))
+    print(json.dumps(data, ensure_ascii=False, indent=2) if args.json else text)
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with one sub-parser per command."""
@@ -215,6 +243,24 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the cleaned display text of one document, as answers cite it.")
     p.add_argument("doc_id", metavar="DOC_ID")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("eval", help="score retrieval against a gold set; compare runs",
+                       description="Evaluation runs writing report.json, report.md and PNG plots.")
+    eval_sub = p.add_subparsers(dest="eval_command", required=True, metavar="KIND")
+    e = eval_sub.add_parser("retrieval", parents=[common], help="Recall@k, MRR@10, nDCG@10 per retriever",
+                            description="Document-level retrieval metrics of bm25, dense and hybrid in one run. Gold "
+                            'lines: {"id", "question", "answers", "doc_ids"}.')
+    e.add_argument("--dataset", required=True, metavar="FILE", help="gold JSONL file")
+    e.add_argument("--out", required=True, metavar="DIR", help="folder for report.json, report.md and plots")
+    e.add_argument("--retrievers", default="bm25,dense,hybrid", help="comma-separated (default: all three)")
+    e.add_argument("--limit", type=int, help="only the first N questions (quick runs)")
+    e.add_argument("--depth", type=int, default=30, help="chunks retrieved per question (default 30)")
+    e.set_defaults(func=cmd_eval_retrieval)
+    e = eval_sub.add_parser("compare", parents=[common], help="per-metric deltas between two runs",
+                            description="Compare two evaluation output folders: metric deltas and changed questions.")
+    e.add_argument("run_a", metavar="RUN_A")
+    e.add_argument("run_b", metavar="RUN_B")
+    e.set_defaults(func=cmd_eval_compare)
     return parser
 
 
@@ -231,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                             format="%(levelname)s %(name)s: %(message)s")
         return args.func(args, settings)
-    except (ConfigError, StoreError, QueryError, EmbedderError, UsageError) as exc:
+    except (ConfigError, StoreError, QueryError, EmbedderError, UsageError, DatasetError) as exc:
         print(f"rag: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

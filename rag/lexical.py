@@ -37,6 +37,11 @@ def tokenize(text: str, *, normalized: bool = False) -> list[str]:
     return [w for w in _jieba().cut_for_search(text) if _WORD.search(w)]
 
 
+def words(text: str) -> list[str]:
+    """Plain jieba words of the normalised text, punctuation dropped (for metrics such as ROUGE)."""
+    return [w for w in _jieba().lcut(normalize(text)) if _WORD.search(w)]
+
+
 def query_terms(text: str) -> list[str]:
     """Distinct content words of a question, in order, without stopwords."""
     terms = [t for t in tokenize(text) if t not in QUERY_STOPWORDS]
