@@ -18,6 +18,7 @@ from .embeddings import EmbedderError, EmbeddingCache, embedder_for_index, load_
 from .ingest import ingest
 from .retrieve import RETRIEVERS, QueryError, Retriever, SearchResult
 from .evaluate import DatasetError
+from .generate import GeneratorError
 from .store import IndexStore, StoreError
 
 log = logging.getLogger("rag")
@@ -127,6 +128,52 @@ def _run_batch(items: list[dict[str, str]], out: str, handle: Callable[[list[dic
     log.info("wrote %d lines to %s", len(items), out_path)
 
 
+def _open_answerer(settings: Settings):
+    from .answer import Answerer
+    from .generate import load_generator
+
+    store, retriever = _open_for_reading(settings)
+    return store, Answerer(retriever, settings, load_generator(settings))
+
+
+def _print_answer(answer) -> None:
+    if answer.note:
+        print(f"注意：{answer.note}")
+    markers = "".join(f"[{m}]" for m in answer.citations)
+    print(f"答案：{answer.answer}{markers}")
+    if answer.evidence:
+        print(f"依据：{answer.evidence}")
+    print(f"生成方式：{answer.generator}")
+    if answer.dropped:
+        print("已删除无依据的句子：" + " / ".join(answer.dropped))
+    print("来源：" if not answer.abstained else "最接近的段落：")
+    for source in answer.sources:
+        text = " ".join(source.text.split()) if source.support is None else (
+            source.text[: source.support[0]] + "【" + source.text[source.support[0] : source.support[1]] + "】"
+            + source.text[source.support[1] :]).replace("\n", " ")
+        print(f"[{source.marker}] {source.doc_id}  score={source.score:.4f}  chars {source.start}-{source.end}")
+        print(f"    {text}")
+        if source.warning:
+            print(f"    ⚠ {source.warning}")
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    if bool(args.question) == bool(args.batch):
+        raise UsageError("give either a question or --batch FILE")
+    if args.batch and not args.out:
+        raise UsageError("--batch needs --out FILE")
+    store, answerer = _open_answerer(settings)
+    with store:
+        if args.question:
+            answer = answerer.ask(args.question)
+            _print_json(answer.to_dict()) if args.json else _print_answer(answer)
+            return 0
+        questions = _read_questions(args.batch)
+        _run_batch(questions, args.out, lambda qs: [
+            {"id": q["id"], **a.to_dict()} for q, a in zip(qs, answerer.ask_many([q["question"] for q in qs]))])
+    return 0
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     with IndexStore.open(settings.index_dir) as store:
         stats = store.stats()
@@ -187,6 +234,23 @@ def cmd_eval_retrieval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_eval_qa(args: argparse.Namespace, settings: Settings) -> int:
+    from .evaluate import evaluate_qa, load_gold, plot_qa, qa_markdown, run_info, write_report
+
+    items = load_gold(args.dataset, args.limit)
+    store, answerer = _open_answerer(settings)
+    with store:
+        report = evaluate_qa(items, answerer)
+    report.update(dataset=str(args.dataset), index=str(settings.index_dir), run=run_info(),
+                  settings={"generator": settings.generator, "generator_model": settings.generator_model,
+                            "abstain_threshold": settings.abstain_threshold, "answer_sources": settings.answer_sources})
+    markdown = qa_markdown(report)
+    paths = write_report(report, Path(args.out), markdown, plot_qa)
+    print(markdown if not args.json else json.dumps({"out": [str(p) for p in paths], **report["modes"]},
+                                                     ensure_ascii=False, indent=2))
+    return 0
+
+
 def cmd_eval_compare(args: argparse.Namespace, settings: Settings) -> int:
     from .evaluate import compare_reports
 
@@ -229,6 +293,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="where --batch writes its JSONL results")
     p.set_defaults(func=cmd_search)
 
+    p = sub.add_parser("ask", parents=[common], help="answer a question with its sources",
+                       description="Answer from the index with citations, or 资料中未找到答案 when the sources do not "
+                       'support an answer. Batch form: --batch questions.jsonl --out answers.jsonl (input lines {"id", '
+                       '"question"}; output lines {"id", "question", "answer", "abstained", "generator", "sources"}).')
+    p.add_argument("question", nargs="?", help="the question (either script)")
+    p.add_argument("--generator", choices=["auto", "extractive", "seq2seq", "causal"],
+                   help="answer generator (default from config: auto)")
+    p.add_argument("--generator-model", metavar="NAME_OR_PATH",
+                   help="hub name, directory or .gguf file of the model; qwen-offline for the bundled one")
+    p.add_argument("--batch", metavar="FILE", help="JSONL file of questions")
+    p.add_argument("--out", metavar="FILE", help="where --batch writes its JSONL answers")
+    p.set_defaults(func=cmd_ask)
+
     p = sub.add_parser("status", parents=[common], help="index statistics",
                        description="Documents, chunks, embedder and size of the index.")
     p.add_argument("--documents", action="store_true", help="also list every document")
@@ -256,6 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, help="only the first N questions (quick runs)")
     e.add_argument("--depth", type=int, default=30, help="chunks retrieved per question (default 30)")
     e.set_defaults(func=cmd_eval_retrieval)
+    e = eval_sub.add_parser("qa", parents=[common], help="answer quality, abstention, citations, faithfulness",
+                            description="Answer every gold question and score character EM/F1, answer-contains, "
+                            "abstention precision/recall, citation precision, faithfulness and latency.")
+    e.add_argument("--dataset", required=True, metavar="FILE", help="gold JSONL file")
+    e.add_argument("--out", required=True, metavar="DIR", help="folder for report.json, report.md and plots")
+    e.add_argument("--limit", type=int, help="only the first N questions (quick runs)")
+    e.add_argument("--generator", choices=["auto", "extractive", "seq2seq", "causal"])
+    e.add_argument("--generator-model", metavar="NAME_OR_PATH")
+    e.set_defaults(func=cmd_eval_qa)
     e = eval_sub.add_parser("compare", parents=[common], help="per-metric deltas between two runs",
                             description="Compare two evaluation output folders: metric deltas and changed questions.")
     e.add_argument("run_a", metavar="RUN_A")
@@ -272,12 +358,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config)
         overrides = {"index_dir": Path(args.index) if args.index else None,
                      "embedder": getattr(args, "embedder", None),
-                     "embedder_model": getattr(args, "embedder_model", None)}
+                     "embedder_model": getattr(args, "embedder_model", None),
+                     "generator": getattr(args, "generator", None),
+                     "generator_model": getattr(args, "generator_model", None)}
         settings = settings.replace(**overrides, log_level=args.log_level)
         logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                             format="%(levelname)s %(name)s: %(message)s")
         return args.func(args, settings)
-    except (ConfigError, StoreError, QueryError, EmbedderError, UsageError, DatasetError) as exc:
+    except (ConfigError, StoreError, QueryError, EmbedderError, UsageError, DatasetError,
+            GeneratorError) as exc:
         print(f"rag: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -49,6 +49,16 @@ class Settings:
     rrf_k: int = 60
     dedup_threshold: float = 0.8  # character 5-gram Jaccard above which two chunks count as duplicates
     max_query_chars: int = 512
+    # Answering.
+    answer_sources: int = 5
+    generator: str = "auto"  # auto | extractive | seq2seq | causal
+    generator_model: str = ""  # hub name, local directory, .gguf file, or "qwen-offline" (the bundled model)
+    max_new_tokens: int = 64
+    max_input_tokens: int = 1024
+    # Below this evidence confidence (see rag.extractive.Extraction.confidence) we answer "资料中未找到答案".
+    # Calibrated with eval/calibrate_abstention.py on dev data.
+    abstain_threshold: float = 0.35
+    guard_min_support: float = 0.6
     log_level: str = "INFO"
 
     def replace(self, **changes: Any) -> "Settings":

@@ -189,3 +189,128 @@ def compare_reports(run_a: Path, run_b: Path) -> tuple[str, dict[str, Any]]:
     lines += ["", f"{len(changed)} question outcomes changed (rank of the first gold document; None = not found):", ""]
     lines += [f"- {c['id']} [{c['group']}] {c['a']} → {c['b']}: {c['question']}" for c in changed[:50]]
     return "\n".join(lines) + "\n", {"deltas": deltas, "changed": changed}
+
+
+def evaluate_qa(items: Sequence[GoldItem], answerer, batch_size: int = 8, progress: bool = True) -> dict[str, Any]:
+    """Answer every gold question and score answers, abstention, citations and faithfulness."""
+    from .metrics import abstention_scores, char_f1, contains_answer, exact_match, faithfulness
+    from .normalize import is_traditional
+
+    rows: list[dict[str, Any]] = []
+    with tqdm(total=len(items), desc="qa", unit="q", disable=not progress or None) as bar:
+        for i in range(0, len(items), batch_size):
+            part = items[i : i + batch_size]
+            for item, ans in zip(part, answerer.ask_many([it.question for it in part])):
+                answerable = bool(item.answers)
+                cited = [s for s in ans.sources if s.marker in ans.citations]
+                row = {"id": item.id, "question": item.question, "type": item.kind or "", "answerable": answerable,
+                       "script": "traditional" if is_traditional(item.question) else "simplified",
+                       "answer": ans.answer, "abstained": ans.abstained, "generator": ans.generator,
+                       "gold": item.answers, "seconds": ans.seconds, "confidence": ans.confidence,
+                       "retrieved_gold_doc": any(s.doc_id in set(item.doc_ids) for s in ans.sources)}
+                if answerable:
+                    shown = "" if ans.abstained else ans.answer
+                    row.update(em=exact_match(shown, item.answers), f1=char_f1(shown, item.answers),
+                               contains=contains_answer(shown, item.answers))
+                    if cited:
+                        row["citation_precision"] = _mean(contains_answer(s.text, item.answers) for s in cited)
+                if not ans.abstained and cited:
+                    faith = faithfulness(ans.answer, [s.text for s in cited])
+                    row["supported_share"] = faith["supported_share"]
+                    row["unsupported_numbers"] = faith["unsupported_numbers"]
+                rows.append(row)
+            bar.update(len(part))
+    answerable_rows = [r for r in rows if r["answerable"]]
+    unanswerable_rows = [r for r in rows if not r["answerable"]]
+    secs = sorted(r["seconds"] for r in rows)
+
+    def summary(group: list[dict[str, Any]]) -> dict[str, float]:
+        ans = [r for r in group if r["answerable"]]
+        out = {"questions": len(group)}
+        if ans:
+            out.update(em=100 * _mean(r["em"] for r in ans), f1=100 * _mean(r["f1"] for r in ans),
+                       contains=_mean(r["contains"] for r in ans),
+                       abstain_rate_answerable=_mean(r["abstained"] for r in ans))
+        return out
+
+    overall = summary(rows)
+    overall.update(abstention_scores([r["abstained"] for r in rows], [r["answerable"] for r in rows]))
+    if unanswerable_rows:
+        overall["abstain_rate_unanswerable"] = _mean(r["abstained"] for r in unanswerable_rows)
+    cited_rows = [r for r in answerable_rows if "citation_precision" in r]
+    overall["citation_precision"] = _mean(r["citation_precision"] for r in cited_rows)
+    faith_rows = [r for r in rows if "supported_share" in r]
+    overall["supported_share"] = _mean(r["supported_share"] for r in faith_rows)
+    overall["answers_with_unsupported_numbers"] = sum(bool(r["unsupported_numbers"]) for r in faith_rows)
+    overall["latency_p50_s"] = secs[len(secs) // 2] if secs else 0.0
+    overall["latency_p95_s"] = secs[min(len(secs) - 1, int(0.95 * len(secs)))] if secs else 0.0
+    groups = {"all": overall}
+    for key in ("type", "script"):
+        for value in sorted({r[key] for r in rows if r[key]}):
+            groups[f"{key}={value}"] = summary([r for r in rows if r[key] == value])
+    return {"kind": "qa", "modes": groups, "per_question": {r["id"]: r for r in rows},
+            "generators": sorted({r["generator"] for r in rows})}
+
+
+def qa_markdown(report: dict[str, Any]) -> str:
+    """Markdown tables of a QA report: overall, then per question type and script."""
+    overall = report["modes"]["all"]
+    lines = [f"# QA evaluation: {report.get('dataset', '')}", "",
+             f"Generators: {', '.join(report['generators'])}; index `{report.get('index', '')}`; "
+             f"commit `{report['run'].get('commit')}`.", "", "| metric | value |", "|---|---|"]
+    for key, value in overall.items():
+        lines.append(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
+    lines += ["", "| group | questions | EM | F1 | contains | abstained (answerable) |", "|---|---|---|---|---|---|"]
+    for group, m in report["modes"].items():
+        if group == "all" or "f1" not in m:
+            continue
+        lines.append(f"| {group} | {m['questions']} | {m['em']:.1f} | {m['f1']:.1f} | {m['contains']:.3f} | "
+                     f"{m['abstain_rate_answerable']:.3f} |")
+    wrong = [r for r in report["per_question"].values()
+             if (r["answerable"] and not r.get("contains")) or (not r["answerable"] and not r["abstained"])]
+    lines += ["", f"## Misses ({len(wrong)})", ""]
+    lines += [f"- {r['id']}: {r['question']} → {r['answer'][:60]} (gold: {'; '.join(r['gold'][:2]) or '—'})"
+              for r in wrong[:40]]
+    return "\n".join(lines) + "\n"
+
+
+def _plot_f1_by_group(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [(g, m) for g, m in report["modes"].items() if "f1" in m]
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(groups)), 4), dpi=110)
+    ax.bar(range(len(groups)), [m["f1"] for _, m in groups], color="#4C72B0", label="F1")
+    ax.plot(range(len(groups)), [100 * m["contains"] for _, m in groups], "o", color="#DD8452",
+            label="contains (%)")
+    ax.set_xticks(range(len(groups)), [g.replace("type=", "").replace("script=", "") for g, _ in groups],
+                  rotation=30, ha="right")
+    ax.set_ylim(0, 100)
+    ax.set_title("Character F1 and answer-contains by group")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _plot_latency(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seconds = [r["seconds"] for r in report["per_question"].values()]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    ax.hist(seconds, bins=30, color="#55A868")
+    ax.set_xlabel("seconds per question (answer step, after retrieval)")
+    ax.set_ylabel("questions")
+    ax.set_title("Answer latency")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+plot_qa = {"f1_by_group": _plot_f1_by_group, "latency": _plot_latency}

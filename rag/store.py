@@ -387,6 +387,20 @@ class IndexStore:
             (expression, k))
         return [(int(r), -float(s)) for r, s in rows]
 
+    def term_doc_freqs(self, terms: Sequence[str]) -> dict[str, int]:
+        """How many chunks contain each term (for IDF weights); absent terms are left out."""
+        self._db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunk_vocab USING fts5vocab(main, chunk_terms, row)")
+        terms = list(dict.fromkeys(terms))
+        if not terms:
+            return {}
+        rows = self._db.execute(f"SELECT term, doc FROM temp.chunk_vocab WHERE term IN ({','.join('?' * len(terms))})",
+                                terms)
+        return {t: int(d) for t, d in rows}
+
+    def chunk_count(self) -> int:
+        """Number of chunks in the index."""
+        return int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
+
     def get_chunks(self, chunk_ids: Iterable[int]) -> dict[int, StoredChunk]:
         """Chunks by id (ids no longer in the index are left out)."""
         ids = list(dict.fromkeys(chunk_ids))

@@ -1,0 +1,86 @@
+"""Choose the abstention threshold on dev data.
+
+For every question of the dev sets the extractive answerer's evidence confidence is computed once; the
+threshold picked is the one that abstains on the most unanswerable questions while abstaining on at most
+``--max-false`` of the answerable ones (pooled over the sets). Writes JSON and Markdown.
+
+    python eval/calibrate_abstention.py --set eval/data/sample_qa.jsonl=index \\
+        --set ../shared/bench/cmrc2018/qa_dev.jsonl=/tmp/cmrc --limit 400 --out runs/calibration
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rag.answer import Answerer
+from rag.config import load_settings
+from rag.embeddings import embedder_for_index
+from rag.evaluate import load_gold, run_info
+from rag.extractive import PassageText, extract_answer
+from rag.retrieve import Retriever
+from rag.store import IndexStore
+
+
+def confidences(dataset: str, index: str, limit: int | None) -> list[tuple[bool, float]]:
+    """``(answerable, confidence)`` for each question of ``dataset`` answered over ``index``."""
+    settings = load_settings().replace(index_dir=Path(index))
+    with IndexStore.open(settings.index_dir) as store:
+        retriever = Retriever(store, embedder_for_index(store.embedder, settings), settings)
+        answerer = Answerer(retriever, settings)
+        items = load_gold(dataset, limit)
+        out = []
+        for item, result in zip(items, retriever.search_many([i.question for i in items], settings.answer_sources)):
+            sources = answerer._sources(result.hits)
+            found = extract_answer(item.question, [PassageText(i, s.text, s.title) for i, s in enumerate(sources)],
+                                   answerer._idf(item.question))
+            out.append((bool(item.answers), found.confidence if found else 0.0))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--set", action="append", required=True, metavar="GOLD=INDEX",
+                        help="a gold JSONL file and the index to answer it from (repeatable)")
+    parser.add_argument("--limit", type=int, help="questions per set")
+    parser.add_argument("--max-false", type=float, default=0.05, help="allowed abstention on answerable questions")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    rows: list[tuple[bool, float]] = []
+    per_set = {}
+    for spec in args.set:
+        dataset, index = spec.split("=", 1)
+        got = confidences(dataset, index, args.limit)
+        per_set[dataset] = got
+        rows += got
+    answerable = [c for a, c in rows if a]
+    unanswerable = [c for a, c in rows if not a]
+    table = []
+    for step in range(0, 101):
+        t = step / 100
+        false_rate = sum(c < t for c in answerable) / max(1, len(answerable))
+        true_rate = sum(c < t for c in unanswerable) / max(1, len(unanswerable))
+        table.append({"threshold": t, "abstain_answerable": false_rate, "abstain_unanswerable": true_rate})
+    allowed = [r for r in table if r["abstain_answerable"] <= args.max_false]
+    best = max(allowed, key=lambda r: (r["abstain_unanswerable"], -r["threshold"]))
+    report = {"run": run_info(), "chosen": best, "max_false": args.max_false, "sets": list(per_set),
+              "answerable": len(answerable), "unanswerable": len(unanswerable), "table": table}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "calibration.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    lines = ["# Abstention calibration", "", f"Sets: {', '.join(per_set)}; {len(answerable)} answerable, "
+             f"{len(unanswerable)} unanswerable questions.", "",
+             f"Chosen threshold **{best['threshold']:.2f}**: abstains on {best['abstain_unanswerable']:.1%} of "
+             f"unanswerable and {best['abstain_answerable']:.1%} of answerable questions "
+             f"(limit {args.max_false:.0%}).", "", "| threshold | answerable abstained | unanswerable abstained |",
+             "|---|---|---|"]
+    lines += [f"| {r['threshold']:.2f} | {r['abstain_answerable']:.3f} | {r['abstain_unanswerable']:.3f} |"
+              for r in table if round(r["threshold"] * 100) % 5 == 0]
+    (out / "calibration.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines[:6]))
+
+
+if __name__ == "__main__":
+    main()

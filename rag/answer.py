@@ -1,0 +1,188 @@
+"""Answering: retrieve, generate (or extract), check the answer against its sources, or abstain.
+
+``Answerer.ask`` is the whole path of a question: :class:`~rag.retrieve.Retriever` finds passages; a model
+generator (if configured) writes an answer with ``[n]`` citations, and the grounding guard drops what the
+cited passages do not support; the extractive answerer is the default and the fallback. When the best
+evidence covers too little of the question the answer is "资料中未找到答案", with the closest passages.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from .config import Settings
+from .extractive import INJECTION, Extraction, PassageText, extract_answer, idf_from_counts
+from .lexical import query_terms
+from .metrics import ngram_support, split_claims, unsupported_numbers
+from .normalize import match_script, normalize
+from .retrieve import Hit, Retriever
+
+log = logging.getLogger(__name__)
+
+NOT_FOUND = "资料中未找到答案"
+
+
+@dataclass
+class Source:
+    """A passage an answer may cite, numbered as in the answer's ``[n]`` markers."""
+
+    marker: int
+    doc_id: str
+    chunk_id: int
+    score: float
+    text: str  # original script
+    start: int  # span of ``text`` in the document
+    end: int
+    title: str | None = None
+    support: list[int] | None = None  # [start, end) in ``text`` of what supports the answer
+    warning: str | None = None
+
+
+@dataclass
+class Answer:
+    """An answer with everything needed to check it."""
+
+    question: str
+    answer: str
+    abstained: bool
+    generator: str
+    evidence: str = ""
+    citations: list[int] = field(default_factory=list)  # markers of the sources the answer rests on
+    sources: list[Source] = field(default_factory=list)
+    confidence: float = 0.0
+    note: str | None = None
+    dropped: list[str] = field(default_factory=list)  # generated sentences the guard refused
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        """JSON-ready form; ``sources`` entries start with ``doc_id, chunk_id, score, text``."""
+        data = asdict(self)
+        data["sources"] = [{k: v for k, v in s.items() if k != "marker"} | {"marker": s["marker"]}
+                           for s in data["sources"]]
+        return data
+
+
+@dataclass
+class GuardResult:
+    """What the grounding guard kept of a generated answer."""
+
+    text: str
+    kept: list[str]
+    dropped: list[str]
+    citations: list[int]
+
+
+_MARKER = re.compile(r"\[(\d{1,2})\]")
+
+
+def grounding_guard(text: str, sources: Sequence[Source], min_support: float = 0.6) -> GuardResult:
+    """Keep the generated sentences whose cited passages (or all passages, when none is cited) support them.
+
+    A sentence is supported when most of its character trigrams occur in those passages and every number in
+    it occurs there too. Citation markers pointing at no source are removed.
+    """
+    by_marker = {s.marker: s for s in sources}
+    kept, dropped, cited = [], [], []
+    for sentence in split_claims(text):
+        markers = [int(m) for m in _MARKER.findall(sentence) if int(m) in by_marker]
+        bare = _MARKER.sub("", sentence).strip()
+        if not bare:
+            continue
+        evidence = [by_marker[m].text for m in markers] or [s.text for s in sources]
+        ok = ngram_support(bare, evidence) >= min_support and not unsupported_numbers(bare, evidence)
+        if ok and markers:
+            cited.extend(markers)
+        elif ok:
+            # Uncited but supported: cite the passages that support it best.
+            best = max(sources, key=lambda s: ngram_support(bare, [s.text]))
+            cited.append(best.marker)
+            sentence = bare + f"[{best.marker}]"
+        (kept if ok else dropped).append(_MARKER.sub(lambda m: m.group() if int(m.group(1)) in by_marker else "",
+                                                     sentence) if ok else bare)
+    return GuardResult("".join(kept), kept, dropped, list(dict.fromkeys(cited)))
+
+
+class Answerer:
+    """Answers questions over one index. ``generator`` is ``None`` for the extractive default."""
+
+    def __init__(self, retriever: Retriever, settings: Settings, generator=None) -> None:
+        self.retriever = retriever
+        self.settings = settings
+        self.generator = generator
+
+    def _sources(self, hits: Sequence[Hit]) -> list[Source]:
+        sources = []
+        for n, hit in enumerate(hits, 1):
+            warning = "此段落含有类似指令的文字，已作为资料内容处理" if INJECTION.search(normalize(hit.text)) else None
+            sources.append(Source(n, hit.doc_id, hit.chunk_id, hit.score, hit.text, hit.start, hit.end, hit.title,
+                                  warning=warning))
+        return sources
+
+    def _idf(self, question: str):
+        store = self.retriever.store
+        freqs = store.term_doc_freqs(query_terms(question))
+        return idf_from_counts(lambda t: freqs.get(t, 0), max(store.chunk_count(), 1))
+
+    def ask(self, question: str) -> Answer:
+        """Answer one question."""
+        return self.ask_many([question])[0]
+
+    def ask_many(self, questions: Sequence[str]) -> list[Answer]:
+        """Answer questions in order; retrieval is batched, models stay loaded."""
+        results = self.retriever.search_many(questions, self.settings.answer_sources)
+        return [self._answer(q, r.hits, r.note) for q, r in zip(questions, results)]
+
+    def _answer(self, question: str, hits: Sequence[Hit], note: str | None) -> Answer:
+        started = time.perf_counter()
+        query = self.retriever.prepare_query(question)[0]
+        sources = self._sources(hits)
+        extraction = extract_answer(query, [PassageText(i, s.text, s.title) for i, s in enumerate(sources)],
+                                    self._idf(query))
+        answer = self._extractive(question, extraction, sources, note)
+        if self.generator is not None and not answer.abstained:
+            answer = self._generated(question, query, sources, extraction, answer)
+        answer.seconds = time.perf_counter() - started
+        return answer
+
+    def _supported(self, extraction: Extraction | None) -> bool:
+        if extraction is None:
+            return False
+        return extraction.confidence >= self.settings.abstain_threshold
+
+    def _extractive(self, question: str, extraction: Extraction | None, sources: list[Source],
+                    note: str | None) -> Answer:
+        if not self._supported(extraction):
+            return Answer(question, match_script(NOT_FOUND, question), True, "extractive", sources=sources,
+                          confidence=extraction.confidence if extraction else 0.0, note=note)
+        assert extraction is not None
+        source = sources[extraction.passage]
+        source.support = [extraction.answer_start, extraction.answer_end]
+        return Answer(question, match_script(extraction.answer, question), False, "extractive",
+                      evidence=extraction.evidence, citations=[source.marker], sources=sources,
+                      confidence=extraction.confidence, note=note)
+
+    def _generated(self, question: str, query: str, sources: list[Source], extraction: Extraction | None,
+                   fallback: Answer) -> Answer:
+        name = self.generator.name
+        try:
+            raw = self.generator.answer(query, sources)
+        except Exception as exc:  # a model failing on one question must not fail the batch
+            log.warning("%s failed (%s); using the extractive answer", name, exc)
+            fallback.generator = f"extractive (fallback: {name} failed)"
+            return fallback
+        if NOT_FOUND in normalize(raw):
+            fallback.generator = f"extractive (fallback: {name} found no answer)"
+            return fallback
+        guarded = grounding_guard(raw, sources, self.settings.guard_min_support)
+        if not guarded.kept:
+            fallback.generator = f"extractive (fallback: guard refused {name})"
+            fallback.dropped = guarded.dropped
+            return fallback
+        answer_text = _MARKER.sub("", guarded.text).strip()
+        return Answer(question, match_script(answer_text, question), False, name,
+                      evidence=extraction.evidence if extraction else "", citations=guarded.citations,
+                      sources=sources, confidence=fallback.confidence, note=fallback.note, dropped=guarded.dropped)

@@ -1,0 +1,379 @@
+"""Model-free answer extraction: pick the best sentence, then the span the question asks for.
+
+Sentences of the retrieved passages are scored by IDF-weighted coverage of the question's content words
+(the previous sentence counts half, since Chinese reports often name the subject one sentence earlier).
+In the best sentences the question is aligned around its question word (谁/多少/哪里/何时/什么 ...): the
+text between the words before and after it is the answer, narrowed by the question type (a number with
+its unit, a person, a date, a place, a phrase or a list). All matching runs on normalised text; spans are
+returned as offsets into the original-script passage.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .chunking import split_sentences
+from .lexical import query_terms
+from .normalize import normalize
+
+# Question words, most specific first, with the answer type each asks for.
+_WH = [
+    ("date", r"什么时候|何时|哪一天|哪天|哪一年|哪几年|哪些年|哪年|几月几日|几月几号|几号|哪个月|几月|什么时间|哪一日|日期是"),
+    ("number", r"百分之几|多少|几|多大|多高|多长|多久|多重|多远|比例"),
+    ("person", r"哪一位|哪位|谁|什么人"),
+    ("place", r"在哪里|在哪儿|在哪|哪里|哪儿|何地|什么地方|何处|哪个城市|哪座城市|哪个省|哪个县|哪个国家|哪个地方|哪个地区"),
+    ("list", r"哪些|哪[一二两三四五六七八九十几\d]+[个项条种方面点类]"),
+    ("thing", r"什么|哪个|哪一个|哪座|哪份|哪种|哪部|哪所|哪家|哪款|哪项|哪条|哪首|哪本|哪支|哪名|哪一|啥|何种|怎样|如何|哪"),
+]
+_WH_RE = [(kind, re.compile(pattern)) for kind, pattern in _WH]
+_TRAILING = re.compile(r"[？?。！!，,\s]*(吗|呢|呀|啊)?[？?。！!，,\s]*$")
+_DELIMS = "，。；！？,;!?\n"
+_CLAUSE_DELIMS = _DELIMS + "、"
+
+_CN_NUM = "零〇一二两三四五六七八九十百千万亿"
+_UNIT = (r"(?:万元|亿元|万人次|万户|万份|万名|万人|人次|场次|余名|余人|余户|余场|余个|余次|余所|余篇|个|名|位|人|户|份|座|场|期|次|"
+         r"轮|点|项|元|年|岁|支|所|家|篇|条|天|届|倍|公里|千米|米|吨|亩|平方米|小时|分钟|%|％)")
+_NUMBER = re.compile(rf"(?:\d+(?:[.,]\d+)*|[{_CN_NUM}]+)(?:余|多)?(?:万|亿)?(?:余|多)?{_UNIT}?")
+_DATE_RANGE = r"\d{4}\s*[-—–~至到]\s*\d{4}\s*年?"
+_FULL_DATE = r"\d{4}\s*年\s*\d{1,2}\s*月\s*\d{1,2}\s*[日号](?:上午|下午|晚上)?|\d{4}[-/.]\d{1,2}[-/.]\d{1,2}"
+_DAY = _FULL_DATE + r"|\d{1,2}\s*月\s*\d{1,2}\s*[日号](?:上午|下午|晚上)?"
+_DATE = re.compile(rf"{_DATE_RANGE}|{_DAY}|\d{{4}}\s*年(?:\s*\d{{1,2}}\s*月)?|\d{{1,2}}\s*月(?:上旬|中旬|下旬)?")
+_DAY_DATE = re.compile(_DAY)
+# Question words that ask for a day, not a year or a month.
+_ASKS_DAY = re.compile(r"哪一天|哪天|几月几日|几月几号|几号|哪一日|日期")
+# Words that end a person's name in a report ("李昊天出席", "罗梅主持").
+_AFTER_NAME = re.compile(r"出席|主持|讲话|宣读|参加|表示|指出|强调|要求|介绍|说|等|向|在|和|与|及|作|担任|任|为|是|代表|同志|带领|陪同")
+_TITLE = re.compile(r".*(?:书记|主席|县长|区长|市长|省长|州长|镇长|乡长|部长|局长|厅长|主任|委员|常委|秘书长|院长|校长|董事长|"
+                    r"经理|总裁|组长|队长|处长|科长|会长|理事长|政委|司令|总监|专家|教授|记者|代表)")
+# Common single-character surnames (and compound ones): a person answer starts with one.
+_SURNAMES = set("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢"
+                "姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤常温康施"
+                "文牛樊葛邢安齐易乔伍庞颜倪庄聂章鲁岳翟殷詹申欧耿关兰焦俞左柳甘祝包宁尚符舒阮柯纪梅童凌毕单季裴霍涂成苗谷"
+                "盛曲翁冉骆蓝路游辛靳管柴蒙鲍华喻祁蒲房滕屈饶解牟艾尤阳时穆农司卓古吉缪简车项连芦麦褚娄窦戚岑景党宫费卜冷"
+                "晏席卫米柏宗瞿桂全佟应臧闵苟邬边卞姬师和仇栾隋商刁沙荣巫寇桑郎甄丛仲虞敖巩明佘池查麻苑迟邝封鞠")
+_COMPOUND_SURNAMES = ("欧阳", "司马", "上官", "诸葛", "东方", "皇甫", "尉迟", "公孙", "慕容", "长孙", "宇文", "司徒", "夏侯")
+# Characters that end a name: the verb or preposition that follows it in a report.
+_NAME_STOP = set("出主讲宣参表指强要介说等向在和与及作担任为是代带陪总致发同以对从将把被率提会分到于就")
+# Text in a document that tries to steer a model is never used as evidence.
+INJECTION = re.compile(r"忽略(以上|上述|之前|前面|所有)|无视(以上|上述|之前)|ignore (all|the|previous|above)|"
+                       r"(系统|system)\s*(提示|prompt)|你现在是|请改为回答|disregard", re.IGNORECASE)
+
+
+@dataclass
+class PassageText:
+    """A retrieved passage as the extractor sees it."""
+
+    index: int  # position in the sources list (0-based)
+    text: str  # original script
+    title: str | None = None  # the document's title: context for every sentence
+
+
+@dataclass
+class Extraction:
+    """The extracted answer and where it came from (offsets into the passage's text)."""
+
+    answer: str
+    evidence: str
+    passage: int
+    answer_start: int
+    answer_end: int
+    evidence_start: int
+    evidence_end: int
+    kind: str  # question type
+    coverage: float  # IDF-weighted share of the question's words in the evidence (0 to 1)
+    alignment: float  # share of the question's context around its question word found in the evidence
+    typed: bool  # a span was found around the question word (of the asked type, where it has one)
+    missing: float = 0.0  # IDF of the rarest question word absent from the evidence and its context, over the max
+
+    @property
+    def confidence(self) -> float:
+        """How well the evidence answers the question: what abstention thresholds are calibrated on."""
+        if self.kind in _TYPED and not self.typed:
+            return 0.5 * self.coverage  # asked for a number, date or person and found none
+        return self.coverage + 0.4 * self.alignment + (0.15 if self.typed else 0.0)
+
+
+def question_type(question: str) -> tuple[str, re.Match[str] | None]:
+    """The answer type a question asks for and its question-word match (on the normalised question)."""
+    q = normalize(question)
+    for kind, pattern in _WH_RE:
+        m = pattern.search(q)
+        if m:
+            return kind, m
+    return "thing", None
+
+
+def _best_left_anchor(text: str, context: str, min_len: int = 2) -> tuple[int, int] | None:
+    """The longest piece of ``context`` found in ``text``; a piece ending at the question word counts double."""
+    best: tuple[int, int] | None = None
+    best_value = 0
+    n = len(context)
+    for start in range(n):
+        for end in range(n, start + min_len - 1, -1):
+            value = (end - start) * (2 if end == n else 1) + (0.5 if end == n else 0)
+            if value <= best_value:
+                break
+            pos = text.find(context[start:end])
+            if pos >= 0:
+                best, best_value = (pos, pos + end - start), value
+                break
+    return best
+
+
+def _longest_prefix_in(text: str, context: str, start: int, min_len: int = 2) -> tuple[int, int] | None:
+    for size in range(min(len(context), 12), min_len - 1, -1):
+        piece = context[:size]
+        pos = text.find(piece, start)
+        if pos >= 0:
+            return pos, pos + size
+    return None
+
+
+def _to_delim(text: str, start: int, delims: str, limit: int = 40) -> int:
+    end = start
+    while end < len(text) and end - start < limit and text[end] not in delims:
+        end += 1
+    return end
+
+
+def _from_delim(text: str, end: int, delims: str, limit: int = 40) -> int:
+    start = end
+    while start > 0 and end - start < limit and text[start - 1] not in delims:
+        start -= 1
+    return start
+
+
+_LEAD = "是为了在有达到于将把对由共计约近超过 ：:"
+_TRAIL_WORDS = re.compile(r"(分别|均|都|也|还|共|先后|已|等)$")
+_PAIRS = {"《": "》", "“": "”", "（": "）", "(": ")", "「": "」", "【": "】", "‘": "’"}
+
+
+def _strip_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """Trim connecting words and punctuation around a span; close a bracket or quote it opened."""
+    while start < end and text[start] in _LEAD:
+        start += 1
+    while end > start:
+        if text[end - 1] in "，,。；;：:、 的了":
+            end -= 1
+        elif m := _TRAIL_WORDS.search(text, start, end):
+            end = m.start()
+        else:
+            break
+    for opening, closing in _PAIRS.items():
+        if text.count(opening, start, end) > text.count(closing, start, end):
+            close = text.find(closing, end)
+            if 0 <= close - end <= 30:
+                end = close + 1
+    return start, end
+
+
+def _typed_span(kind: str, s: str, start: int, end: int, unit_hint: str,
+                near_end: bool = False) -> tuple[int, int] | None:
+    """Narrow ``s[start:end]`` to the answer type; ``None`` when the type is not there."""
+    window = s[start:end]
+    if kind == "number":
+        matches = [m for m in _NUMBER.finditer(window) if re.search(r"\d|[一二两三四五六七八九十百千万]", m.group())]
+        if unit_hint:
+            # "多少个" asks for a count of 个: a number with another unit is not the answer.
+            matches = [m for m in matches if unit_hint in m.group()]
+        if not matches:
+            return None
+        digits = [m for m in matches if re.search(r"\d", m.group())] or matches
+        m = digits[-1] if near_end else digits[0]  # the number next to the anchor
+        return start + m.start(), start + m.end()
+    if kind == "date":
+        m = (_DAY_DATE if unit_hint == "day" else _DATE).search(window)
+        return (start + m.start(), start + m.end()) if m else None
+    if kind == "person":
+        title = _TITLE.match(window)
+        return _name_at(s, start + (title.end() if title else 0), end)
+    return (start, end) if end > start else None
+
+
+def _name_at(s: str, a: int, end: int) -> tuple[int, int] | None:
+    """The person's name starting at ``a`` (a surname, then one or two given-name characters), if any."""
+    if "·" in s[a:end]:
+        # Transliterated names ("木合塔尔·马合苏提") run to the anchor.
+        b = a
+        while b < end and (s[b] == "·" or "\u4e00" <= s[b] <= "\u9fff"):
+            b += 1
+        return (a, b) if b - a >= 3 else None
+    surname = 2 if s[a : a + 2] in _COMPOUND_SURNAMES else 1 if a < len(s) and s[a] in _SURNAMES else 0
+    if not surname:
+        return None
+    b = a + surname
+    for _ in range(2):
+        if b < min(end, len(s)) and "\u4e00" <= s[b] <= "\u9fff" and s[b] not in _NAME_STOP:
+            b += 1
+        else:
+            break
+    return (a, b) if b - a >= 2 else None
+
+
+_UNIT_HINT = re.compile(r"^(?:个|名|位|人次|人|户|份|座|场次|场|期|次|轮|点|项|元|万元|年|岁|支|所|家|篇|条|天|届|倍)")
+
+
+def _align_right(s: str, right: str, start: int) -> tuple[int, int, int] | None:
+    """Where the words after the question word appear in ``s``; skips up to 3 leading characters (a head noun
+    the sentence does not repeat). Returns ``(start, end, skipped)``."""
+    for skip in range(0, min(4, len(right))):
+        found = _longest_prefix_in(s, right[skip:], start, min_len=min(2, len(right) - skip))
+        if found:
+            return found[0], found[1], skip
+    return None
+
+
+_TYPED = ("number", "date", "person")
+_HEAD_SUFFIX = set("寺县市省区镇乡村局部会院馆校报厅委社站所街路山河湖岛港湾州国")
+_LEFT_FILLER = re.compile(r"[是为的由被在有对向把将给从]+$")
+
+
+def extract_from_sentence(question: str, sentence: str) -> tuple[str, int, int, float] | None:
+    """``(kind, start, end, alignment)`` of the answer inside ``sentence``, or ``None``.
+
+    ``alignment`` is the share of the question's context (the words around its question word) found in
+    the sentence. ``sentence`` and its normalised form must have the same length (true for OpenCC t2s).
+    """
+    kind, wh = question_type(question)
+    s = normalize(sentence)
+    if wh is None or len(s) != len(sentence):
+        return None
+    q = _TRAILING.sub("", normalize(question))
+    left, right = _LEFT_FILLER.sub("", q[: wh.start()]), q[wh.end() :]
+    ordinal = kind == "number" and q[: wh.start()].endswith("第")
+    unit_hint = "day" if kind == "date" and _ASKS_DAY.search(wh.group()) else ""
+    if kind == "number" and (m := _UNIT_HINT.match(right)):
+        unit_hint, right = m.group(), right[m.end() :]
+    right = right.lstrip("的是")
+    if len(right) < 2:
+        right = ""  # one character ("哪些人") aligns anywhere
+    delims = _DELIMS if kind == "list" else _CLAUSE_DELIMS
+    lmatch = _best_left_anchor(s, left) if left else None
+    rmatch = None
+    if right:
+        rmatch = (lmatch and _align_right(s, right, lmatch[1])) or _align_right(s, right, 0)
+    l_value = (lmatch[1] - lmatch[0] + (2 if left.endswith(s[lmatch[0] : lmatch[1]]) else 0)) if lmatch else 0
+    r_value = (rmatch[1] - rmatch[0] + (2 if rmatch[2] == 0 else 0)) if rmatch else 0
+    # Windows to try, the most constrained first: between the anchors, then after the left one or before the
+    # right one (the stronger anchor first).
+    windows: list[tuple[int, int, bool, bool]] = []
+    if lmatch and rmatch and 0 < rmatch[0] - lmatch[1] <= 60:
+        windows.append((lmatch[1], rmatch[0], True, True))
+    one_sided = []
+    if lmatch:
+        one_sided.append((l_value, (lmatch[1], _to_delim(s, lmatch[1], delims), True, False)))
+    if rmatch:
+        one_sided.append((r_value, (_from_delim(s, rmatch[0], delims), rmatch[0], False, True)))
+    windows += [w for _, w in sorted(one_sided, key=lambda x: -x[0])]
+    if not windows and kind == "date" and (m := (_DAY_DATE if unit_hint else _DATE).search(s)):
+        windows.append((m.start(), m.end(), False, False))  # a dateline next to a matching title
+    for start, end, used_left, used_right in windows:
+        span = _span_in_window(kind, s, start, end, rmatch if used_right else None, right, unit_hint, ordinal)
+        if span is None:
+            continue
+        matched = (l_value if used_left else 0) + (r_value if used_right else 0)
+        alignment = min(1.0, matched / max(1, len(left) + len(right) + 2))
+        return kind, span[0], span[1], alignment
+    return None
+
+
+def _span_in_window(kind: str, s: str, start: int, end: int, rmatch: tuple[int, int, int] | None, right: str,
+                    unit_hint: str, ordinal: bool) -> tuple[int, int] | None:
+    """The answer span of type ``kind`` in the window ``s[start:end]`` found by the anchors."""
+    if rmatch and rmatch[2] == 0 and kind in ("thing", "list", "place") and end == rmatch[0]:
+        if len(right) <= 4:
+            end = rmatch[1]  # "开展了什么培训" → the answer ends with its head noun: "……业务培训"
+            if kind == "list":
+                # "哪三个到位" → "领导责任到位、保障投入到位、督查落实到位": items share the head noun.
+                clause_end = _to_delim(s, end, _DELIMS, 120)
+                last = s.rfind(right, end, clause_end)
+                end = last + len(right) if last >= 0 else end
+        elif end < len(s) and s[end] in _HEAD_SUFFIX:
+            end += 1  # "在哪座寺开展……" → "郎扎觉姆寺"
+    if kind in _TYPED:
+        span = _typed_span(kind, s, *_strip_span(s, start, end), unit_hint, near_end=rmatch is not None)
+        if span is None and kind != "person":
+            # The typed answer may sit just outside the aligned window, within its clause.
+            span = _typed_span(kind, s, _from_delim(s, start, _DELIMS, 80), _to_delim(s, end, _DELIMS, 80), unit_hint)
+        if span is None:
+            return None
+        start, end = span
+        if ordinal and start > 0 and s[start - 1] == "第":
+            start -= 1
+        return start, end
+    start, end = _strip_span(s, start, end)
+    if end <= start or (kind == "place" and end - start > 15):
+        return None
+    return start, end
+
+
+def _coverage(terms: Sequence[str], weights: Sequence[float], text: str, context: str, passage: str) -> float:
+    """IDF-weighted share of question words in the sentence (1), its neighbours and title (0.5), its passage (0.3)."""
+    total = sum(weights) or 1.0
+    got = 0.0
+    for term, weight in zip(terms, weights):
+        if term in text:
+            got += weight
+        elif term in context:
+            got += 0.5 * weight
+        elif term in passage:
+            got += 0.3 * weight
+    return got / total
+
+
+def extract_answer(question: str, passages: Sequence[PassageText], idf: Callable[[str], float],
+                   candidates: int = 30) -> Extraction | None:
+    """The best answer span over ``passages`` (best-ranked first), or ``None`` when nothing matches.
+
+    Candidate sentences are ranked by coverage; among the best ``candidates`` the winner maximises
+    coverage + 0.4·alignment + 0.15 when a span of the asked type was found.
+    """
+    terms = query_terms(question)
+    if not terms:
+        return None
+    # Single characters are weak evidence however rare they are as separate words.
+    weights = [idf(t) * (0.3 if len(t) == 1 else 1.0) for t in terms]
+    kind, _ = question_type(question)
+    scored: list[tuple[float, int, int, int, str, float]] = []
+    for rank, passage in enumerate(passages):
+        title = normalize(passage.title or "")
+        whole = normalize(passage.text)
+        previous = ""
+        for sent in split_sentences(passage.text):
+            text = passage.text[sent.start : sent.end]
+            norm = normalize(text)
+            if INJECTION.search(norm):
+                continue
+            context = previous + "\n" + title
+            missing = max((w for t, w in zip(terms, weights) if t not in norm and t not in context), default=0.0)
+            scored.append((_coverage(terms, weights, norm, context, whole) - 0.01 * rank, rank,
+                           sent.start, sent.end, text, missing / (max(weights) or 1.0)))
+            previous = norm
+    scored.sort(key=lambda x: -x[0])
+    best: Extraction | None = None
+    best_value = -1.0
+    for coverage, rank, s_start, s_end, text, missing in scored[:candidates]:
+        found = extract_from_sentence(question, text)
+        value = coverage + (0.4 * found[3] + 0.15 if found else (-0.3 if kind in _TYPED else 0.0))
+        if value <= best_value:
+            continue
+        best_value = value
+        a, b = (found[1], found[2]) if found else (0, len(text))
+        best = Extraction(answer=text[a:b], evidence=text, passage=passages[rank].index, answer_start=s_start + a,
+                          answer_end=s_start + b, evidence_start=s_start, evidence_end=s_end, kind=kind,
+                          coverage=max(0.0, coverage), alignment=found[3] if found else 0.0, typed=found is not None,
+                          missing=missing)
+    return best
+
+
+def idf_from_counts(doc_freq: Callable[[str], int], total: int) -> Callable[[str], float]:
+    """BM25-style IDF from a document-frequency lookup."""
+
+    def idf(term: str) -> float:
+        df = doc_freq(term)
+        return math.log(1 + (total - df + 0.5) / (df + 0.5))
+
+    return idf
