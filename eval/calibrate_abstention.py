@@ -1,8 +1,8 @@
-"""Choose the abstention threshold on dev data.
+"""Choose the abstention thresholds (``abstain_threshold``, ``min_coverage``) on dev data.
 
-For every question of the dev sets the extractive answerer's evidence confidence is computed once; the
-threshold picked is the one that abstains on the most unanswerable questions while abstaining on at most
-``--max-false`` of the answerable ones (pooled over the sets). Writes JSON and Markdown.
+For every question of the dev sets the extractive answerer's evidence confidence and coverage are computed
+once; the pair picked abstains on the most unanswerable questions while abstaining on at most ``--max-false``
+of the answerable ones of every set. Writes JSON and Markdown.
 
     python eval/calibrate_abstention.py --set eval/data/sample_qa.jsonl=index \\
         --set ../shared/bench/cmrc2018/qa_dev.jsonl=/tmp/cmrc --limit 400 --out runs/calibration
@@ -23,8 +23,8 @@ from rag.retrieve import Retriever
 from rag.store import IndexStore
 
 
-def confidences(dataset: str, index: str, limit: int | None) -> list[tuple[bool, float]]:
-    """``(answerable, confidence)`` for each question of ``dataset`` answered over ``index``."""
+def confidences(dataset: str, index: str, limit: int | None) -> list[tuple[bool, float, float]]:
+    """``(answerable, confidence, coverage)`` for each question of ``dataset`` answered over ``index``."""
     settings = load_settings().replace(index_dir=Path(index))
     with IndexStore.open(settings.index_dir) as store:
         retriever = Retriever(store, embedder_for_index(store.embedder, settings), settings)
@@ -35,7 +35,7 @@ def confidences(dataset: str, index: str, limit: int | None) -> list[tuple[bool,
             sources = answerer._sources(result.hits)
             found = extract_answer(item.question, [PassageText(i, s.text, s.title) for i, s in enumerate(sources)],
                                    answerer._idf(item.question))
-            out.append((bool(item.answers), found.confidence if found else 0.0))
+            out.append((bool(item.answers), found.confidence if found else 0.0, found.coverage if found else 0.0))
     return out
 
 
@@ -48,23 +48,29 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    rows: list[tuple[bool, float]] = []
+    rows: list[tuple[bool, float, float]] = []
     per_set = {}
     for spec in args.set:
         dataset, index = spec.split("=", 1)
-        got = confidences(dataset, index, args.limit)
-        per_set[dataset] = got
-        rows += got
-    answerable = [c for a, c in rows if a]
-    unanswerable = [c for a, c in rows if not a]
+        per_set[dataset] = confidences(dataset, index, args.limit)
+        rows += per_set[dataset]
+    answerable = [(c, v) for a, c, v in rows if a]
+    unanswerable = [(c, v) for a, c, v in rows if not a]
     table = []
-    for step in range(0, 101):
-        t = step / 100
-        false_rate = sum(c < t for c in answerable) / max(1, len(answerable))
-        true_rate = sum(c < t for c in unanswerable) / max(1, len(unanswerable))
-        table.append({"threshold": t, "abstain_answerable": false_rate, "abstain_unanswerable": true_rate})
-    allowed = [r for r in table if r["abstain_answerable"] <= args.max_false]
-    best = max(allowed, key=lambda r: (r["abstain_unanswerable"], -r["threshold"]))
+    for step in range(0, 101, 5):
+        for cov_step in range(0, 55, 5):
+            t, m = step / 100, cov_step / 100
+            table.append({"threshold": t, "min_coverage": m,
+                          "abstain_answerable": sum(c < t or v < m for c, v in answerable) / max(1, len(answerable)),
+                          "abstain_unanswerable": sum(c < t or v < m for c, v in unanswerable)
+                          / max(1, len(unanswerable))})
+    def worst_set(t: float, m: float) -> float:
+        rates = [sum(c < t or v < m for a, c, v in got if a) / max(1, sum(a for a, _, _ in got))
+                 for got in per_set.values()]
+        return max(rates)
+
+    allowed = [r for r in table if worst_set(r["threshold"], r["min_coverage"]) <= args.max_false]
+    best = max(allowed, key=lambda r: (r["abstain_unanswerable"], -r["abstain_answerable"], -r["threshold"]))
     report = {"run": run_info(), "chosen": best, "max_false": args.max_false, "sets": list(per_set),
               "answerable": len(answerable), "unanswerable": len(unanswerable), "table": table}
     out = Path(args.out)
@@ -72,12 +78,13 @@ def main() -> None:
     (out / "calibration.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     lines = ["# Abstention calibration", "", f"Sets: {', '.join(per_set)}; {len(answerable)} answerable, "
              f"{len(unanswerable)} unanswerable questions.", "",
-             f"Chosen threshold **{best['threshold']:.2f}**: abstains on {best['abstain_unanswerable']:.1%} of "
+             f"Chosen abstain_threshold **{best['threshold']:.2f}**, min_coverage **{best['min_coverage']:.2f}**: "
+             f"abstains on {best['abstain_unanswerable']:.1%} of "
              f"unanswerable and {best['abstain_answerable']:.1%} of answerable questions "
-             f"(limit {args.max_false:.0%}).", "", "| threshold | answerable abstained | unanswerable abstained |",
-             "|---|---|---|"]
-    lines += [f"| {r['threshold']:.2f} | {r['abstain_answerable']:.3f} | {r['abstain_unanswerable']:.3f} |"
-              for r in table if round(r["threshold"] * 100) % 5 == 0]
+             f"(at most {args.max_false:.0%} of any set's answerable ones).", "",
+             "| threshold | min_coverage | answerable abstained | unanswerable abstained |", "|---|---|---|---|"]
+    lines += [f"| {r['threshold']:.2f} | {r['min_coverage']:.2f} | {r['abstain_answerable']:.3f} | "
+              f"{r['abstain_unanswerable']:.3f} |" for r in table if r["min_coverage"] in (0.0, best["min_coverage"])]
     (out / "calibration.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines[:6]))
 

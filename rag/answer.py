@@ -151,7 +151,8 @@ class Answerer:
     def _supported(self, extraction: Extraction | None) -> bool:
         if extraction is None:
             return False
-        return extraction.confidence >= self.settings.abstain_threshold
+        return (extraction.confidence >= self.settings.abstain_threshold
+                and extraction.coverage >= self.settings.min_coverage)
 
     def _extractive(self, question: str, extraction: Extraction | None, sources: list[Source],
                     note: str | None) -> Answer:

@@ -58,6 +58,8 @@ class Settings:
     # Below this evidence confidence (see rag.extractive.Extraction.confidence) we answer "资料中未找到答案".
     # Calibrated with eval/calibrate_abstention.py on dev data.
     abstain_threshold: float = 0.35
+    # ... or when the evidence holds less than this IDF-weighted share of the question's words.
+    min_coverage: float = 0.2
     guard_min_support: float = 0.6
     log_level: str = "INFO"
 

@@ -298,12 +298,16 @@ def _span_in_window(kind: str, s: str, start: int, end: int, rmatch: tuple[int, 
         if span is None and kind != "person":
             # The typed answer may sit just outside the aligned window, within its clause.
             span = _typed_span(kind, s, _from_delim(s, start, _DELIMS, 80), _to_delim(s, end, _DELIMS, 80), unit_hint)
+        if span is None and kind == "date":
+            span = _typed_span(kind, s, 0, len(s), unit_hint)  # "3月27日,……会召开": one date per sentence
         if span is None:
             return None
         start, end = span
         if ordinal and start > 0 and s[start - 1] == "第":
             start -= 1
         return start, end
+    if kind == "place" and end - start > 15 and (at := s.rfind("在", start, end)) >= 0:
+        start = at + 1  # "……表彰大会在区委501会议室召开" → the place follows 在
     start, end = _strip_span(s, start, end)
     if end <= start or (kind == "place" and end - start > 15):
         return None
