@@ -30,24 +30,27 @@ _WEDGED = re.compile(rf"(?<=[{_HAN}])['.](?=[{_HAN}])")
 
 _SENTENCE_PUNCT = re.compile(r"[，。！？；、：,!?;:“”]")
 
-# Lines that are page furniture wherever they stand (matched on the normalised line).
-_FURNITURE: list[tuple[str, re.Pattern[str]]] = [
+# Lines that are page furniture wherever they stand (matched on the normalised line), each up to a length:
+# a long line is article text even if it mentions "版权" or contains ">>".
+_FURNITURE: list[tuple[str, re.Pattern[str], int]] = [
     ("menu", re.compile(r"^(简体|繁体|网站地图|注册|登录|网站无障碍|进入适老版|进入关怀版|关闭|关闭窗口|打印|打印本页|收藏|"
-                        r"返回顶部|返回首页|首页|无障碍浏览|手机版|English)(\s+(简体|繁体))?$")),
-    ("menu", re.compile(r"^(分享|点击量|点击数|浏览次数|阅读量|阅读数|字号|责任编辑|编辑|审核|校对|打印|扫一扫)\s*[:：].{0,16}$")),
-    ("breadcrumb", re.compile(r"(当前位置|您所在的位置|所在位置|现在位置|您的位置)\s*[:：]|>>|»")),
+                        r"返回顶部|返回首页|首页|无障碍浏览|手机版|English)(\s+(简体|繁体))?$"), 30),
+    ("menu", re.compile(r"^(分享|点击量|点击数|浏览次数|阅读量|阅读数|字号|责任编辑|编辑|审核|校对|打印|扫一扫)\s*[:：].{0,16}$"), 30),
+    ("breadcrumb", re.compile(r"(当前位置|您所在的位置|所在位置|现在位置|您的位置)\s*[:：]|>>|»"), 80),
     ("copyright", re.compile(r"版权(声明|所有)|copyright|©|all rights reserved|icp备|icp证|公网安备|网站标识码|备案序号|"
-                             r"主办单位[:：]|承办单位[:：]|技术支持[:：]")),
-    ("teaser", re.compile(r"\[(详细|更多|详情|全文)\]\s*-?$")),
+                             r"主办单位[:：]|承办单位[:：]|技术支持[:：]"), 200),
+    ("teaser", re.compile(r"\[(详细|更多|详情|全文)\]\s*-?$"), 300),
     ("related", re.compile(r"^[-•·\s]*(上一篇|下一篇|本文地址|相关文章|相关推荐|相关阅读|延伸阅读|热点推荐|推荐阅读|"
-                           r"热门文章|猜你喜欢)")),
-    ("related", re.compile(r"相关文章\s*[:：]?$")),
-    ("comments", re.compile(r"^(评论|留言)\s*[:：]?\s*\d*$")),
-    ("seo", re.compile(r"小编为您|希望对您有(所)?帮助|本文由.{0,12}整理")),
-    ("image", re.compile(r"\.(jpe?g|png|gif|bmp|webp)$")),
-    ("image", re.compile(r"^◎.{0,20}(文|图)\s*/\s*(文|图)")),
-    ("separator", re.compile(r"^[-—_=*·•|~\s]+$")),
+                           r"热门文章|猜你喜欢)"), 120),
+    ("related", re.compile(r"相关文章\s*[:：]?$"), 80),
+    ("comments", re.compile(r"^(评论|留言)\s*[:：]?\s*\d*$"), 20),
+    ("seo", re.compile(r"小编为您|希望对您有(所)?帮助|本文由.{0,12}整理"), 200),
+    ("image", re.compile(r"\.(jpe?g|png|gif|bmp|webp)$"), 80),
+    ("image", re.compile(r"^◎.{0,20}(文|图)\s*/\s*(文|图)"), 40),
+    ("separator", re.compile(r"^[-—_=*·•|~\s]+$"), 80),
 ]
+_IMAGE_FILE = _FURNITURE[-3][1]
+_FURNITURE_BY_REASON = {reason: pattern for reason, pattern, _ in reversed(_FURNITURE)}
 # Lines from which the rest of the page is furniture, once the article is well under way.
 _TAIL_MARKER = re.compile(r"^(版权(声明|所有)|相关文章|相关推荐|相关阅读|上一篇|下一篇|本文地址|网站链接|关闭|关闭窗口|"
                           r"评论\s*\d+$|【.{1,40}】相关文章)|相关文章\s*[:：]?$")
@@ -128,8 +131,8 @@ def strip_annotations(text: str) -> str:
 
 
 def _furniture_reason(norm: str) -> str | None:
-    for reason, pattern in _FURNITURE:
-        if pattern.search(norm):
+    for reason, pattern, max_len in _FURNITURE:
+        if len(norm) <= max_len and pattern.search(norm):
             return reason
     return None
 
@@ -178,7 +181,7 @@ def clean_text(raw: str) -> CleanedText:
     total = sum(map(len, lines)) or 1
     seen = 0
     for i, norm in enumerate(norms):
-        if seen / total >= _TAIL_MIN_FRACTION and _TAIL_MARKER.search(norm):
+        if seen / total >= _TAIL_MIN_FRACTION and len(norm) <= 200 and _TAIL_MARKER.search(norm):
             dropped.extend(("tail", ln) for ln in lines[i:])
             lines, norms = lines[:i], norms[:i]
             break
@@ -193,11 +196,17 @@ def clean_text(raw: str) -> CleanedText:
     for i in kept:
         line, norm = lines[i], norms[i]
         reason = _furniture_reason(norm)
+        if reason == "copyright" and len(norm) == len(line):
+            # "……正文。【责任编辑：某】 版权声明：……" on one line: keep the text before the notice.
+            cut = _FURNITURE_BY_REASON["copyright"].search(norm)
+            if cut and cut.start() >= 20:
+                dropped.append(("copyright", line[cut.start() :]))
+                line, norm, reason = line[: cut.start()].rstrip(), norm[: cut.start()].rstrip(), None
         if reason is None and after_image and len(line) <= _CAPTION_MAX:
             reason = "caption"
         if reason is None and len(norm) >= 8 and norm in seen_paragraphs:
             reason = "duplicate"
-        after_image = reason in {"image", "caption"} and _FURNITURE[-3][1].search(norm) is not None
+        after_image = reason == "image" and _IMAGE_FILE.search(norm) is not None
         if reason == "teaser" and previous_headline is not None:
             # A teaser's headline stands on the line before it.
             dropped.append(("teaser", result.pop(previous_headline)))

@@ -46,8 +46,8 @@ _DAY_DATE = re.compile(_DAY)
 _ASKS_DAY = re.compile(r"哪一天|哪天|几月几日|几月几号|几号|哪一日|日期")
 # Words that end a person's name in a report ("李昊天出席", "罗梅主持").
 _AFTER_NAME = re.compile(r"出席|主持|讲话|宣读|参加|表示|指出|强调|要求|介绍|说|等|向|在|和|与|及|作|担任|任|为|是|代表|同志|带领|陪同")
-_TITLE = re.compile(r".*(?:书记|主席|县长|区长|市长|省长|州长|镇长|乡长|部长|局长|厅长|主任|委员|常委|秘书长|院长|校长|董事长|"
-                    r"经理|总裁|组长|队长|处长|科长|会长|理事长|政委|司令|总监|专家|教授|记者|代表)")
+_TITLE = re.compile(r".*(?:书记|主席|县长|区长|市长|省长|州长|镇长|乡长|旗长|专员|部长|局长|厅长|主任|委员|常委|秘书长|院长|"
+                    r"校长|董事长|经理|总裁|组长|队长|处长|科长|会长|理事长|政委|司令|总监|专家|教授|记者|代表|主持人)")
 # Common single-character surnames (and compound ones): a person answer starts with one.
 _SURNAMES = set("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢"
                 "姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤常温康施"
@@ -189,12 +189,16 @@ def _typed_span(kind: str, s: str, start: int, end: int, unit_hint: str,
         return (start + m.start(), start + m.end()) if m else None
     if kind == "person":
         title = _TITLE.match(window)
-        return _name_at(s, start + (title.end() if title else 0), end)
+        return _name_at(s, start + (title.end() if title else 0), end, after_title=title is not None)
     return (start, end) if end > start else None
 
 
-def _name_at(s: str, a: int, end: int) -> tuple[int, int] | None:
-    """The person's name starting at ``a`` (a surname, then one or two given-name characters), if any."""
+def _name_at(s: str, a: int, end: int, after_title: bool = False) -> tuple[int, int] | None:
+    """The person's name starting at ``a``, if any.
+
+    A name is a common surname and one or two more characters; right after a title ("副专员阿依古丽") any
+    2 to 4 characters up to the next verb count, since many names (Uyghur, Tibetan ...) have no such surname.
+    """
     if "·" in s[a:end]:
         # Transliterated names ("木合塔尔·马合苏提") run to the anchor.
         b = a
@@ -202,6 +206,11 @@ def _name_at(s: str, a: int, end: int) -> tuple[int, int] | None:
             b += 1
         return (a, b) if b - a >= 3 else None
     surname = 2 if s[a : a + 2] in _COMPOUND_SURNAMES else 1 if a < len(s) and s[a] in _SURNAMES else 0
+    if not surname and after_title:
+        b = a
+        while b < min(end, len(s), a + 4) and "\u4e00" <= s[b] <= "\u9fff" and s[b] not in _NAME_STOP:
+            b += 1
+        return (a, b) if b - a >= 2 else None
     if not surname:
         return None
     b = a + surname
@@ -284,7 +293,7 @@ def _span_in_window(kind: str, s: str, start: int, end: int, rmatch: tuple[int, 
                     unit_hint: str, ordinal: bool) -> tuple[int, int] | None:
     """The answer span of type ``kind`` in the window ``s[start:end]`` found by the anchors."""
     if rmatch and rmatch[2] == 0 and kind in ("thing", "list", "place") and end == rmatch[0]:
-        if len(right) <= 4:
+        if len(right) <= 4 and kind != "place":
             end = rmatch[1]  # "开展了什么培训" → the answer ends with its head noun: "……业务培训"
             if kind == "list":
                 # "哪三个到位" → "领导责任到位、保障投入到位、督查落实到位": items share the head noun.

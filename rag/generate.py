@@ -190,10 +190,25 @@ def offline_qwen_dir(cache_dir: Path) -> Path:
         return converted
     gguf = assemble_qwen_gguf(cache_dir / "models")
     log.info("converting %s once (de-quantising to fp32 takes about a minute)", gguf.name)
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    kwargs: dict[str, Any] = {"gguf_file": gguf.name}
+    try:
+        from transformers import GgufConfig
+
+        kwargs["quantization_config"] = GgufConfig(gguf_file=gguf.name, dequantize=True)
+    except ImportError:  # older transformers always de-quantise GGUF weights
+        pass
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), torch_dtype=torch.float32, **kwargs)
+    # A model loaded through the GGUF quantizer refuses save_pretrained; copy its dense weights into a plain one.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=False)
+    model.tie_weights()
     tmp = converted.with_name(converted.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)

@@ -85,7 +85,8 @@ def index_text_for(chunk_text_: str, title: str | None) -> str:
 
 
 def make_chunks(doc: DocumentRecord, settings: Settings) -> list[ChunkRecord]:
-    """Chunk a cleaned document and compute each chunk's index text and BM25 terms."""
+    """Chunk a cleaned document and compute each chunk's index text and BM25 terms (and the document's)."""
+    doc.terms = tokenize(f"{doc.title or ''}\n{doc.text}")
     out = []
     for c in chunk_text(doc.text, settings.chunk_size, settings.chunk_overlap):
         index_text = index_text_for(c.text, doc.title)
@@ -127,7 +128,9 @@ def ingest(paths: Sequence[str | Path], store: IndexStore, embedder: Embedder, s
                 record = prepare_document(item, settings)
                 report.seconds["load_clean"] += time.perf_counter() - t0
                 if record is None:
-                    report.skipped.append({"source": item.source, "reason": "no text left after cleaning"})
+                    where = item.source if Path(item.source).name == item.doc_id.split("/")[-1] else \
+                        f"{item.source} ({item.doc_id})"
+                    report.skipped.append({"source": where, "reason": "no text left after cleaning"})
                     bar.update(1)
                     continue
                 # Ids seen twice in one run (a JSONL with duplicate ids): the last one wins.

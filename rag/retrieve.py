@@ -75,11 +75,17 @@ def jaccard(a: set[str], b: set[str]) -> float:
 
 def reciprocal_rank_fusion(rankings: dict[str, list[int]], k: int = 60) -> list[tuple[int, float, list[str]]]:
     """Fuse ranked id lists: score = Σ 1 / (k + rank). Returns ``(id, score, [lists that had it])`` best first."""
+    return weighted_rrf(rankings, {name: 1.0 for name in rankings}, k)
+
+
+def weighted_rrf(rankings: dict[str, list[int]], weights: dict[str, float],
+                 k: int = 60) -> list[tuple[int, float, list[str]]]:
+    """Reciprocal-rank fusion with a weight per list: score = Σ w / (k + rank)."""
     scores: dict[int, float] = {}
     found_by: dict[int, list[str]] = {}
     for name, ids in rankings.items():
         for rank, item in enumerate(ids, 1):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+            scores[item] = scores.get(item, 0.0) + weights.get(name, 1.0) / (k + rank)
             found_by.setdefault(item, []).append(name)
     return [(i, s, found_by[i]) for i, s in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))]
 
@@ -120,21 +126,45 @@ class Retriever:
         dense: list[list[tuple[int, float]]] = [[] for _ in queries]
         if mode in ("hybrid", "dense") and queries:
             dense = self.store.search_dense(self.embedder.embed_queries(normalized), depth)
-        lexical: list[list[tuple[int, float]]] = [[] for _ in queries]
-        if mode in ("hybrid", "bm25"):
-            lexical = [self.store.search_bm25(query_terms(q), depth) for q in normalized]
-
         results = []
-        for (query, note), dense_hits, bm25_hits in zip(prepared, dense, lexical):
+        for (query, note), norm, dense_hits in zip(prepared, normalized, dense):
             if mode == "dense":
                 ranked = [(cid, score, ["dense"]) for cid, score in dense_hits]
-            elif mode == "bm25":
-                ranked = [(cid, score, ["bm25"]) for cid, score in bm25_hits]
             else:
-                ranked = reciprocal_rank_fusion({"dense": [c for c, _ in dense_hits], "bm25": [c for c, _ in bm25_hits]},
-                                                self.settings.rrf_k)
+                terms = query_terms(norm)
+                bm25_hits = self.store.search_bm25(terms, depth)
+                if mode == "bm25":
+                    ranked = [(cid, score, ["bm25"]) for cid, score in bm25_hits]
+                else:
+                    ranked = self._fuse(dense_hits, bm25_hits, self.store.search_bm25_documents(terms, depth))
             results.append(SearchResult(query, self._finish(ranked, k), mode, note))
         return results
+
+    def _fuse(self, dense_hits: list[tuple[int, float]], bm25_hits: list[tuple[int, float]],
+              doc_hits: list[tuple[str, float]]) -> list[tuple[int, float, list[str]]]:
+        """Reciprocal-rank fusion of dense chunks, BM25 chunks and BM25 documents (each chunk gets the rank of
+        its document), with the weights from the settings."""
+        s = self.settings
+        ranked = weighted_rrf({"dense": [c for c, _ in dense_hits], "bm25": [c for c, _ in bm25_hits]},
+                              {"dense": s.weight_dense, "bm25": s.weight_bm25}, s.rrf_k)
+        if not doc_hits or s.weight_bm25_doc <= 0:
+            return ranked
+        doc_rank = {doc_id: rank for rank, (doc_id, _) in enumerate(doc_hits, 1)}
+        candidates = {cid: (score, found) for cid, score, found in ranked}
+        chunks_by_doc = self.store.chunk_ids_of(list(doc_rank))
+        for doc_id, chunk_ids in chunks_by_doc.items():
+            for cid in chunk_ids:
+                candidates.setdefault(cid, (0.0, ["bm25"]))
+        chunk_doc = self.store.chunk_docs(list(candidates))
+        fused = []
+        for cid, (score, found) in candidates.items():
+            rank = doc_rank.get(chunk_doc.get(cid, ""))
+            if rank is not None:
+                score += s.weight_bm25_doc / (s.rrf_k + rank)
+                if "bm25" not in found:
+                    found = sorted([*found, "bm25"])
+            fused.append((cid, score, found))
+        return sorted(fused, key=lambda x: (-x[1], x[0]))
 
     def _finish(self, ranked: list[tuple[int, float, list[str]]], k: int) -> list[Hit]:
         """Look chunks up, drop near-duplicates of better-ranked ones, keep ``k``."""

@@ -60,6 +60,7 @@ CREATE TABLE chunks (
 );
 CREATE INDEX chunks_doc ON chunks(doc_id);
 CREATE VIRTUAL TABLE chunk_terms USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
+CREATE VIRTUAL TABLE doc_terms USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
 """
 
 
@@ -92,6 +93,7 @@ class DocumentRecord:
     date: str | None = None
     publisher: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    terms: list[str] = field(default_factory=list)  # BM25 words of the whole document
 
 
 @dataclass
@@ -171,6 +173,7 @@ class IndexStore:
                 f"re-ingest into a new --index folder (the embedding cache keeps that cheap)")
         try:
             self._db.execute("SELECT count(*) FROM chunk_terms").fetchone()
+            self._db.execute("SELECT count(*) FROM doc_terms").fetchone()
         except sqlite3.DatabaseError as exc:
             raise IndexFormatError(f"{self.directory}: damaged index ({exc}); re-ingest into a new folder") from None
 
@@ -249,6 +252,8 @@ class IndexStore:
                     "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (doc.doc_id, doc.root, doc.source, doc.title, doc.date, doc.publisher, doc.content_hash,
                      doc.text, json.dumps(doc.metadata, ensure_ascii=False, default=str), now))
+                doc_rowid = self._db.execute("SELECT rowid FROM documents WHERE doc_id = ?", (doc.doc_id,)).fetchone()[0]
+                self._db.execute("INSERT INTO doc_terms (rowid, terms) VALUES (?, ?)", (doc_rowid, " ".join(doc.terms)))
                 for chunk, vec in zip(doc_chunks, doc_vecs):
                     vec = np.asarray(vec, dtype=np.float32)
                     cur = self._db.execute(
@@ -283,6 +288,8 @@ class IndexStore:
             for j in range(0, len(ids), 500):
                 sub = ids[j : j + 500]
                 self._db.execute(f"DELETE FROM chunk_terms WHERE rowid IN ({','.join('?' * len(sub))})", sub)
+            self._db.execute(f"DELETE FROM doc_terms WHERE rowid IN (SELECT rowid FROM documents WHERE doc_id IN ({marks}))",
+                             part)
             self._db.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks})", part)
             self._db.execute(f"DELETE FROM documents WHERE doc_id IN ({marks})", part)
             removed.extend(ids)
@@ -386,6 +393,36 @@ class IndexStore:
             "SELECT rowid, bm25(chunk_terms) AS s FROM chunk_terms WHERE chunk_terms MATCH ? ORDER BY s LIMIT ?",
             (expression, k))
         return [(int(r), -float(s)) for r, s in rows]
+
+    def search_bm25_documents(self, terms: list[str], k: int) -> list[tuple[str, float]]:
+        """Top ``k`` ``(doc_id, bm25)`` over whole documents (higher is better)."""
+        expression = fts_match_expression(terms)
+        if not expression:
+            return []
+        rows = self._db.execute(
+            "SELECT d.doc_id, bm25(doc_terms) AS s FROM doc_terms JOIN documents d ON d.rowid = doc_terms.rowid "
+            "WHERE doc_terms MATCH ? ORDER BY s LIMIT ?", (expression, k))
+        return [(doc_id, -float(score)) for doc_id, score in rows]
+
+    def chunk_ids_of(self, doc_ids: Sequence[str]) -> dict[str, list[int]]:
+        """Chunk ids of each document, in document order."""
+        out: dict[str, list[int]] = {d: [] for d in doc_ids}
+        for i in range(0, len(doc_ids), 500):
+            part = list(doc_ids[i : i + 500])
+            for doc_id, chunk_id in self._db.execute(
+                    f"SELECT doc_id, id FROM chunks WHERE doc_id IN ({','.join('?' * len(part))}) ORDER BY doc_id, ordinal",
+                    part):
+                out[doc_id].append(chunk_id)
+        return out
+
+    def chunk_docs(self, chunk_ids: Sequence[int]) -> dict[int, str]:
+        """Document id of each chunk id."""
+        out: dict[int, str] = {}
+        for i in range(0, len(chunk_ids), 500):
+            part = list(chunk_ids[i : i + 500])
+            out.update(self._db.execute(
+                f"SELECT id, doc_id FROM chunks WHERE id IN ({','.join('?' * len(part))})", part))
+        return out
 
     def term_doc_freqs(self, terms: Sequence[str]) -> dict[str, int]:
         """How many chunks contain each term (for IDF weights); absent terms are left out."""

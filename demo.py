@@ -1,0 +1,196 @@
+"""The Gradio web demo: 问答 (Q&A with sources), 文档库 (library) and 评测 (evaluation).
+
+    python demo.py                     # index/ (built from data/sample when empty), http://127.0.0.1:7860
+    python demo.py --port 8000 --index /data/index --host 0.0.0.0
+
+Every handler is also an API endpoint (``gradio_client``): /ask, /ingest, /documents, /show_document,
+/remove_document, /stats, /evaluate. Models and the index are loaded once per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from rag.config import Settings, load_settings
+from rag.embeddings import EmbedderError
+from rag.generate import GeneratorError
+from rag.retrieve import QueryError
+from rag.service import RagService, render_answer, render_sources
+from rag.store import StoreError
+
+log = logging.getLogger("rag.demo")
+HERE = Path(__file__).resolve().parent
+SAMPLE = HERE / "data" / "sample"
+GOLD = HERE / "eval" / "data" / "sample_qa.jsonl"
+EXAMPLES = ["第五次全区妇女儿童工作会议在哪里召开？", "精河縣婦女兒童工作會議由誰主持？", "甘孜州女性公务员比例达到多少？",
+            "安州区妇女儿童工作会是哪天召开的？", "讲话要求贯彻落实哪些法律法规？"]
+CSS = """
+.source {border:1px solid #ddd; border-radius:6px; padding:8px 10px; margin:6px 0; background:#fafafa}
+.source.cited {border-color:#4c72b0; background:#f3f7ff}
+.source .head {font-size:0.85em; color:#555; margin-bottom:4px}
+.source mark {background:#ffe58a; padding:0 2px}
+.source .warn {color:#b35900; font-size:0.85em}
+"""
+
+
+def _error(message: str) -> str:
+    return f"**出错了**：{message}"
+
+
+def build_app(service: RagService) -> gr.Blocks:
+    """The Blocks app around one :class:`RagService`."""
+
+    def ask(question: str) -> tuple[str, str, str]:
+        """Answer a question: (answer Markdown, sources HTML, answer JSON)."""
+        try:
+            answer = service.ask(question or "")
+        except QueryError as exc:
+            return _error(str(exc)), "", "{}"
+        except Exception as exc:  # shown in the page, never as a stack trace
+            log.exception("ask failed")
+            return _error(f"回答时出现问题（{type(exc).__name__}）"), "", "{}"
+        return render_answer(answer), render_sources(answer), json.dumps(answer.to_dict(), ensure_ascii=False)
+
+    def documents() -> list[list[Any]]:
+        """The library as rows: id, title, chunks, characters."""
+        return [[d["doc_id"], d["title"] or "", d["chunks"], d["chars"]] for d in service.documents()]
+
+    def stats() -> str:
+        """Index statistics as Markdown."""
+        s = service.stats()
+        return (f"文档 **{s.documents}** 篇 · 段落 **{s.chunks}** 个 · 向量模型 `{s.embedder}` · "
+                f"索引 {s.size_mb:.1f} MB · 回答方式 `{s.generator}`")
+
+    def ingest(files: list[Any] | None, progress: gr.Progress = gr.Progress()) -> tuple[str, list[list[Any]], str]:
+        """Add uploaded files to the index: (report Markdown, library rows, statistics)."""
+        paths = [getattr(f, "name", f) for f in (files or [])]
+        if not paths:
+            return _error("请先选择文件"), documents(), stats()
+        try:
+            report = service.ingest(paths, progress=lambda frac, msg: progress(frac, desc=f"正在处理 {msg}"))
+        except Exception as exc:
+            log.exception("ingest failed")
+            return _error(f"导入失败（{exc}）"), documents(), stats()
+        lines = [f"新增 {len(report.added)} 篇，更新 {len(report.updated)} 篇，未变 {report.unchanged} 篇，"
+                 f"跳过 {len(report.skipped)} 个；写入 {report.chunks_written} 个段落。"]
+        lines += [f"- 新增：{d}" for d in report.added + report.updated]
+        lines += [f"- 跳过 {Path(s['source']).name}：{s['reason']}" for s in report.skipped]
+        return "\n".join(lines), documents(), stats()
+
+    def show_document(doc_id: str) -> str:
+        """A document's cleaned text (what answers cite)."""
+        doc = service.document((doc_id or "").strip())
+        if doc is None:
+            return _error(f"没有文档 {doc_id!r}")
+        head = f"### {doc['title'] or doc['doc_id']}\n\n<small>{doc['doc_id']} · 来源 {doc['source']}</small>\n\n"
+        return head + doc["text"].replace("\n", "\n\n")
+
+    def remove_document(doc_id: str) -> tuple[str, list[list[Any]], str]:
+        """Remove a document: (message, library rows, statistics)."""
+        doc_id = (doc_id or "").strip()
+        message = f"已删除 {doc_id}" if doc_id and service.remove(doc_id) else _error(f"没有文档 {doc_id!r}")
+        return message, documents(), stats()
+
+    def evaluate(gold_file: Any, limit: float | None) -> tuple[str, list[str]]:
+        """Run the QA evaluation on an uploaded gold file (or the bundled one): (report Markdown, plot paths)."""
+        from rag.evaluate import evaluate_qa, load_gold, plot_qa, qa_markdown, run_info, write_report
+
+        path = getattr(gold_file, "name", gold_file) or str(GOLD)
+        try:
+            items = load_gold(path, int(limit) if limit else None)
+        except Exception as exc:
+            return _error(str(exc)), []
+        with service._lock:
+            report = evaluate_qa(items, service.answerer, progress=False)
+        report.update(dataset=Path(path).name, index=str(service.settings.index_dir), run=run_info())
+        out = Path(tempfile.mkdtemp(prefix="rag-eval-"))
+        written = write_report(report, out, qa_markdown(report), plot_qa)
+        return qa_markdown(report), [str(p) for p in written if p.suffix == ".png"]
+
+    with gr.Blocks(title="中文资料问答") as app:
+        gr.Markdown("# 中文资料问答与评测\n简体、繁体均可提问；答案附带出处，资料不足时如实说明。")
+        with gr.Tab("问答"):
+            with gr.Row():
+                question = gr.Textbox(label="问题", placeholder="输入问题后按回车", scale=5, elem_id="question")
+                ask_button = gr.Button("提问", variant="primary", scale=1, elem_id="ask")
+            gr.Examples(EXAMPLES, inputs=question, label="示例问题")
+            answer_md = gr.Markdown(elem_id="answer")
+            gr.Markdown("#### 出处")
+            sources_html = gr.HTML(elem_id="sources")
+            answer_json = gr.Code(label="JSON", language="json", visible=False)
+            for trigger in (question.submit, ask_button.click):
+                trigger(ask, question, [answer_md, sources_html, answer_json], api_name="ask" if trigger ==
+                        ask_button.click else False)
+        with gr.Tab("文档库"):
+            stats_md = gr.Markdown(stats(), elem_id="stats")
+            with gr.Row():
+                uploads = gr.File(label="上传文件（txt、md、html、docx、pdf、jsonl）", file_count="multiple",
+                                  file_types=[".txt", ".md", ".html", ".htm", ".docx", ".pdf", ".jsonl"],
+                                  elem_id="upload")
+                ingest_button = gr.Button("导入", variant="primary", elem_id="ingest")
+            ingest_md = gr.Markdown(elem_id="ingest-report")
+            library = gr.Dataframe(documents(), headers=["文档", "标题", "段落数", "字数"], interactive=False,
+                                   elem_id="library")
+            with gr.Row():
+                doc_id = gr.Textbox(label="文档 ID", elem_id="doc-id")
+                show_button = gr.Button("查看清洗后的正文")
+                remove_button = gr.Button("删除文档", variant="stop")
+            remove_md = gr.Markdown()
+            doc_md = gr.Markdown(elem_id="document")
+            ingest_button.click(ingest, uploads, [ingest_md, library, stats_md], api_name="ingest")
+            show_button.click(show_document, doc_id, doc_md, api_name="show_document")
+            remove_button.click(remove_document, doc_id, [remove_md, library, stats_md], api_name="remove_document")
+            refresh = gr.Button("刷新", size="sm")
+            refresh.click(lambda: (documents(), stats()), None, [library, stats_md], api_name="documents")
+        with gr.Tab("评测"):
+            gr.Markdown("上传金标准问题集（JSONL：`id`, `question`, `answers`, `doc_ids`），或直接使用内置的样例问题集。")
+            with gr.Row():
+                gold = gr.File(label="金标准文件（可选）", file_types=[".jsonl"])
+                limit = gr.Number(label="只评前 N 题（可选）", precision=0)
+                eval_button = gr.Button("开始评测", variant="primary")
+            eval_md = gr.Markdown()
+            plots = gr.Gallery(label="图表", columns=2, height=360)
+            eval_button.click(evaluate, [gold, limit], [eval_md, plots], api_name="evaluate")
+    return app
+
+
+def main() -> None:
+    """Start the demo (binds to localhost unless --host says otherwise)."""
+    parser = argparse.ArgumentParser(description="中文资料问答 web demo")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="ask Gradio for a public link (needs internet)")
+    parser.add_argument("--index", help="index folder (default from config: index/)")
+    parser.add_argument("--config", help="TOML config file")
+    args = parser.parse_args()
+    settings = load_settings(args.config)
+    if args.index:
+        settings = settings.replace(index_dir=Path(args.index))
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        service = open_service(settings)
+    except (StoreError, EmbedderError, GeneratorError) as exc:
+        raise SystemExit(f"demo: error: {exc}") from None
+    app = build_app(service)
+    app.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, share=args.share,
+                                                 css=CSS, show_error=False)
+
+
+def open_service(settings: Settings) -> RagService:
+    """The service over ``settings.index_dir``, first filled with the sample corpus when it is empty."""
+    service = RagService(settings)
+    if service.stats().documents == 0 and SAMPLE.is_dir():
+        log.info("index %s is empty: ingesting the sample corpus %s", settings.index_dir, SAMPLE)
+        service.ingest([SAMPLE])
+    return service
+
+
+if __name__ == "__main__":
+    main()

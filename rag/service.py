@@ -1,0 +1,140 @@
+"""One long-lived object that the web demo (and any other front end) calls: index, models and answerer
+loaded once per process, with a lock so that several users at once never interleave their index work.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .answer import Answer, Answerer
+from .config import Settings
+from .embeddings import EmbeddingCache, embedder_for_index
+from .generate import load_generator
+from .ingest import IngestReport, ingest
+from .retrieve import Retriever
+from .store import IndexStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceStats:
+    """What the library tab shows about the index."""
+
+    documents: int
+    chunks: int
+    embedder: str | None
+    size_mb: float
+    generator: str
+
+
+class RagService:
+    """Index + embedder + answerer, opened once; every public method is safe to call from many threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.RLock()
+        self.store = IndexStore.open(settings.index_dir, create=True)
+        self.embedder = embedder_for_index(self.store.embedder, settings)
+        self.cache = EmbeddingCache(settings.cache_dir, self.embedder.name, self.embedder.dim)
+        self.generator = load_generator(settings)
+        self.answerer = Answerer(Retriever(self.store, self.embedder, settings), settings, self.generator)
+
+    def close(self) -> None:
+        """Save and close the index."""
+        with self._lock:
+            self.store.close()
+            self.cache.close()
+
+    # -- questions --------------------------------------------------------------------------------------------
+    def ask(self, question: str) -> Answer:
+        """Answer one question (raises ``QueryError`` for an empty one)."""
+        with self._lock:
+            return self.answerer.ask(question)
+
+    # -- library ----------------------------------------------------------------------------------------------
+    def ingest(self, paths: Sequence[str | Path], progress: Callable[[float, str], None] | None = None) -> IngestReport:
+        """Ingest files or folders; ``progress(fraction, message)`` is told about each one."""
+        with self._lock:
+            if self.store.embedder is None:
+                self.store.bind_embedder(self.embedder.name, self.embedder.dim)
+            total = len(paths)
+            merged = IngestReport()
+            for number, path in enumerate(paths, 1):
+                if progress:
+                    progress((number - 1) / max(total, 1), f"{Path(path).name}")
+                report = ingest([path], self.store, self.embedder, self.settings, cache=self.cache, progress=False)
+                merged.added += report.added
+                merged.updated += report.updated
+                merged.unchanged += report.unchanged
+                merged.skipped += report.skipped
+                merged.chunks_written += report.chunks_written
+                merged.chunks_embedded += report.chunks_embedded
+            if progress:
+                progress(1.0, "完成")
+            return merged
+
+    def documents(self) -> list[dict[str, Any]]:
+        """Every document with its chunk count."""
+        with self._lock:
+            return self.store.list_documents()
+
+    def document(self, doc_id: str) -> dict[str, Any] | None:
+        """One document's cleaned text and fields."""
+        with self._lock:
+            return self.store.document(doc_id)
+
+    def remove(self, doc_id: str) -> bool:
+        """Remove a document; ``False`` when it was not there."""
+        with self._lock, self.store.write_lock():
+            removed = self.store.remove_documents([doc_id]) > 0
+            self.store.flush()
+            return removed
+
+    def stats(self) -> ServiceStats:
+        """Counts for the library tab."""
+        with self._lock:
+            data = self.store.stats()
+        return ServiceStats(data["documents"], data["chunks"], data["embedder"], data["size_bytes"] / 1e6,
+                            self.generator.name if self.generator else "extractive")
+
+
+def render_answer(answer: Answer) -> str:
+    """The answer as Markdown: text with citation markers, evidence, generator."""
+    if answer.abstained:
+        body = f"### {html.escape(answer.answer)}\n\n资料中没有足以支持回答的内容；下面是最接近的段落。"
+    else:
+        markers = "".join(f"[{m}]" for m in answer.citations)
+        body = f"### {html.escape(answer.answer)} {markers}"
+        if answer.evidence:
+            body += f"\n\n**依据**：{html.escape(answer.evidence)}"
+    if answer.note:
+        body += f"\n\n> 注意：{html.escape(answer.note)}"
+    if answer.dropped:
+        body += "\n\n> 已删除无依据的内容：" + html.escape(" / ".join(answer.dropped))
+    return body + f"\n\n<small>生成方式：{html.escape(answer.generator)}</small>"
+
+
+def render_sources(answer: Answer) -> str:
+    """Source passages as HTML, original script, the supporting span highlighted."""
+    parts = []
+    for source in answer.sources:
+        text = source.text
+        if source.support:
+            a, b = source.support
+            shown = (html.escape(text[:a]) + f"<mark>{html.escape(text[a:b])}</mark>" + html.escape(text[b:]))
+        else:
+            shown = html.escape(text)
+        cited = " cited" if source.marker in answer.citations else ""
+        warning = f'<div class="warn">⚠ {html.escape(source.warning)}</div>' if source.warning else ""
+        parts.append(
+            f'<div class="source{cited}"><div class="head">[{source.marker}] <b>{html.escape(source.title or source.doc_id)}'
+            f"</b> · {html.escape(source.doc_id)} · 相关度 {source.score:.4f} · 字符 {source.start}–{source.end}</div>"
+            f'<div class="body">{shown.replace(chr(10), "<br>")}</div>{warning}</div>')
+    return "\n".join(parts) or "<p>（没有检索到段落）</p>"
