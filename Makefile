@@ -1,10 +1,10 @@
-# The two commands of the README. Both create .venv (Python 3.11) on first use.
+# The README's two commands. Both create .venv (Python 3.11) on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-QUESTION ?= 拉萨召开的妇女儿童工作会议由谁主持？
+PORT ?= 7860
 
-.PHONY: demo test setup setup-test
+.PHONY: demo test setup setup-test browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -13,13 +13,22 @@ $(BIN)/python:
 setup: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
+# Test extras: the sentence-transformers path, tiny seq2seq models, Playwright and gradio_client.
 setup-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[st,test]'
 
-# Main job on the sample corpus: build index/ and search it.
+# Debian's Chromium (Playwright's own browser download does not work offline) and a CJK font for screenshots.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -d /usr/share/fonts/truetype/wqy ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-wqy-microhei >/dev/null; \
+	  else echo "browser tests need: apt-get install chromium chromium-driver fonts-wqy-microhei"; fi; \
+	fi
+
+# Main job on the sample corpus: build index/ from data/sample (first run) and serve the demo on localhost.
 demo: setup
 	$(BIN)/rag ingest data/sample
-	$(BIN)/rag search "$(QUESTION)" -k 3
+	$(BIN)/python demo.py --port $(PORT)
 
-test: setup-test
+test: setup-test browser
 	$(BIN)/python -m pytest

@@ -56,7 +56,7 @@ class Answer:
     confidence: float = 0.0
     note: str | None = None
     dropped: list[str] = field(default_factory=list)  # generated sentences the guard refused
-    seconds: float = 0.0
+    seconds: float = 0.0  # retrieval (its share of a batch) plus answering
 
     def to_dict(self) -> dict:
         """JSON-ready form; ``sources`` entries start with ``doc_id, chunk_id, score, text``."""
@@ -133,8 +133,13 @@ class Answerer:
 
     def ask_many(self, questions: Sequence[str]) -> list[Answer]:
         """Answer questions in order; retrieval is batched, models stay loaded."""
+        started = time.perf_counter()
         results = self.retriever.search_many(questions, self.settings.answer_sources)
-        return [self._answer(q, r.hits, r.note) for q, r in zip(questions, results)]
+        retrieval = (time.perf_counter() - started) / max(1, len(questions))
+        answers = [self._answer(q, r.hits, r.note) for q, r in zip(questions, results)]
+        for answer in answers:
+            answer.seconds += retrieval  # each question's share of the batched retrieval
+        return answers
 
     def _answer(self, question: str, hits: Sequence[Hit], note: str | None) -> Answer:
         started = time.perf_counter()
@@ -169,8 +174,9 @@ class Answerer:
     def _generated(self, question: str, query: str, sources: list[Source], extraction: Extraction | None,
                    fallback: Answer) -> Answer:
         name = self.generator.name
+        shown = sources[: self.settings.generator_sources]
         try:
-            raw = self.generator.answer(query, sources)
+            raw = self.generator.answer(query, shown)
         except Exception as exc:  # a model failing on one question must not fail the batch
             log.warning("%s failed (%s); using the extractive answer", name, exc)
             fallback.generator = f"extractive (fallback: {name} failed)"
@@ -178,12 +184,17 @@ class Answerer:
         if NOT_FOUND in normalize(raw):
             fallback.generator = f"extractive (fallback: {name} found no answer)"
             return fallback
-        guarded = grounding_guard(raw, sources, self.settings.guard_min_support)
+        guarded = grounding_guard(raw, shown, self.settings.guard_min_support)
         if not guarded.kept:
             fallback.generator = f"extractive (fallback: guard refused {name})"
             fallback.dropped = guarded.dropped
             return fallback
         answer_text = _MARKER.sub("", guarded.text).strip()
+        if extraction is not None and not fallback.abstained:
+            span, said = normalize(extraction.answer), normalize(answer_text)
+            if span and span in said and len(span) < len(said):
+                # The model's sentence contains the extracted span: keep the concise span it confirms.
+                answer_text, name = extraction.answer, f"{name}+span"
         return Answer(question, match_script(answer_text, question), False, name,
                       evidence=extraction.evidence if extraction else "", citations=guarded.citations,
                       sources=sources, confidence=fallback.confidence, note=fallback.note, dropped=guarded.dropped)

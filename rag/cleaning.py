@@ -9,10 +9,10 @@ are returned in their original script.
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass, field
 
+from .lexical import word_freq
 from .normalize import normalize, to_simplified
 
 _HAN = r"\u3400-\u4dbf\u4e00-\u9fff"
@@ -76,15 +76,6 @@ class CleanedText:
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (reason, original line)
 
 
-@functools.cache
-def _word_freq() -> dict[str, int]:
-    import jieba
-
-    jieba.setLogLevel(60)
-    jieba.initialize()
-    return jieba.dt.FREQ
-
-
 def _gbk_candidates(trail: int) -> list[str]:
     out = []
     for lead in range(0x81, 0xFF):
@@ -108,7 +99,7 @@ def _recover_broken(text: str) -> str:
             return ""
         prev = text[m.start() - 1] if m.start() > 0 else ""
         nxt = text[m.end()] if m.end() < len(text) else ""
-        freq = _word_freq()
+        freq = word_freq()
         best, best_score = "", 0
         for cand in _gbk_candidates(ord(trail)):
             score = max(freq.get(to_simplified(prev + cand), 0), freq.get(to_simplified(cand + nxt), 0))

@@ -58,7 +58,8 @@ class Settings:
     generator: str = "auto"  # auto | extractive | seq2seq | causal
     generator_model: str = ""  # hub name, local directory, .gguf file, or "qwen-offline" (the bundled model)
     max_new_tokens: int = 64
-    max_input_tokens: int = 1024
+    max_input_tokens: int = 768
+    generator_sources: int = 3  # small models answer better from fewer passages
     # Below this evidence confidence (see rag.extractive.Extraction.confidence) we answer "资料中未找到答案".
     # Calibrated with eval/calibrate_abstention.py on dev data.
     abstain_threshold: float = 0.35

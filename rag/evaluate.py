@@ -305,7 +305,7 @@ def _plot_latency(report: dict[str, Any], path: Path) -> None:
     seconds = [r["seconds"] for r in report["per_question"].values()]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     ax.hist(seconds, bins=30, color="#55A868")
-    ax.set_xlabel("seconds per question (answer step, after retrieval)")
+    ax.set_xlabel("seconds per question (retrieval and answer)")
     ax.set_ylabel("questions")
     ax.set_title("Answer latency")
     fig.tight_layout()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .chunking import split_sentences
-from .lexical import query_terms
+from .lexical import query_terms, word_freq
 from .normalize import normalize
 
 # Question words, most specific first, with the answer type each asks for.
@@ -56,7 +56,7 @@ _SURNAMES = set("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑
                 "晏席卫米柏宗瞿桂全佟应臧闵苟邬边卞姬师和仇栾隋商刁沙荣巫寇桑郎甄丛仲虞敖巩明佘池查麻苑迟邝封鞠")
 _COMPOUND_SURNAMES = ("欧阳", "司马", "上官", "诸葛", "东方", "皇甫", "尉迟", "公孙", "慕容", "长孙", "宇文", "司徒", "夏侯")
 # Characters that end a name: the verb or preposition that follows it in a report.
-_NAME_STOP = set("出主讲宣参表指强要介说等向在和与及作担任为是代带陪总致发同以对从将把被率提会分到于就")
+_NAME_STOP = set("出主讲宣参表指强要介说等向在和与及作担任为是代带陪总致发同以对从将把被率提会分到于就并也都已")
 # Text in a document that tries to steer a model is never used as evidence.
 INJECTION = re.compile(r"忽略(以上|上述|之前|前面|所有)|无视(以上|上述|之前)|ignore (all|the|previous|above)|"
                        r"(系统|system)\s*(提示|prompt)|你现在是|请改为回答|disregard", re.IGNORECASE)
@@ -146,7 +146,7 @@ def _from_delim(text: str, end: int, delims: str, limit: int = 40) -> int:
     return start
 
 
-_LEAD = "是为了在有达到于将把对由共计约近超过 ：:"
+_LEAD = "是为了在有达到于将把对由共计约近超过的 ：:"
 _TRAIL_WORDS = re.compile(r"(分别|均|都|也|还|共|先后|已|等)$")
 _PAIRS = {"《": "》", "“": "”", "（": "）", "(": ")", "「": "」", "【": "】", "‘": "’"}
 
@@ -175,7 +175,7 @@ def _typed_span(kind: str, s: str, start: int, end: int, unit_hint: str,
     """Narrow ``s[start:end]`` to the answer type; ``None`` when the type is not there."""
     window = s[start:end]
     if kind == "number":
-        matches = [m for m in _NUMBER.finditer(window) if re.search(r"\d|[一二两三四五六七八九十百千万]", m.group())]
+        matches = [m for m in _NUMBER.finditer(window) if _is_quantity(m, window)]
         if unit_hint:
             # "多少个" asks for a count of 个: a number with another unit is not the answer.
             matches = [m for m in matches if unit_hint in m.group()]
@@ -191,6 +191,27 @@ def _typed_span(kind: str, s: str, start: int, end: int, unit_hint: str,
         title = _TITLE.match(window)
         return _name_at(s, start + (title.end() if title else 0), end, after_title=title is not None)
     return (start, end) if end > start else None
+
+
+def _common_word(text: str) -> bool:
+    """A frequent dictionary word that is not tagged as a person's name."""
+    if word_freq().get(text, 0) < 300:
+        return False
+    import jieba.posseg
+
+    return not jieba.posseg.dt.word_tag_tab.get(text, "").startswith("nr")
+
+
+def _is_quantity(m: re.Match[str], text: str) -> bool:
+    """A count or amount, not a numeral inside a name ("两规划") or an identifier ("501会议室")."""
+    value = m.group()
+    if re.fullmatch(r"(19|20)\d\d年", value):
+        return False  # a year is a date, not an amount
+    has_unit = bool(re.search(_UNIT + "$", value))
+    if re.search(r"\d", value):
+        following = text[m.end() : m.end() + 1]
+        return has_unit or not ("\u4e00" <= following <= "\u9fff")
+    return has_unit and bool(re.search(r"[一二两三四五六七八九十百千万]", value))
 
 
 def _name_at(s: str, a: int, end: int, after_title: bool = False) -> tuple[int, int] | None:
@@ -219,7 +240,9 @@ def _name_at(s: str, a: int, end: int, after_title: bool = False) -> tuple[int, 
             b += 1
         else:
             break
-    return (a, b) if b - a >= 2 else None
+    if b - a < 2 or _common_word(s[a:b]):
+        return None  # "万物" starts with a surname but is a word
+    return a, b
 
 
 _UNIT_HINT = re.compile(r"^(?:个|名|位|人次|人|户|份|座|场次|场|期|次|轮|点|项|元|万元|年|岁|支|所|家|篇|条|天|届|倍)")

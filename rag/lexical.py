@@ -30,6 +30,11 @@ def _jieba():
     return jieba
 
 
+def word_freq() -> dict[str, int]:
+    """jieba's dictionary: word → frequency."""
+    return _jieba().dt.FREQ
+
+
 def tokenize(text: str, *, normalized: bool = False) -> list[str]:
     """Search-mode jieba words of ``text`` (normalised first unless ``normalized``), punctuation dropped."""
     if not normalized:

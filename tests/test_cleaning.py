@@ -110,3 +110,12 @@ def test_strip_annotations_examples() -> None:
     assert strip_annotations("城市(社区)建设") == "城市(社区)建设"
     assert strip_annotations("规模(km)不变") == "规模(km)不变"
     assert strip_annotations("事業(yè)的.發(fā)展") == "事業的發展"
+
+
+def test_single_line_news_keeps_its_text() -> None:
+    # News bodies often arrive as one long line; rules for short furniture lines must not drop them.
+    body = ("大众网记者 李文静 青岛报道近日，崂山区中韩街道红色电影节活动启幕仪式顺利举办。" * 4 +
+            "广告 >>进入直播间与主播亲密互动 ×全体党员共同观看了红色影片《申纪兰》。")
+    assert clean_text(body).text == body
+    notice = "暑期如何科学防控青少年近视，六大“锦囊”请收好。【责任编辑：刘世昕】 版权声明：凡本网文章下标注有来源的均为转载。"
+    assert clean_text(notice).text == "暑期如何科学防控青少年近视，六大“锦囊”请收好。【责任编辑：刘世昕】"

@@ -81,3 +81,28 @@ def test_parser_knows_the_contract_flags() -> None:
     parser = build_parser()
     args = parser.parse_args(["search", "--batch", "q.jsonl", "--out", "h.jsonl", "-k", "10", "--retriever", "dense"])
     assert (args.batch, args.out, args.k, args.retriever) == ("q.jsonl", "h.jsonl", 10, "dense")
+
+
+def test_eval_commands_write_reports_and_compare(cli_index, tmp_path, capsys) -> None:
+    gold = "eval/data/sample_qa.jsonl"
+    assert main(["eval", "retrieval", "--dataset", gold, "--out", str(tmp_path / "r1"), "--limit", "20"]) == 0
+    report = json.loads((tmp_path / "r1" / "report.json").read_text(encoding="utf-8"))
+    assert set(report["modes"]) == {"bm25", "dense", "hybrid"} and report["questions"] == 20
+    assert report["modes"]["hybrid"]["recall@3"] == 1.0
+    assert (tmp_path / "r1" / "recall_at_k.png").stat().st_size > 1000
+    assert "| hybrid |" in (tmp_path / "r1" / "report.md").read_text(encoding="utf-8")
+
+    assert main(["eval", "qa", "--dataset", gold, "--out", str(tmp_path / "q1")]) == 0
+    qa = json.loads((tmp_path / "q1" / "report.json").read_text(encoding="utf-8"))
+    overall = qa["modes"]["all"]
+    assert overall["questions"] == 74 and 0 <= overall["f1"] <= 100
+    assert {"type=number", "script=traditional"} <= set(qa["modes"])
+    assert (tmp_path / "q1" / "f1_by_group.png").exists() and (tmp_path / "q1" / "latency.png").exists()
+
+    assert main(["eval", "retrieval", "--dataset", gold, "--out", str(tmp_path / "r2"), "--limit", "20",
+                 "--retrievers", "bm25"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "compare", str(tmp_path / "r1"), str(tmp_path / "r2"), "--json"]) == 0
+    diff = json.loads(capsys.readouterr().out)
+    assert set(diff["deltas"]) == {"bm25"} and diff["deltas"]["bm25"]["recall@1"] == 0.0
+    assert main(["eval", "compare", str(tmp_path / "r1"), str(tmp_path / "q1")]) == 2  # kinds differ
