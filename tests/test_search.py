@@ -74,12 +74,16 @@ def test_a_reposted_copy_is_collapsed_into_one_hit(tmp_path, settings, hash_embe
         ingest([folder], store, hash_embedder, settings,
                cache=EmbeddingCache(settings.cache_dir, hash_embedder.name, hash_embedder.dim), progress=False)
         query = "第五次全區婦女兒童工作會議在拉薩召開"
-        deduped = Retriever(store, hash_embedder, settings).search(query, k=4).hits
-        kept = Retriever(store, hash_embedder, settings.replace(dedup_threshold=1.01)).search(query, k=4).hits
-    assert len({h.doc_id for h in kept[:2]}) == 2  # without dedup both copies fill the top
-    texts = [h.text for h in deduped]
-    assert len(texts) == len({t for t in texts}) and all(
-        jaccard(char_ngrams(a), char_ngrams(b)) < 0.8 for i, a in enumerate(texts) for b in texts[i + 1:])
+        deduped = Retriever(store, hash_embedder, settings).search(query, k=6).hits
+        kept = Retriever(store, hash_embedder, settings.replace(dedup_threshold=1.01)).search(query, k=6).hits
+
+    def near_duplicates(hits):
+        return [(a.doc_id, b.doc_id) for i, a in enumerate(hits) for b in hits[i + 1 :]
+                if jaccard(char_ngrams(a.text), char_ngrams(b.text)) >= 0.8]
+
+    # Without dedup the same passage comes back from both sites; with it, once.
+    assert ("site-a.txt", "site-b.txt") in near_duplicates(kept) or ("site-b.txt", "site-a.txt") in near_duplicates(kept)
+    assert near_duplicates(deduped) == []
 
 
 def test_reciprocal_rank_fusion_by_hand() -> None:
