@@ -1,10 +1,10 @@
-"""The Gradio web demo: 问答 (Q&A with sources), 文档库 (library) and 评测 (evaluation).
+"""The Gradio web demo: 问答 (Q&A with sources), 摘要 (summaries), 文档库 (library) and 评测 (evaluation).
 
     python demo.py                     # index/ (built from data/sample when empty), http://127.0.0.1:7860
     python demo.py --port 8000 --index /data/index --host 0.0.0.0
 
 Every handler is also an API endpoint (``gradio_client``): /ask, /ingest, /documents, /show_document,
-/remove_document, /stats, /evaluate. Models and the index are loaded once per process.
+/remove_document, /documents, /summarize, /summarize_library, /evaluate. Models and the index are loaded once per process.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from rag.config import Settings, load_settings
 from rag.embeddings import EmbedderError
 from rag.generate import GeneratorError
 from rag.retrieve import QueryError
-from rag.service import RagService, render_answer, render_sources
+from rag.service import RagService, render_answer, render_sources, render_summary
 from rag.store import StoreError
 
 log = logging.getLogger("rag.demo")
@@ -57,6 +57,26 @@ def build_app(service: RagService) -> gr.Blocks:
             log.exception("ask failed")
             return _error(f"回答时出现问题（{type(exc).__name__}）"), "", "{}"
         return render_answer(answer), render_sources(answer), json.dumps(answer.to_dict(), ensure_ascii=False)
+
+    def summarize(doc_ids: list[str] | None, topic: str, length: str) -> str:
+        """Summaries of the chosen documents, or of a topic when one is given (Markdown)."""
+        try:
+            if topic and topic.strip():
+                return render_summary(service.summarize_topic(topic.strip()))
+            if not doc_ids:
+                return _error("请选择文档或输入主题")
+            return "\n\n---\n\n".join(render_summary(s) for s in service.summarize(doc_ids, length))
+        except Exception as exc:
+            log.exception("summarize failed")
+            return _error(f"生成摘要时出现问题（{type(exc).__name__}）")
+
+    def summarize_all(length: str, progress: gr.Progress = gr.Progress()) -> tuple[str, list[str]]:
+        """Summaries of the whole library: (message, [JSONL path, Markdown path]) for download."""
+        progress(0.1, desc="正在生成摘要")
+        out = Path(tempfile.mkdtemp(prefix="rag-summaries-")) / "summaries.jsonl"
+        counts = service.summarize_library(out, length)
+        return (f"完成：{counts['summarised']} 篇，失败 {counts['failed']} 篇，用时 {counts['seconds']} 秒。",
+                [str(out), str(out.with_suffix(".md"))])
 
     def documents() -> list[list[Any]]:
         """The library as rows: id, title, chunks, characters."""
@@ -128,6 +148,20 @@ def build_app(service: RagService) -> gr.Blocks:
             for trigger in (question.submit, ask_button.click):
                 trigger(ask, question, [answer_md, sources_html, answer_json], api_name="ask" if trigger ==
                         ask_button.click else False)
+        with gr.Tab("摘要"):
+            with gr.Row():
+                chosen = gr.Dropdown([d["doc_id"] for d in service.documents()], multiselect=True, label="文档",
+                                     elem_id="summary-docs")
+                topic = gr.Textbox(label="或输入主题（跨文档摘要）", elem_id="summary-topic")
+                length = gr.Radio(["short", "medium", "long"], value="medium", label="长度")
+            summary_button = gr.Button("生成摘要", variant="primary", elem_id="summarize")
+            summary_md = gr.Markdown(elem_id="summary")
+            summary_button.click(summarize, [chosen, topic, length], summary_md, api_name="summarize")
+            with gr.Row():
+                batch_button = gr.Button("为全部文档生成摘要")
+                batch_md = gr.Markdown()
+            batch_files = gr.File(label="下载（JSONL / Markdown）", file_count="multiple")
+            batch_button.click(summarize_all, length, [batch_md, batch_files], api_name="summarize_library")
         with gr.Tab("文档库"):
             stats_md = gr.Markdown(stats(), elem_id="stats")
             with gr.Row():

@@ -174,6 +174,82 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _documents_from_paths(paths: Sequence[str], settings: Settings):
+    """Cleaned ``(doc_id, title, text)`` of files and folders, skipping (with a warning) what cannot be read."""
+    from .ingest import prepare_document
+    from .loaders import Skipped, iter_documents
+
+    for item in iter_documents(list(paths), settings.max_file_mb, settings.max_document_chars):
+        if isinstance(item, Skipped):
+            log.warning("skipped %s: %s", item.source, item.reason)
+            continue
+        record = prepare_document(item, settings)
+        if record is None:
+            log.warning("skipped %s: no text left after cleaning", item.source)
+            continue
+        yield record.doc_id, record.title, record.text
+
+
+def _print_summary(summary) -> None:
+    print(f"# {summary.title or summary.doc_id}  （{summary.generator}）")
+    if summary.bullets:
+        for bullet in summary.bullets:
+            print(f"- {bullet['text']}")
+            print("  来源：" + ", ".join(f"{s['doc_id']} 字符 {s['start']}-{s['end']}" for s in bullet["sources"]))
+    else:
+        print(summary.summary)
+    if summary.dropped:
+        print("已删除无依据的句子：" + " / ".join(summary.dropped))
+    print()
+
+
+def cmd_summarize(args: argparse.Namespace, settings: Settings) -> int:
+    from .generate import load_generator
+    from .summarize import Summarizer, summarize_batch
+
+    modes = sum(bool(x) for x in (args.targets, args.query, args.batch))
+    if modes != 1:
+        raise UsageError("give documents or paths, or --query TOPIC, or --batch FOLDER_OR_INDEX")
+    if args.batch and not args.out:
+        raise UsageError("--batch needs --out FILE")
+    summarizer = Summarizer(settings, load_generator(settings))
+    if args.query:
+        store, retriever = _open_for_reading(settings)
+        with store:
+            summary = summarizer.summarize_topic(args.query, retriever, k=args.k or 8, script=args.script)
+        _print_json(summary.to_dict()) if args.json else _print_summary(summary)
+        return 0
+    if args.batch:
+        source = Path(args.batch)
+        if (source / "index.sqlite").exists():
+            with IndexStore.open(source) as store:
+                items = list(store.iter_texts())
+        else:
+            items = list(_documents_from_paths([args.batch], settings))
+        counts = summarize_batch(iter(items), summarizer, Path(args.out), args.length, args.script, total=len(items))
+        print(json.dumps(counts, ensure_ascii=False) if args.json else
+              f"summarised {counts['summarised']}, reused {counts['reused']}, failed {counts['failed']} "
+              f"in {counts['seconds']} s → {args.out} and {Path(args.out).with_suffix('.md')}")
+        return 0
+    paths = [t for t in args.targets if Path(t).exists()]
+    doc_ids = [t for t in args.targets if not Path(t).exists()]
+    items = list(_documents_from_paths(paths, settings)) if paths else []
+    if doc_ids:
+        with IndexStore.open(settings.index_dir) as store:
+            for doc_id in doc_ids:
+                doc = store.document(doc_id)
+                if doc is None:
+                    raise UsageError(f"{doc_id!r} is neither a file nor a document in {settings.index_dir}")
+                items.append((doc_id, doc["title"], doc["text"]))
+    summaries = [summarizer.summarize(text, doc_id, title, args.length, args.script) for doc_id, title, text in items]
+    if args.json:
+        _print_json([s.to_dict() for s in summaries])
+    else:
+        for summary in summaries:
+            _print_summary(summary)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     with IndexStore.open(settings.index_dir) as store:
         stats = store.stats()
@@ -251,6 +327,27 @@ def cmd_eval_qa(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_eval_summary(args: argparse.Namespace, settings: Settings) -> int:
+    from .evaluate import evaluate_summaries, plot_summary, run_info, summary_markdown, write_report
+    from .generate import load_generator
+    from .summarize import Summarizer
+
+    try:
+        items = [json.loads(line) for line in Path(args.dataset).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read {args.dataset}: {exc}") from None
+    with IndexStore.open(settings.index_dir) as store:
+        documents = {item["doc_id"]: store.document(item["doc_id"]) for item in items}
+    documents = {k: v for k, v in documents.items() if v is not None}
+    report = evaluate_summaries(items, documents, Summarizer(settings, load_generator(settings)), args.length)
+    report.update(dataset=str(args.dataset), index=str(settings.index_dir), run=run_info())
+    markdown = summary_markdown(report)
+    paths = write_report(report, Path(args.out), markdown, plot_summary)
+    print(markdown if not args.json else json.dumps({"out": [str(p) for p in paths], **report["modes"]},
+                                                     ensure_ascii=False, indent=2))
+    return 0
+
+
 def cmd_eval_compare(args: argparse.Namespace, settings: Settings) -> int:
     from .evaluate import compare_reports
 
@@ -306,6 +403,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="where --batch writes its JSONL answers")
     p.set_defaults(func=cmd_ask)
 
+    p = sub.add_parser("summarize", parents=[common], help="summaries of documents, a topic, or a whole library",
+                       description="Summaries with provenance. DOC_ID_OR_PATH: documents of the index or files/folders; "
+                       "--query: bullets across the documents search finds; --batch: every document of a folder or "
+                       "index into JSONL (resumable) plus a Markdown digest.")
+    p.add_argument("targets", nargs="*", metavar="DOC_ID_OR_PATH")
+    p.add_argument("--length", choices=["short", "medium", "long"], default="medium")
+    p.add_argument("--script", choices=["simplified", "traditional"], help="convert the summary (default: keep)")
+    p.add_argument("--query", metavar="TOPIC", help="topic summary across documents")
+    p.add_argument("-k", type=int, help="passages retrieved for --query (default 8)")
+    p.add_argument("--batch", metavar="FOLDER_OR_INDEX", help="summarise every document")
+    p.add_argument("--out", metavar="FILE", help="JSONL output of --batch (a .md digest is written beside it)")
+    p.add_argument("--generator", choices=["auto", "extractive", "seq2seq", "causal"])
+    p.add_argument("--generator-model", metavar="NAME_OR_PATH")
+    p.set_defaults(func=cmd_summarize)
+
     p = sub.add_parser("status", parents=[common], help="index statistics",
                        description="Documents, chunks, embedder and size of the index.")
     p.add_argument("--documents", action="store_true", help="also list every document")
@@ -342,6 +454,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--generator", choices=["auto", "extractive", "seq2seq", "causal"])
     e.add_argument("--generator-model", metavar="NAME_OR_PATH")
     e.set_defaults(func=cmd_eval_qa)
+    e = eval_sub.add_parser("summary", parents=[common], help="ROUGE, key facts, boilerplate, faithfulness",
+                            description="Summarise each document of a reference file (lines {\"doc_id\", \"reference\", "
+                            "\"key_facts\"}) from the index and score the summaries.")
+    e.add_argument("--dataset", required=True, metavar="FILE", help="reference summaries JSONL")
+    e.add_argument("--out", required=True, metavar="DIR", help="folder for report.json, report.md and plots")
+    e.add_argument("--length", choices=["short", "medium", "long"], default="medium")
+    e.add_argument("--generator", choices=["auto", "extractive", "seq2seq", "causal"])
+    e.add_argument("--generator-model", metavar="NAME_OR_PATH")
+    e.set_defaults(func=cmd_eval_summary)
     e = eval_sub.add_parser("compare", parents=[common], help="per-metric deltas between two runs",
                             description="Compare two evaluation output folders: metric deltas and changed questions.")
     e.add_argument("run_a", metavar="RUN_A")

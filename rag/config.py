@@ -60,6 +60,7 @@ class Settings:
     max_new_tokens: int = 64
     max_input_tokens: int = 768
     generator_sources: int = 3  # small models answer better from fewer passages
+    summary_new_tokens: int = 200
     # Below this evidence confidence (see rag.extractive.Extraction.confidence) we answer "资料中未找到答案".
     # Calibrated with eval/calibrate_abstention.py on dev data.
     abstain_threshold: float = 0.35

@@ -314,3 +314,90 @@ def _plot_latency(report: dict[str, Any], path: Path) -> None:
 
 
 plot_qa = {"f1_by_group": _plot_f1_by_group, "latency": _plot_latency}
+
+
+BOILERPLATE_MARKERS = ("网站地图", "版权声明", "版权所有", "本文地址", "上一篇", "下一篇", "相关文章", "ICP备", ".jpg", ".png",
+                       "评论0", "[详细]", "点击量")
+
+
+def evaluate_summaries(items: Sequence[dict[str, Any]], documents: dict[str, dict[str, Any]], summarizer,
+                       length: str = "medium") -> dict[str, Any]:
+    """ROUGE (characters and words) against reference summaries, key-fact coverage, boilerplate leakage and
+    faithfulness of each document's summary. ``items``: ``{"doc_id", "reference", "key_facts"}``."""
+    import re
+
+    from .metrics import faithfulness, rouge_chars, rouge_words
+    from .normalize import normalize
+
+    rows = []
+    for item in items:
+        doc = documents.get(item["doc_id"])
+        if doc is None:
+            rows.append({"doc_id": item["doc_id"], "error": "not in the index"})
+            continue
+        started = time.perf_counter()
+        summary = summarizer.summarize(doc["text"], doc["doc_id"], doc["title"], length)
+        seconds = time.perf_counter() - started
+        text = normalize(summary.summary)
+        facts = item.get("key_facts", [])
+        pinyin = re.search(r"\([a-zāáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜ]+\)", summary.summary)
+        faith = faithfulness(summary.summary, [doc["text"]])
+        rows.append({"doc_id": item["doc_id"], "summary": summary.summary, "generator": summary.generator,
+                     "chars": len(summary.summary), "seconds": seconds,
+                     **{f"char_{k}": v for k, v in rouge_chars(summary.summary, item["reference"]).items()},
+                     **{f"word_{k}": v for k, v in rouge_words(summary.summary, item["reference"]).items()},
+                     "key_fact_coverage": _mean(normalize(f) in text for f in facts) if facts else None,
+                     "missing_facts": [f for f in facts if normalize(f) not in text],
+                     "boilerplate": [m for m in BOILERPLATE_MARKERS if normalize(m) in text] + (
+                         [pinyin.group()] if pinyin else []),
+                     "supported_share": faith["supported_share"],
+                     "unsupported_numbers": faith["unsupported_numbers"], "dropped": summary.dropped})
+    scored = [r for r in rows if "error" not in r]
+    keys = ["char_rouge1", "char_rouge2", "char_rougeL", "word_rouge1", "word_rouge2", "word_rougeL",
+            "key_fact_coverage", "supported_share", "chars", "seconds"]
+    overall = {k: _mean(r[k] for r in scored if r[k] is not None) for k in keys}
+    overall["summaries_with_boilerplate"] = sum(bool(r["boilerplate"]) for r in scored)
+    overall["summaries_with_unsupported_numbers"] = sum(bool(r["unsupported_numbers"]) for r in scored)
+    overall["documents"] = len(scored)
+    return {"kind": "summary", "modes": {"all": overall}, "per_question": {r["doc_id"]: r for r in rows},
+            "length": length}
+
+
+def summary_markdown(report: dict[str, Any]) -> str:
+    """Markdown of a summary evaluation."""
+    overall = report["modes"]["all"]
+    lines = [f"# Summary evaluation: {report.get('dataset', '')}", "",
+             f"Length `{report['length']}`; commit `{report['run'].get('commit')}`.", "", "| metric | value |",
+             "|---|---|"]
+    lines += [f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in overall.items()]
+    lines += ["", "| document | R-1 (char) | R-L (char) | key facts | missing | boilerplate |", "|---|---|---|---|---|---|"]
+    for doc_id, r in report["per_question"].items():
+        if "error" in r:
+            lines.append(f"| {doc_id} | — | — | — | {r['error']} | — |")
+            continue
+        lines.append(f"| {doc_id} | {r['char_rouge1']:.3f} | {r['char_rougeL']:.3f} | {r['key_fact_coverage']:.2f} | "
+                     f"{'、'.join(r['missing_facts']) or '—'} | {'、'.join(r['boilerplate']) or '—'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_rouge(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(d, r) for d, r in report["per_question"].items() if "error" not in r]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 4), dpi=110)
+    width = 0.25
+    for offset, key in enumerate(("char_rouge1", "char_rougeL", "key_fact_coverage")):
+        ax.bar([i + offset * width for i in range(len(rows))], [r[key] or 0 for _, r in rows], width, label=key)
+    ax.set_xticks([i + width for i in range(len(rows))], [d[:12] for d, _ in rows], rotation=20, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_title("Summaries: ROUGE (characters) and key-fact coverage")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+plot_summary = {"rouge": _plot_rouge}

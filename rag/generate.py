@@ -33,11 +33,16 @@ class GeneratorError(RuntimeError):
 
 
 class Generator(Protocol):
-    """Writes an answer with ``[n]`` citation markers from numbered sources."""
+    """Writes an answer with ``[n]`` citation markers from numbered sources, and summaries."""
 
     name: str
+    max_input: int
 
     def answer(self, question: str, sources: Sequence[Any]) -> str: ...
+
+    def summarize(self, text: str, max_chars: int) -> str: ...
+
+    def count_tokens(self, text: str) -> int: ...
 
 
 def read_prompt(name: str) -> str:
@@ -98,6 +103,7 @@ class Seq2SeqGenerator:
         self.name = f"seq2seq:{Path(model).name or model}"
         self.template = read_prompt("answer_seq2seq.txt")
         self.max_new_tokens = settings.max_new_tokens
+        self.summary_new_tokens = settings.summary_new_tokens
         self.max_input = _input_limit(self.tokenizer, self.model.config, settings.max_input_tokens)
 
     def prompt(self, question: str, sources: Sequence[Any]) -> str:
@@ -107,14 +113,25 @@ class Seq2SeqGenerator:
         budget = max(0, self.max_input - count(skeleton) - 2)
         return self.template.format(sources=format_sources(sources, count, budget), question=question)
 
-    def answer(self, question: str, sources: Sequence[Any]) -> str:
+    def count_tokens(self, text: str) -> int:
+        """Length of ``text`` in this model's tokens."""
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def _generate(self, prompt: str, max_new_tokens: int) -> str:
         import torch
 
-        inputs = self.tokenizer(self.prompt(question, sources), return_tensors="pt", truncation=True,
-                                max_length=self.max_input)
+        inputs = self.tokenizer(prompt, return_tensors="pt", truncation=True, max_length=self.max_input)
         with torch.no_grad():
-            output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1)
+            output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
         return self.tokenizer.decode(output[0], skip_special_tokens=True).strip()
+
+    def answer(self, question: str, sources: Sequence[Any]) -> str:
+        return self._generate(self.prompt(question, sources), self.max_new_tokens)
+
+    def summarize(self, text: str, max_chars: int) -> str:
+        """A summary of ``text`` (which the caller has fitted into the input budget)."""
+        return self._generate(read_prompt("summarize_seq2seq.txt").format(text=text, max_chars=max_chars),
+                              self.summary_new_tokens)
 
 
 class CausalGenerator:
@@ -148,6 +165,7 @@ class CausalGenerator:
         self.system = read_prompt("answer_system.txt")
         self.template = read_prompt("answer_user.txt")
         self.max_new_tokens = settings.max_new_tokens
+        self.summary_new_tokens = settings.summary_new_tokens
         self.max_input = _input_limit(self.tokenizer, self.model.config, settings.max_input_tokens)
 
     def _messages(self, user: str) -> list[dict[str, str]]:
@@ -164,15 +182,29 @@ class CausalGenerator:
         text = self.tokenizer.apply_chat_template(self._messages(user), add_generation_prompt=True, tokenize=False)
         return self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
 
-    def answer(self, question: str, sources: Sequence[Any]) -> str:
+    def count_tokens(self, text: str) -> int:
+        """Length of ``text`` in this model's tokens."""
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def _generate(self, inputs: Any, max_new_tokens: int) -> str:
         import torch
 
-        inputs = self.prompt_ids(question, sources)
         with torch.no_grad():
-            output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
+            output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                          pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
         new_tokens = output[0][inputs["input_ids"].shape[1] :]
         return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+    def answer(self, question: str, sources: Sequence[Any]) -> str:
+        return self._generate(self.prompt_ids(question, sources), self.max_new_tokens)
+
+    def summarize(self, text: str, max_chars: int) -> str:
+        """A summary of ``text`` (which the caller has fitted into the input budget)."""
+        messages = [{"role": "system", "content": read_prompt("summarize_system.txt")},
+                    {"role": "user", "content": read_prompt("summarize_user.txt").format(text=text, max_chars=max_chars)}]
+        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        return self._generate(inputs, self.summary_new_tokens)
 
 
 def _input_limit(tokenizer: Any, config: Any, configured: int) -> int:

@@ -19,6 +19,7 @@ from .generate import load_generator
 from .ingest import IngestReport, ingest
 from .retrieve import Retriever
 from .store import IndexStore
+from .summarize import Summarizer, Summary, summarize_batch
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,9 @@ class RagService:
         self.embedder = embedder_for_index(self.store.embedder, settings)
         self.cache = EmbeddingCache(settings.cache_dir, self.embedder.name, self.embedder.dim)
         self.generator = load_generator(settings)
-        self.answerer = Answerer(Retriever(self.store, self.embedder, settings), settings, self.generator)
+        self.retriever = Retriever(self.store, self.embedder, settings)
+        self.answerer = Answerer(self.retriever, settings, self.generator)
+        self.summarizer = Summarizer(settings, self.generator)
 
     def close(self) -> None:
         """Save and close the index."""
@@ -57,6 +60,24 @@ class RagService:
         """Answer one question (raises ``QueryError`` for an empty one)."""
         with self._lock:
             return self.answerer.ask(question)
+
+    # -- summaries --------------------------------------------------------------------------------------------
+    def summarize(self, doc_ids: Sequence[str], length: str = "medium") -> list[Summary]:
+        """Summaries of documents of the index (unknown ids are skipped)."""
+        with self._lock:
+            docs = [d for d in (self.store.document(i) for i in doc_ids) if d is not None]
+            return [self.summarizer.summarize(d["text"], d["doc_id"], d["title"], length) for d in docs]
+
+    def summarize_topic(self, query: str, bullets: int = 5) -> Summary:
+        """Bullets across the documents that search finds for ``query``."""
+        with self._lock:
+            return self.summarizer.summarize_topic(query, self.retriever, k=8, bullets=bullets)
+
+    def summarize_library(self, out: Path, length: str = "medium") -> dict[str, int]:
+        """Every document's summary into ``out`` (JSONL) and ``out`` with ``.md``."""
+        with self._lock:
+            items = list(self.store.iter_texts())
+            return summarize_batch(iter(items), self.summarizer, out, length, total=len(items), progress=False)
 
     # -- library ----------------------------------------------------------------------------------------------
     def ingest(self, paths: Sequence[str | Path], progress: Callable[[float, str], None] | None = None) -> IngestReport:
@@ -119,6 +140,20 @@ def render_answer(answer: Answer) -> str:
     if answer.dropped:
         body += "\n\n> 已删除无依据的内容：" + html.escape(" / ".join(answer.dropped))
     return body + f"\n\n<small>生成方式：{html.escape(answer.generator)}</small>"
+
+
+def render_summary(summary: Summary) -> str:
+    """A summary as Markdown with where each part came from."""
+    head = f"### {html.escape(summary.title or summary.doc_id or '')}\n\n"
+    if summary.bullets:
+        body = "\n".join(f"- {html.escape(b['text'])} <small>（{', '.join(s['doc_id'] for s in b['sources'])}）</small>"
+                         for b in summary.bullets)
+    else:
+        body = html.escape(summary.summary)
+        body += "\n\n<small>出处：" + "；".join(f"{s.doc_id} 字符 {s.start}–{s.end}" for s in summary.sources) + "</small>"
+    if summary.dropped:
+        body += "\n\n> 已删除无依据的句子：" + html.escape(" / ".join(summary.dropped))
+    return head + body + f"\n\n<small>生成方式：{html.escape(summary.generator)}</small>"
 
 
 def render_sources(answer: Answer) -> str:

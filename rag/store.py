@@ -470,6 +470,10 @@ class IndexStore:
         doc["metadata"] = json.loads(doc["metadata"])
         return doc
 
+    def iter_texts(self) -> Iterator[tuple[str, str | None, str]]:
+        """``(doc_id, title, cleaned text)`` of every document, ordered by id."""
+        yield from self._db.execute("SELECT doc_id, title, text FROM documents ORDER BY doc_id").fetchall()
+
     def list_documents(self) -> list[dict[str, Any]]:
         """Every document with its chunk count and length, ordered by id."""
         rows = self._db.execute(

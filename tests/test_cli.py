@@ -106,3 +106,22 @@ def test_eval_commands_write_reports_and_compare(cli_index, tmp_path, capsys) ->
     diff = json.loads(capsys.readouterr().out)
     assert set(diff["deltas"]) == {"bm25"} and diff["deltas"]["bm25"]["recall@1"] == 0.0
     assert main(["eval", "compare", str(tmp_path / "r1"), str(tmp_path / "q1")]) == 2  # kinds differ
+
+
+def test_eval_summary_and_summarize_commands(cli_index, tmp_path, capsys) -> None:
+    assert main(["eval", "summary", "--dataset", "eval/data/sample_summaries.jsonl", "--out", str(tmp_path / "s"),
+                 "--length", "short"]) == 0
+    report = json.loads((tmp_path / "s" / "report.json").read_text(encoding="utf-8"))
+    overall = report["modes"]["all"]
+    assert overall["documents"] == 5 and overall["summaries_with_boilerplate"] == 0
+    assert 0 < overall["char_rouge1"] <= 1 and (tmp_path / "s" / "rouge.png").exists()
+    capsys.readouterr()
+    assert main(["summarize", "000_073935cdbaaa5940.txt", str(SAMPLE / "002_bc44dab522e6d896.txt"), "--json",
+                 "--script", "simplified"]) == 0
+    summaries = json.loads(capsys.readouterr().out)
+    assert [s["doc_id"] for s in summaries] == ["002_bc44dab522e6d896.txt", "000_073935cdbaaa5940.txt"]
+    assert "拉萨" in summaries[1]["summary"]  # converted from the page's Traditional script
+    out = tmp_path / "all.jsonl"
+    assert main(["summarize", "--batch", str(cli_index), "--out", str(out), "--length", "short"]) == 0
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 5
+    assert main(["summarize"]) == 2

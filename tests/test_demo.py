@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.service import RagService, render_answer, render_sources
+from rag.service import RagService, render_answer, render_sources, render_summary
 from tests.conftest import DOC_002, SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +58,15 @@ def test_service_library_operations(service, tmp_path) -> None:
     assert service.ask("喀什地区第三次妇女儿童工作会议由谁主持？").answer == "阿依古丽"
     assert service.remove("新闻.txt") and not service.remove("新闻.txt")
     assert service.stats().documents == before
+
+
+def test_service_summaries(service, tmp_path) -> None:
+    summary = service.summarize(["000_073935cdbaaa5940.txt", "no-such-doc"], "short")
+    assert len(summary) == 1 and "拉薩" in render_summary(summary[0]) and "出处" in render_summary(summary[0])
+    topic = render_summary(service.summarize_topic("儿童友好城市建设"))
+    assert topic.count("\n- ") >= 2
+    counts = service.summarize_library(tmp_path / "all.jsonl", "short")
+    assert counts["summarised"] == service.stats().documents and (tmp_path / "all.md").exists()
 
 
 def test_concurrent_questions_do_not_mix(service) -> None:
