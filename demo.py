@@ -88,6 +88,9 @@ def build_app(service: RagService) -> gr.Blocks:
         return (f"文档 **{s.documents}** 篇 · 段落 **{s.chunks}** 个 · 向量模型 `{s.embedder}` · "
                 f"索引 {s.size_mb:.1f} MB · 回答方式 `{s.generator}`")
 
+    def doc_choices() -> gr.Dropdown:
+        return gr.Dropdown(choices=[d["doc_id"] for d in service.documents()])
+
     def ingest(files: list[Any] | None, progress: gr.Progress = gr.Progress()) -> tuple[str, list[list[Any]], str]:
         """Add uploaded files to the index: (report Markdown, library rows, statistics)."""
         paths = [getattr(f, "name", f) for f in (files or [])]
@@ -97,7 +100,7 @@ def build_app(service: RagService) -> gr.Blocks:
             report = service.ingest(paths, progress=lambda frac, msg: progress(frac, desc=f"正在处理 {msg}"))
         except Exception as exc:
             log.exception("ingest failed")
-            return _error(f"导入失败（{exc}）"), documents(), stats()
+            return _error(f"导入失败（{type(exc).__name__}: {exc}）"), documents(), stats()
         lines = [f"新增 {len(report.added)} 篇，更新 {len(report.updated)} 篇，未变 {report.unchanged} 篇，"
                  f"跳过 {len(report.skipped)} 个；写入 {report.chunks_written} 个段落。"]
         lines += [f"- 新增：{d}" for d in report.added + report.updated]
@@ -145,9 +148,8 @@ def build_app(service: RagService) -> gr.Blocks:
             gr.Markdown("#### 出处")
             sources_html = gr.HTML(elem_id="sources")
             answer_json = gr.Code(label="JSON", language="json", visible=False)
-            for trigger in (question.submit, ask_button.click):
-                trigger(ask, question, [answer_md, sources_html, answer_json], api_name="ask" if trigger ==
-                        ask_button.click else False)
+            ask_button.click(ask, question, [answer_md, sources_html, answer_json], api_name="ask")
+            question.submit(ask, question, [answer_md, sources_html, answer_json], api_visibility="private")
         with gr.Tab("摘要"):
             with gr.Row():
                 chosen = gr.Dropdown([d["doc_id"] for d in service.documents()], multiselect=True, label="文档",
@@ -178,9 +180,11 @@ def build_app(service: RagService) -> gr.Blocks:
                 remove_button = gr.Button("删除文档", variant="stop")
             remove_md = gr.Markdown()
             doc_md = gr.Markdown(elem_id="document")
-            ingest_button.click(ingest, uploads, [ingest_md, library, stats_md], api_name="ingest")
+            ingest_button.click(ingest, uploads, [ingest_md, library, stats_md], api_name="ingest").then(
+                doc_choices, None, chosen, api_visibility="private")
             show_button.click(show_document, doc_id, doc_md, api_name="show_document")
-            remove_button.click(remove_document, doc_id, [remove_md, library, stats_md], api_name="remove_document")
+            remove_button.click(remove_document, doc_id, [remove_md, library, stats_md], api_name="remove_document").then(
+                doc_choices, None, chosen, api_visibility="private")
             refresh = gr.Button("刷新", size="sm")
             refresh.click(lambda: (documents(), stats()), None, [library, stats_md], api_name="documents")
         with gr.Tab("评测"):
