@@ -17,7 +17,7 @@ from .config import ConfigError, Settings, load_settings
 from .embeddings import EmbedderError, EmbeddingCache, embedder_for_index, load_embedder
 from .ingest import ingest
 from .retrieve import RETRIEVERS, QueryError, Retriever, SearchResult
-from .evaluate import DatasetError
+from .jsonl import DatasetError, read_jsonl
 from .generate import GeneratorError
 from .store import IndexStore, StoreError
 
@@ -33,22 +33,12 @@ def _print_json(obj: Any) -> None:
 
 
 def _read_questions(path: str) -> list[dict[str, str]]:
-    """``{"id", "question"}`` lines of a JSONL file; raises :class:`UsageError` naming the bad line."""
+    """``{"id", "question"}`` lines of a JSONL file; raises :class:`DatasetError` naming the bad line."""
     items = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UsageError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
-                if not isinstance(obj, dict) or not isinstance(obj.get("question"), str):
-                    raise UsageError(f'{path}:{lineno}: needs a string "question" field')
-                items.append({"id": str(obj.get("id", lineno)), "question": obj["question"]})
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    for lineno, obj in read_jsonl(path):
+        if not isinstance(obj.get("question"), str):
+            raise DatasetError(f'{path}:{lineno}: needs a string "question" field')
+        items.append({"id": str(obj.get("id", lineno)), "question": obj["question"]})
     return items
 
 
@@ -332,10 +322,9 @@ def cmd_eval_summary(args: argparse.Namespace, settings: Settings) -> int:
     from .generate import load_generator
     from .summarize import Summarizer
 
-    try:
-        items = [json.loads(line) for line in Path(args.dataset).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"cannot read {args.dataset}: {exc}") from None
+    items = [obj for _, obj in read_jsonl(args.dataset)]
+    if any("doc_id" not in obj or "reference" not in obj for obj in items):
+        raise DatasetError(f'{args.dataset}: every line needs "doc_id" and "reference"')
     with IndexStore.open(settings.index_dir) as store:
         documents = {item["doc_id"]: store.document(item["doc_id"]) for item in items}
     documents = {k: v for k, v in documents.items() if v is not None}
@@ -364,6 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", metavar="FILE", help="TOML config file (default: ./rag.toml or $RAG_CONFIG)")
     common.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
     common.add_argument("--json", action="store_true", help="machine-readable JSON output")
+
+    def generator_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--generator", choices=["auto", "extractive", "seq2seq", "causal"],
+                       help="answer/summary generator (default from config: auto)")
+        p.add_argument("--generator-model", metavar="NAME_OR_PATH",
+                       help="hub name, directory or .gguf file of the model; qwen-offline for the bundled one")
+
+    def dataset_flags(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--dataset", required=True, metavar="FILE", help=what)
+        p.add_argument("--out", required=True, metavar="DIR", help="folder for report.json, report.md and plots")
 
     parser = argparse.ArgumentParser(prog="rag", description="Question answering and summarisation over Chinese "
                                      "documents: ingest files, search them, manage the index.")
@@ -395,10 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
                        'support an answer. Batch form: --batch questions.jsonl --out answers.jsonl (input lines {"id", '
                        '"question"}; output lines {"id", "question", "answer", "abstained", "generator", "sources"}).')
     p.add_argument("question", nargs="?", help="the question (either script)")
-    p.add_argument("--generator", choices=["auto", "extractive", "seq2seq", "causal"],
-                   help="answer generator (default from config: auto)")
-    p.add_argument("--generator-model", metavar="NAME_OR_PATH",
-                   help="hub name, directory or .gguf file of the model; qwen-offline for the bundled one")
+    generator_flags(p)
     p.add_argument("--batch", metavar="FILE", help="JSONL file of questions")
     p.add_argument("--out", metavar="FILE", help="where --batch writes its JSONL answers")
     p.set_defaults(func=cmd_ask)
@@ -414,8 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, help="passages retrieved for --query (default 8)")
     p.add_argument("--batch", metavar="FOLDER_OR_INDEX", help="summarise every document")
     p.add_argument("--out", metavar="FILE", help="JSONL output of --batch (a .md digest is written beside it)")
-    p.add_argument("--generator", choices=["auto", "extractive", "seq2seq", "causal"])
-    p.add_argument("--generator-model", metavar="NAME_OR_PATH")
+    generator_flags(p)
     p.set_defaults(func=cmd_summarize)
 
     p = sub.add_parser("status", parents=[common], help="index statistics",
@@ -439,8 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = eval_sub.add_parser("retrieval", parents=[common], help="Recall@k, MRR@10, nDCG@10 per retriever",
                             description="Document-level retrieval metrics of bm25, dense and hybrid in one run. Gold "
                             'lines: {"id", "question", "answers", "doc_ids"}.')
-    e.add_argument("--dataset", required=True, metavar="FILE", help="gold JSONL file")
-    e.add_argument("--out", required=True, metavar="DIR", help="folder for report.json, report.md and plots")
+    dataset_flags(e, "gold JSONL file")
     e.add_argument("--retrievers", default="bm25,dense,hybrid", help="comma-separated (default: all three)")
     e.add_argument("--limit", type=int, help="only the first N questions (quick runs)")
     e.add_argument("--depth", type=int, default=30, help="chunks retrieved per question (default 30)")
@@ -448,20 +442,16 @@ def build_parser() -> argparse.ArgumentParser:
     e = eval_sub.add_parser("qa", parents=[common], help="answer quality, abstention, citations, faithfulness",
                             description="Answer every gold question and score character EM/F1, answer-contains, "
                             "abstention precision/recall, citation precision, faithfulness and latency.")
-    e.add_argument("--dataset", required=True, metavar="FILE", help="gold JSONL file")
-    e.add_argument("--out", required=True, metavar="DIR", help="folder for report.json, report.md and plots")
+    dataset_flags(e, "gold JSONL file")
     e.add_argument("--limit", type=int, help="only the first N questions (quick runs)")
-    e.add_argument("--generator", choices=["auto", "extractive", "seq2seq", "causal"])
-    e.add_argument("--generator-model", metavar="NAME_OR_PATH")
+    generator_flags(e)
     e.set_defaults(func=cmd_eval_qa)
     e = eval_sub.add_parser("summary", parents=[common], help="ROUGE, key facts, boilerplate, faithfulness",
                             description="Summarise each document of a reference file (lines {\"doc_id\", \"reference\", "
                             "\"key_facts\"}) from the index and score the summaries.")
-    e.add_argument("--dataset", required=True, metavar="FILE", help="reference summaries JSONL")
-    e.add_argument("--out", required=True, metavar="DIR", help="folder for report.json, report.md and plots")
+    dataset_flags(e, "reference summaries JSONL")
     e.add_argument("--length", choices=["short", "medium", "long"], default="medium")
-    e.add_argument("--generator", choices=["auto", "extractive", "seq2seq", "causal"])
-    e.add_argument("--generator-model", metavar="NAME_OR_PATH")
+    generator_flags(e)
     e.set_defaults(func=cmd_eval_summary)
     e = eval_sub.add_parser("compare", parents=[common], help="per-metric deltas between two runs",
                             description="Compare two evaluation output folders: metric deltas and changed questions.")

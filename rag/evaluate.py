@@ -18,16 +18,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from .jsonl import DatasetError, read_jsonl
 from .metrics import mrr_at_k, ndcg_at_k, recall_at_k, unique_in_order
 from .retrieve import Retriever
 
 log = logging.getLogger(__name__)
 
 RECALL_KS = (1, 3, 5, 10)
-
-
-class DatasetError(ValueError):
-    """A gold file that cannot be read; the message names the line."""
 
 
 @dataclass
@@ -44,22 +41,15 @@ class GoldItem:
 def load_gold(path: str | Path, limit: int | None = None) -> list[GoldItem]:
     """Read a gold JSONL file (first ``limit`` lines when given)."""
     items: list[GoldItem] = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                    items.append(GoldItem(id=str(obj["id"]), question=str(obj["question"]),
-                                          answers=[str(a) for a in obj.get("answers", [])],
-                                          doc_ids=[str(d) for d in obj.get("doc_ids", [])], kind=obj.get("type")))
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise DatasetError(f"{path}:{lineno}: not a gold line ({exc})") from None
-                if limit and len(items) >= limit:
-                    break
-    except OSError as exc:
-        raise DatasetError(f"cannot read {path}: {exc.strerror}") from None
+    for lineno, obj in read_jsonl(path):
+        try:
+            items.append(GoldItem(id=str(obj["id"]), question=str(obj["question"]),
+                                  answers=[str(a) for a in obj.get("answers", [])],
+                                  doc_ids=[str(d) for d in obj.get("doc_ids", [])], kind=obj.get("type")))
+        except (KeyError, TypeError) as exc:
+            raise DatasetError(f"{path}:{lineno}: not a gold line (missing {exc})") from None
+        if limit and len(items) >= limit:
+            break
     return items
 
 

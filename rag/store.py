@@ -227,10 +227,9 @@ class IndexStore:
     def content_hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
         """Stored content hash of each of ``doc_ids`` that is in the index."""
         out: dict[str, str] = {}
-        for i in range(0, len(doc_ids), 500):
-            part = list(doc_ids[i : i + 500])
+        for part in _batches(doc_ids):
             out.update(self._db.execute(
-                f"SELECT doc_id, content_hash FROM documents WHERE doc_id IN ({','.join('?' * len(part))})", part))
+                f"SELECT doc_id, content_hash FROM documents WHERE doc_id IN ({_marks(part)})", part))
         return out
 
     def doc_ids_under(self, root: str) -> list[str]:
@@ -281,13 +280,11 @@ class IndexStore:
 
     def _delete_documents(self, doc_ids: Sequence[str]) -> list[int]:
         removed: list[int] = []
-        for i in range(0, len(doc_ids), 500):
-            part = list(doc_ids[i : i + 500])
-            marks = ",".join("?" * len(part))
+        for part in _batches(doc_ids):
+            marks = _marks(part)
             ids = [r[0] for r in self._db.execute(f"SELECT id FROM chunks WHERE doc_id IN ({marks})", part)]
-            for j in range(0, len(ids), 500):
-                sub = ids[j : j + 500]
-                self._db.execute(f"DELETE FROM chunk_terms WHERE rowid IN ({','.join('?' * len(sub))})", sub)
+            for sub in _batches(ids):
+                self._db.execute(f"DELETE FROM chunk_terms WHERE rowid IN ({_marks(sub)})", sub)
             self._db.execute(f"DELETE FROM doc_terms WHERE rowid IN (SELECT rowid FROM documents WHERE doc_id IN ({marks}))",
                              part)
             self._db.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks})", part)
@@ -407,21 +404,17 @@ class IndexStore:
     def chunk_ids_of(self, doc_ids: Sequence[str]) -> dict[str, list[int]]:
         """Chunk ids of each document, in document order."""
         out: dict[str, list[int]] = {d: [] for d in doc_ids}
-        for i in range(0, len(doc_ids), 500):
-            part = list(doc_ids[i : i + 500])
+        for part in _batches(doc_ids):
             for doc_id, chunk_id in self._db.execute(
-                    f"SELECT doc_id, id FROM chunks WHERE doc_id IN ({','.join('?' * len(part))}) ORDER BY doc_id, ordinal",
-                    part):
+                    f"SELECT doc_id, id FROM chunks WHERE doc_id IN ({_marks(part)}) ORDER BY doc_id, ordinal", part):
                 out[doc_id].append(chunk_id)
         return out
 
     def chunk_docs(self, chunk_ids: Sequence[int]) -> dict[int, str]:
         """Document id of each chunk id."""
         out: dict[int, str] = {}
-        for i in range(0, len(chunk_ids), 500):
-            part = list(chunk_ids[i : i + 500])
-            out.update(self._db.execute(
-                f"SELECT id, doc_id FROM chunks WHERE id IN ({','.join('?' * len(part))})", part))
+        for part in _batches(chunk_ids):
+            out.update(self._db.execute(f"SELECT id, doc_id FROM chunks WHERE id IN ({_marks(part)})", part))
         return out
 
     def term_doc_freqs(self, terms: Sequence[str]) -> dict[str, int]:
@@ -430,8 +423,7 @@ class IndexStore:
         terms = list(dict.fromkeys(terms))
         if not terms:
             return {}
-        rows = self._db.execute(f"SELECT term, doc FROM temp.chunk_vocab WHERE term IN ({','.join('?' * len(terms))})",
-                                terms)
+        rows = self._db.execute(f"SELECT term, doc FROM temp.chunk_vocab WHERE term IN ({_marks(terms)})", terms)
         return {t: int(d) for t, d in rows}
 
     def chunk_count(self) -> int:
@@ -440,22 +432,14 @@ class IndexStore:
 
     def get_chunks(self, chunk_ids: Iterable[int]) -> dict[int, StoredChunk]:
         """Chunks by id (ids no longer in the index are left out)."""
-        ids = list(dict.fromkeys(chunk_ids))
         out: dict[int, StoredChunk] = {}
-        for i in range(0, len(ids), 500):
-            part = ids[i : i + 500]
+        for part in _batches(dict.fromkeys(chunk_ids)):
             rows = self._db.execute(
                 "SELECT c.id, c.doc_id, c.ordinal, c.start, c.end, c.text, c.index_text, d.title "
-                f"FROM chunks c JOIN documents d USING (doc_id) WHERE c.id IN ({','.join('?' * len(part))})", part)
+                f"FROM chunks c JOIN documents d USING (doc_id) WHERE c.id IN ({_marks(part)})", part)
             for row in rows:
                 out[row[0]] = StoredChunk(*row)
         return out
-
-    def get_vectors(self, chunk_ids: Sequence[int]) -> np.ndarray:
-        """Stored vectors of ``chunk_ids``, in that order."""
-        found = dict(self._db.execute(
-            f"SELECT id, vector FROM chunks WHERE id IN ({','.join('?' * len(chunk_ids))})", list(chunk_ids)))
-        return np.vstack([np.frombuffer(found[i], dtype=np.float32) for i in chunk_ids])
 
     def document(self, doc_id: str) -> dict[str, Any] | None:
         """One document's stored fields (display text included), or ``None``."""
@@ -490,6 +474,17 @@ class IndexStore:
         return {"index": str(self.directory), "format_version": FORMAT_VERSION, "documents": docs, "chunks": chunks,
                 "embedder": info[0] if info else None, "dim": info[1] if info else None,
                 "generation": self._generation(), "size_bytes": size}
+
+
+def _batches(items: Sequence[Any], size: int = 500) -> Iterator[list[Any]]:
+    """``items`` in lists of at most ``size`` (SQLite limits the number of bound parameters)."""
+    items = list(items)
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _marks(part: Sequence[Any]) -> str:
+    return ",".join("?" * len(part))
 
 
 def _add_blobs(index: faiss.IndexIDMap2, ids: list[int], blobs: list[bytes], dim: int) -> None:
