@@ -1,7 +1,8 @@
 """Model-free answer extraction: pick the best sentence, then the span the question asks for.
 
 Sentences of the retrieved passages are scored by IDF-weighted coverage of the question's content words
-(the previous sentence counts half, since Chinese reports often name the subject one sentence earlier).
+(words found only in the previous sentence or the title count half, since reports often name the subject one
+sentence earlier; words found only elsewhere in the passage count 0.3).
 In the best sentences the question is aligned around its question word (谁/多少/哪里/何时/什么 ...): the
 text between the words before and after it is the answer, narrowed by the question type (a number with
 its unit, a person, a date, a place, a phrase or a list). All matching runs on normalised text; spans are
@@ -44,8 +45,6 @@ _DATE = re.compile(rf"{_DATE_RANGE}|{_DAY}|\d{{4}}\s*年(?:\s*\d{{1,2}}\s*月)?|
 _DAY_DATE = re.compile(_DAY)
 # Question words that ask for a day, not a year or a month.
 _ASKS_DAY = re.compile(r"哪一天|哪天|几月几日|几月几号|几号|哪一日|日期")
-# Words that end a person's name in a report ("李昊天出席", "罗梅主持").
-_AFTER_NAME = re.compile(r"出席|主持|讲话|宣读|参加|表示|指出|强调|要求|介绍|说|等|向|在|和|与|及|作|担任|任|为|是|代表|同志|带领|陪同")
 _TITLE = re.compile(r".*(?:书记|主席|县长|区长|市长|省长|州长|镇长|乡长|旗长|专员|部长|局长|厅长|主任|委员|常委|秘书长|院长|"
                     r"校长|董事长|经理|总裁|组长|队长|处长|科长|会长|理事长|政委|司令|总监|专家|教授|记者|代表|主持人)")
 # Common single-character surnames (and compound ones): a person answer starts with one.
@@ -86,7 +85,6 @@ class Extraction:
     coverage: float  # IDF-weighted share of the question's words in the evidence (0 to 1)
     alignment: float  # share of the question's context around its question word found in the evidence
     typed: bool  # a span was found around the question word (of the asked type, where it has one)
-    missing: float = 0.0  # IDF of the rarest question word absent from the evidence and its context, over the max
 
     @property
     def confidence(self) -> float:
@@ -373,7 +371,7 @@ def extract_answer(question: str, passages: Sequence[PassageText], idf: Callable
     # Single characters are weak evidence however rare they are as separate words.
     weights = [idf(t) * (0.3 if len(t) == 1 else 1.0) for t in terms]
     kind, _ = question_type(question)
-    scored: list[tuple[float, int, int, int, str, float]] = []
+    scored: list[tuple[float, int, int, int, str]] = []
     for rank, passage in enumerate(passages):
         title = normalize(passage.title or "")
         whole = normalize(passage.text)
@@ -383,16 +381,15 @@ def extract_answer(question: str, passages: Sequence[PassageText], idf: Callable
             norm = normalize(text)
             if INJECTION.search(norm):
                 continue
-            context = previous + "\n" + title
-            missing = max((w for t, w in zip(terms, weights) if t not in norm and t not in context), default=0.0)
-            scored.append((_coverage(terms, weights, norm, context, whole) - 0.01 * rank, rank,
-                           sent.start, sent.end, text, missing / (max(weights) or 1.0)))
+            scored.append((_coverage(terms, weights, norm, previous + "\n" + title, whole) - 0.01 * rank, rank,
+                           sent.start, sent.end, text))
             previous = norm
     scored.sort(key=lambda x: -x[0])
     best: Extraction | None = None
     best_value = -1.0
-    for coverage, rank, s_start, s_end, text, missing in scored[:candidates]:
+    for coverage, rank, s_start, s_end, text in scored[:candidates]:
         found = extract_from_sentence(question, text)
+        # For ranking, a sentence without the asked number/date/person is pushed well down.
         value = coverage + (0.4 * found[3] + 0.15 if found else (-0.3 if kind in _TYPED else 0.0))
         if value <= best_value:
             continue
@@ -400,8 +397,7 @@ def extract_answer(question: str, passages: Sequence[PassageText], idf: Callable
         a, b = (found[1], found[2]) if found else (0, len(text))
         best = Extraction(answer=text[a:b], evidence=text, passage=passages[rank].index, answer_start=s_start + a,
                           answer_end=s_start + b, evidence_start=s_start, evidence_end=s_end, kind=kind,
-                          coverage=max(0.0, coverage), alignment=found[3] if found else 0.0, typed=found is not None,
-                          missing=missing)
+                          coverage=max(0.0, coverage), alignment=found[3] if found else 0.0, typed=found is not None)
     return best
 
 
