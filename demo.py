@@ -123,15 +123,14 @@ def build_app(service: RagService) -> gr.Blocks:
 
     def evaluate(gold_file: Any, limit: float | None) -> tuple[str, list[str]]:
         """Run the QA evaluation on an uploaded gold file (or the bundled one): (report Markdown, plot paths)."""
-        from rag.evaluate import evaluate_qa, load_gold, plot_qa, qa_markdown, run_info, write_report
+        from rag.evaluate import load_gold, plot_qa, qa_markdown, run_info, write_report
 
         path = getattr(gold_file, "name", gold_file) or str(GOLD)
         try:
             items = load_gold(path, int(limit) if limit else None)
         except Exception as exc:
             return _error(str(exc)), []
-        with service._lock:
-            report = evaluate_qa(items, service.answerer, progress=False)
+        report = service.evaluate_qa(items)
         report.update(dataset=Path(path).name, index=str(service.settings.index_dir), run=run_info())
         out = Path(tempfile.mkdtemp(prefix="rag-eval-"))
         written = write_report(report, out, qa_markdown(report), plot_qa)

@@ -18,7 +18,6 @@ from rag.answer import Answerer
 from rag.config import load_settings
 from rag.embeddings import embedder_for_index
 from rag.evaluate import load_gold, run_info
-from rag.extractive import PassageText, extract_answer
 from rag.retrieve import Retriever
 from rag.store import IndexStore
 
@@ -32,9 +31,7 @@ def confidences(dataset: str, index: str, limit: int | None) -> list[tuple[bool,
         items = load_gold(dataset, limit)
         out = []
         for item, result in zip(items, retriever.search_many([i.question for i in items], settings.answer_sources)):
-            sources = answerer._sources(result.hits)
-            found = extract_answer(item.question, [PassageText(i, s.text, s.title) for i, s in enumerate(sources)],
-                                   answerer._idf(item.question))
+            _, found = answerer.extract(result.query, result.hits)
             out.append((bool(item.answers), found.confidence if found else 0.0, found.coverage if found else 0.0))
     return out
 

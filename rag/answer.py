@@ -114,18 +114,18 @@ class Answerer:
         self.settings = settings
         self.generator = generator
 
-    def _sources(self, hits: Sequence[Hit]) -> list[Source]:
+    def extract(self, question: str, hits: Sequence[Hit]) -> tuple[list[Source], Extraction | None]:
+        """Number the hits as sources and extract the best answer span from them (no abstention applied)."""
         sources = []
         for n, hit in enumerate(hits, 1):
             warning = "此段落含有类似指令的文字，已作为资料内容处理" if INJECTION.search(normalize(hit.text)) else None
             sources.append(Source(n, hit.doc_id, hit.chunk_id, hit.score, hit.text, hit.start, hit.end, hit.title,
                                   warning=warning))
-        return sources
-
-    def _idf(self, question: str):
         store = self.retriever.store
         freqs = store.term_doc_freqs(query_terms(question))
-        return idf_from_counts(lambda t: freqs.get(t, 0), max(store.chunk_count(), 1))
+        idf = idf_from_counts(lambda t: freqs.get(t, 0), max(store.chunk_count(), 1))
+        extraction = extract_answer(question, [PassageText(i, s.text, s.title) for i, s in enumerate(sources)], idf)
+        return sources, extraction
 
     def ask(self, question: str) -> Answer:
         """Answer one question."""
@@ -144,9 +144,7 @@ class Answerer:
     def _answer(self, question: str, hits: Sequence[Hit], note: str | None) -> Answer:
         started = time.perf_counter()
         query = self.retriever.prepare_query(question)[0]
-        sources = self._sources(hits)
-        extraction = extract_answer(query, [PassageText(i, s.text, s.title) for i, s in enumerate(sources)],
-                                    self._idf(query))
+        sources, extraction = self.extract(query, hits)
         answer = self._extractive(question, extraction, sources, note)
         if self.generator is not None and not answer.abstained:
             answer = self._generated(question, query, sources, extraction, answer)
@@ -190,11 +188,15 @@ class Answerer:
             fallback.dropped = guarded.dropped
             return fallback
         answer_text = _MARKER.sub("", guarded.text).strip()
-        if extraction is not None and not fallback.abstained:
+        if extraction is not None:
             span, said = normalize(extraction.answer), normalize(answer_text)
             if span and span in said and len(span) < len(said):
                 # The model's sentence contains the extracted span: keep the concise span it confirms.
                 answer_text, name = extraction.answer, f"{name}+span"
+        for source in sources:
+            # Highlight the answer where a cited passage contains it (t2s keeps lengths, so offsets carry over).
+            pos = normalize(source.text).find(normalize(answer_text)) if source.marker in guarded.citations else -1
+            source.support = [pos, pos + len(answer_text)] if pos >= 0 else None
         return Answer(question, match_script(answer_text, question), False, name,
                       evidence=extraction.evidence if extraction else "", citations=guarded.citations,
                       sources=sources, confidence=fallback.confidence, note=fallback.note, dropped=guarded.dropped)

@@ -61,6 +61,13 @@ class RagService:
         with self._lock:
             return self.answerer.ask(question)
 
+    def evaluate_qa(self, items: Sequence[Any]) -> dict[str, Any]:
+        """A QA evaluation run (see :func:`rag.evaluate.evaluate_qa`) over this index."""
+        from .evaluate import evaluate_qa
+
+        with self._lock:
+            return evaluate_qa(items, self.answerer, progress=False)
+
     # -- summaries --------------------------------------------------------------------------------------------
     def summarize(self, doc_ids: Sequence[str], length: str = "medium") -> list[Summary]:
         """Summaries of documents of the index (unknown ids are skipped)."""
