@@ -73,14 +73,12 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / union if union else 0.0
 
 
-def reciprocal_rank_fusion(rankings: dict[str, list[int]], k: int = 60) -> list[tuple[int, float, list[str]]]:
-    """Fuse ranked id lists: score = Σ 1 / (k + rank). Returns ``(id, score, [lists that had it])`` best first."""
-    return weighted_rrf(rankings, {name: 1.0 for name in rankings}, k)
-
-
 def weighted_rrf(rankings: dict[str, list[int]], weights: dict[str, float],
                  k: int = 60) -> list[tuple[int, float, list[str]]]:
-    """Reciprocal-rank fusion with a weight per list: score = Σ w / (k + rank)."""
+    """Reciprocal-rank fusion with a weight per list: score = Σ w / (k + rank).
+
+    Returns ``(id, score, [names of the lists that had it])``, best first (ties by id).
+    """
     scores: dict[int, float] = {}
     found_by: dict[int, list[str]] = {}
     for name, ids in rankings.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rag.normalize import to_simplified, to_traditional
-from rag.retrieve import QueryError, Retriever, char_ngrams, jaccard, reciprocal_rank_fusion
+from rag.retrieve import QueryError, Retriever, char_ngrams, jaccard, weighted_rrf
 from tests.conftest import DOC_000, DOC_001, DOC_002, DOC_004
 
 
@@ -87,13 +87,15 @@ def test_a_reposted_copy_is_collapsed_into_one_hit(tmp_path, settings, hash_embe
 
 
 def test_reciprocal_rank_fusion_by_hand() -> None:
-    fused = reciprocal_rank_fusion({"dense": [1, 2, 3], "bm25": [3, 1]}, k=60)
+    fused = weighted_rrf({"dense": [1, 2, 3], "bm25": [3, 1]}, {"dense": 1.0, "bm25": 1.0}, k=60)
     scores = {i: s for i, s, _ in fused}
     assert scores[1] == pytest.approx(1 / 61 + 1 / 62)
     assert scores[3] == pytest.approx(1 / 63 + 1 / 61)
     assert scores[2] == pytest.approx(1 / 62)
     assert [i for i, _, _ in fused] == [1, 3, 2]
     assert dict((i, by) for i, _, by in fused)[3] == ["dense", "bm25"]
+    weighted = {i: s for i, s, _ in weighted_rrf({"dense": [1, 2], "bm25": [2]}, {"dense": 0.5, "bm25": 2.0}, k=60)}
+    assert weighted[1] == pytest.approx(0.5 / 61) and weighted[2] == pytest.approx(0.5 / 62 + 2.0 / 61)
 
 
 def test_empty_and_overlong_queries(retriever) -> None:

@@ -76,7 +76,9 @@ def test_removed_documents_are_never_retrieved_by_either_retriever(tmp_path, set
     assert DOC_002 in search_doc_ids(settings, hash_embedder, query, "bm25")
     assert DOC_002 in search_doc_ids(settings, hash_embedder, query, "dense")
     with IndexStore.open(settings.index_dir) as store:
+        assert store.search_bm25_documents(query_terms(query), 1)[0][0] == DOC_002
         assert store.remove_documents([DOC_002, "no-such-doc"]) == 1
+        assert DOC_002 not in {d for d, _ in store.search_bm25_documents(query_terms(query), 10)}
     for mode in ("bm25", "dense", "hybrid"):
         assert DOC_002 not in search_doc_ids(settings, hash_embedder, query, mode)
     with IndexStore.open(settings.index_dir) as store:
