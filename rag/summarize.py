@@ -27,7 +27,7 @@ from .chunking import chunk_text, split_sentences
 from .config import Settings
 from .embeddings import text_hash
 from .metrics import ngram_support, split_claims, unsupported_numbers
-from .normalize import normalize, to_simplified, to_traditional
+from .normalize import match_script, normalize, to_simplified, to_traditional
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,18 @@ def convert_script(text: str, script: str | None) -> str:
     return text
 
 
+def _within(sentences: list[str], max_chars: int) -> list[str]:
+    """Leading sentences up to about ``max_chars`` (always at least one)."""
+    out: list[str] = []
+    used = 0
+    for sentence in sentences:
+        if out and used + len(sentence) > max_chars * 1.2:
+            break
+        out.append(sentence)
+        used += len(sentence)
+    return out
+
+
 def check_summary(summary: str, source_text: str, min_support: float = 0.6) -> tuple[list[str], list[str]]:
     """Split a model summary into sentences the source supports and sentences it does not."""
     kept, dropped = [], []
@@ -181,13 +193,15 @@ class Summarizer:
             extractive.generator = f"extractive (fallback: {self.generator.name} failed)"
             return extractive
         kept, dropped = check_summary(draft, text, self.settings.guard_min_support)
-        kept = list(dict.fromkeys(kept))
+        kept = _within(list(dict.fromkeys(kept)), max_chars)
         if not kept:
             extractive.generator = f"extractive (fallback: check refused {self.generator.name})"
             extractive.dropped = dropped
             return extractive
-        return Summary(doc_id, title, convert_script("".join(kept), script), self.generator.name, sources,
-                       dropped=dropped)
+        # Small models mix scripts; the summary keeps the document's unless another one was asked for.
+        body = "".join(kept)
+        body = convert_script(body, script) if script else match_script(body, text)
+        return Summary(doc_id, title, body, self.generator.name, sources, dropped=dropped)
 
     def _map_reduce(self, text: str, max_chars: int, rounds: int = 3) -> str:
         """Summaries of budget-sized pieces, then summaries of those, until one call covers everything."""

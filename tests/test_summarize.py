@@ -84,8 +84,12 @@ def test_model_summaries_fall_back_when_nothing_is_supported() -> None:
     doc = cleaned(DOC_004)
     faithful = Summarizer(Settings(), ScriptedSummarizerModel("甘孜州创建63个巾帼脱贫示范基地。全州妇女之家达到9999个。"))
     summary = faithful.summarize(doc.text, DOC_004, doc.title)
-    assert summary.generator == "scripted" and summary.summary == "甘孜州创建63个巾帼脱贫示范基地。"
+    assert summary.generator == "scripted" and summary.summary == "甘孜州創建63個巾幗脫貧示範基地。"
     assert summary.dropped == ["全州妇女之家达到9999个。"]
+    # Model output comes back in the document's script (004 is Traditional), cut to the requested length.
+    mixed = Summarizer(Settings(), ScriptedSummarizerModel("甘孜州妇女第十三次代表大会召开。" * 3 + "全州妇女之家达2563个。" * 20))
+    tidy = mixed.summarize(doc.text, DOC_004, doc.title, "short")
+    assert tidy.summary.startswith("甘孜州婦女第十三次代表大會召開。") and len(tidy.summary) <= 1.2 * 100 + 20
     invented = Summarizer(Settings(), ScriptedSummarizerModel("会议由张三主持，共有5000人参加。"))
     fallback = invented.summarize(doc.text, DOC_004, doc.title)
     assert fallback.generator.startswith("extractive (fallback") and fallback.dropped
