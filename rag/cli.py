@@ -15,10 +15,10 @@ from tqdm import tqdm
 from . import __version__
 from .config import ConfigError, Settings, load_settings
 from .embeddings import EmbedderError, EmbeddingCache, embedder_for_index, load_embedder
-from .ingest import ingest
-from .retrieve import RETRIEVERS, QueryError, Retriever, SearchResult
-from .jsonl import DatasetError, read_jsonl
 from .generate import GeneratorError
+from .ingest import ingest
+from .jsonl import DatasetError, read_jsonl
+from .retrieve import RETRIEVERS, QueryError, Retriever, SearchResult
 from .store import IndexStore, StoreError
 
 log = logging.getLogger("rag")
@@ -52,11 +52,13 @@ def _open_for_reading(settings: Settings) -> tuple[IndexStore, Retriever]:
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     embedder = load_embedder(settings)
     cache = EmbeddingCache(settings.cache_dir, embedder.name, embedder.dim)
-    with IndexStore.open(settings.index_dir, create=True) as store:
-        report = ingest(args.paths, store, embedder, settings, cache=cache, sync=args.sync,
-                        progress=not args.quiet)
-        stats = store.stats()
-    cache.close()
+    try:
+        with IndexStore.open(settings.index_dir, create=True) as store:
+            report = ingest(args.paths, store, embedder, settings, cache=cache, sync=args.sync,
+                            progress=not args.quiet)
+            stats = store.stats()
+    finally:
+        cache.close()
     if args.json:
         _print_json({**report.to_dict(), "index": stats})
     else:
@@ -104,14 +106,20 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_batch(items: list[dict[str, str]], out: str, handle: Callable[[list[dict[str, str]]], list[dict]],
                batch_size: int = 16) -> None:
-    """Write ``handle``'s output for ``items`` in input order, one JSON line each, with a progress bar."""
+    """Write ``handle``'s output for ``items`` in input order, one JSON line each, with a progress bar.
+
+    A blank question gets an ``{"id", "error"}`` line instead of stopping the batch.
+    """
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh, tqdm(total=len(items), desc="batch", unit="q") as bar:
         for i in range(0, len(items), batch_size):
             part = items[i : i + batch_size]
-            for line in handle(part):
+            good = [q for q in part if q["question"].strip()]
+            results = iter(handle(good)) if good else iter(())
+            for q in part:
+                line = next(results) if q["question"].strip() else {"id": q["id"], "error": "the question is empty"}
                 fh.write(json.dumps(line, ensure_ascii=False) + "\n")
             bar.update(len(part))
     tmp.replace(out_path)

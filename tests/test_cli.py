@@ -54,14 +54,16 @@ def test_ingest_search_status_remove_show(cli_index, capsys, tmp_path) -> None:
 
 def test_batch_search_keeps_input_order(cli_index, tmp_path, capsys) -> None:
     questions = tmp_path / "q.jsonl"
-    rows = [{"id": "b", "question": "精河县两规划"}, {"id": "a", "question": "拉薩會議"}, {"id": "c", "question": "甘孜州"}]
+    rows = [{"id": "b", "question": "精河县两规划"}, {"id": "a", "question": "拉薩會議"}, {"id": "c", "question": "甘孜州"},
+            {"id": "d", "question": "  "}]
     questions.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
     out = tmp_path / "hits.jsonl"
     assert main(["search", "--batch", str(questions), "--out", str(out), "-k", "2", "--retriever", "bm25"]) == 0
     lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert [line["id"] for line in lines] == ["b", "a", "c"]
-    assert all(set(line) == {"id", "hits"} and len(line["hits"]) == 2 for line in lines)
+    assert [line["id"] for line in lines] == ["b", "a", "c", "d"]
+    assert all(set(line) == {"id", "hits"} and len(line["hits"]) == 2 for line in lines[:3])
     assert lines[1]["hits"][0]["doc_id"] == DOC_000
+    assert lines[3] == {"id": "d", "error": "the question is empty"}
 
 
 def test_user_errors_are_one_line_not_tracebacks(tmp_path, capsys, monkeypatch) -> None:
