@@ -120,6 +120,9 @@ def ingest(paths: Sequence[str | Path], store: IndexStore, embedder: Embedder, s
                 if item is None:
                     break
                 if isinstance(item, Skipped):
+                    if item.doc_id is not None and item.root is not None:
+                        # A file that is there but unreadable now keeps its indexed version, even with --sync.
+                        seen_by_root.setdefault(item.root, set()).add(item.doc_id)
                     report.skipped.append({"source": item.source, "reason": item.reason})
                     log.warning("skipped %s: %s", item.source, item.reason)
                     bar.update(1)

@@ -42,6 +42,8 @@ class Skipped:
 
     source: str
     reason: str
+    doc_id: str | None = None  # the id the file would have had: ``--sync`` keeps its indexed version
+    root: str | None = None
 
 
 class LoadError(Exception):
@@ -249,7 +251,7 @@ def iter_documents(paths: list[str | os.PathLike[str]], max_file_mb: float = 64.
             doc_id = path.relative_to(base).as_posix()
             suffix = path.suffix.lower()
             if suffix not in SUPPORTED_SUFFIXES:
-                yield Skipped(str(path), f"unsupported file type {suffix or '(none)'}")
+                yield Skipped(str(path), f"unsupported file type {suffix or '(none)'}", doc_id, root)
                 continue
             if suffix == ".jsonl":
                 yield from iter_jsonl(path, root, max_document_chars)
@@ -257,13 +259,13 @@ def iter_documents(paths: list[str | os.PathLike[str]], max_file_mb: float = 64.
             try:
                 text, is_html = read_file(path, max_bytes)
             except LoadError as exc:
-                yield Skipped(str(path), str(exc))
+                yield Skipped(str(path), str(exc), doc_id, root)
                 continue
             except OSError as exc:
-                yield Skipped(str(path), f"cannot read ({exc.strerror or exc})")
+                yield Skipped(str(path), f"cannot read ({exc.strerror or exc})", doc_id, root)
                 continue
             if len(text) > max_document_chars:
-                yield Skipped(str(path), f"too long ({len(text)} > {max_document_chars} characters)")
+                yield Skipped(str(path), f"too long ({len(text)} > {max_document_chars} characters)", doc_id, root)
                 continue
             yield RawDocument(doc_id=doc_id, text=text, source=str(path), root=root, is_html=is_html)
 

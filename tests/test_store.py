@@ -96,6 +96,7 @@ def test_sync_removes_documents_whose_files_left_the_folder(tmp_path, settings, 
     (corpus / "doc02.txt").unlink()
     report = run_ingest(settings, hash_embedder, [corpus])
     assert report.removed == []  # without --sync nothing is removed
+    (corpus / "doc01.txt").write_bytes(b"")  # unreadable now, but still there: its indexed version stays
     report = run_ingest(settings, hash_embedder, [corpus], sync=True)
     assert report.removed == ["doc02.txt"]
     with IndexStore.open(settings.index_dir) as store:
