@@ -267,6 +267,7 @@ def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
         existing = set(store.content_hashes(args.doc_ids))
         missing = [d for d in args.doc_ids if d not in existing]
         store.remove_documents(sorted(existing))
+        store.flush()  # while holding the write lock
     if args.json:
         _print_json({"removed": sorted(existing), "not_found": missing})
     else:

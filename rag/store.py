@@ -167,7 +167,7 @@ class IndexStore:
             raise IndexFormatError(f"{self.directory} is not an index of this tool or is damaged ({exc})") from None
         if version is None:
             raise IndexFormatError(f"{self.directory} has no format version: not an index of this tool")
-        if int(version) != FORMAT_VERSION:
+        if not version.isdigit() or int(version) != FORMAT_VERSION:
             raise IndexFormatError(
                 f"{self.directory} uses index format {version}, this version reads format {FORMAT_VERSION}; "
                 f"re-ingest into a new --index folder (the embedding cache keeps that cheap)")
@@ -315,8 +315,8 @@ class IndexStore:
             return self._faiss
         index = self._read_faiss_file(generation)
         if index is None:
+            # Kept in memory only: the vector file is written by writers, under the write lock.
             index = self._rebuild_faiss()
-            self._dirty = True
         self._faiss, self._faiss_generation = index, generation
         return index
 
@@ -354,7 +354,7 @@ class IndexStore:
         return index
 
     def flush(self) -> None:
-        """Write the FAISS file (atomically, with its generation stamp) if it changed."""
+        """Write the FAISS file (atomically, with its generation stamp) if this process changed the index."""
         if not self._dirty or self._faiss is None:
             return
         faiss_tmp = self.directory / (FAISS_NAME + ".tmp")
