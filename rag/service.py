@@ -90,8 +90,6 @@ class RagService:
     def ingest(self, paths: Sequence[str | Path], progress: Callable[[float, str], None] | None = None) -> IngestReport:
         """Ingest files or folders; ``progress(fraction, message)`` is told about each one."""
         with self._lock:
-            if self.store.embedder is None:
-                self.store.bind_embedder(self.embedder.name, self.embedder.dim)
             total = len(paths)
             merged = IngestReport()
             for number, path in enumerate(paths, 1):
