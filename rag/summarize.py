@@ -74,7 +74,7 @@ def _cosine(a: Counter, b: Counter) -> float:
     return dot / math.sqrt(sum(v * v for v in a.values()) * sum(v * v for v in b.values()))
 
 
-def rank_sentences(sentences: Sequence[str], lead_bias: float = 0.5, damping: float = 0.85) -> np.ndarray:
+def rank_sentences(sentences: Sequence[str], lead_bias: float = 1.0, damping: float = 0.85) -> np.ndarray:
     """TextRank scores (similarity = bigram cosine), multiplied by a lead bias that favours early sentences."""
     n = len(sentences)
     if n == 0:

@@ -19,7 +19,7 @@ def cleaned(name: str):
 
 
 @pytest.mark.parametrize("name,must", [(DOC_000, ["拉萨", "严金海"]), (DOC_002, ["精河", "两规划"]),
-                                       (DOC_004, ["甘孜", "第十二次"])])
+                                       (DOC_004, ["甘孜", "第十三次"])])
 def test_summaries_name_what_the_page_is_about(name, must) -> None:
     doc = cleaned(name)
     summary = Summarizer(Settings()).summarize(doc.text, name, doc.title, "medium")
