@@ -277,9 +277,9 @@ def _plot_f1_by_group(report: dict[str, Any], path: Path) -> None:
             label="contains (%)")
     ax.set_xticks(range(len(groups)), [g.replace("type=", "").replace("script=", "") for g, _ in groups],
                   rotation=30, ha="right")
-    ax.set_ylim(0, 100)
-    ax.set_title("Character F1 and answer-contains by group")
-    ax.legend()
+    ax.set_ylim(0, 105)
+    ax.set_title("Character F1 and answer-contains by group", pad=24)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
