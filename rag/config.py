@@ -63,7 +63,7 @@ class Settings:
     summary_new_tokens: int = 200
     # Below this evidence confidence (see rag.extractive.Extraction.confidence) we answer "资料中未找到答案".
     # Calibrated with eval/calibrate_abstention.py on dev data.
-    abstain_threshold: float = 0.35
+    abstain_threshold: float = 0.45
     # ... or when the evidence holds less than this IDF-weighted share of the question's words.
     min_coverage: float = 0.2
     guard_min_support: float = 0.6

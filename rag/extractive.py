@@ -43,8 +43,11 @@ _FULL_DATE = r"\d{4}\s*年\s*\d{1,2}\s*月\s*\d{1,2}\s*[日号](?:上午|下午|
 _DAY = _FULL_DATE + r"|\d{1,2}\s*月\s*\d{1,2}\s*[日号](?:上午|下午|晚上)?"
 _DATE = re.compile(rf"{_DATE_RANGE}|{_DAY}|\d{{4}}\s*年(?:\s*\d{{1,2}}\s*月)?|\d{{1,2}}\s*月(?:上旬|中旬|下旬)?")
 _DAY_DATE = re.compile(_DAY)
-# Question words that ask for a day, not a year or a month.
+# Question words that ask for a day, or for a year, rather than any date.
 _ASKS_DAY = re.compile(r"哪一天|哪天|几月几日|几月几号|几号|哪一日|日期")
+_ASKS_YEAR = re.compile(r"哪一年|哪年|哪几年|哪些年")
+_YEAR_DATE = re.compile(rf"{_DATE_RANGE}|\d{{4}}\s*年(?:\s*\d{{1,2}}\s*月(?:\s*\d{{1,2}}\s*[日号])?)?|\d{{4}}[-/.]\d{{1,2}}[-/.]\d{{1,2}}")
+_DATE_BY_HINT = {"day": _DAY_DATE, "year": _YEAR_DATE, "": _DATE}
 _TITLE = re.compile(r".*(?:书记|主席|县长|区长|市长|省长|州长|镇长|乡长|旗长|专员|部长|局长|厅长|主任|委员|常委|秘书长|院长|"
                     r"校长|董事长|经理|总裁|组长|队长|处长|科长|会长|理事长|政委|司令|总监|专家|教授|记者|代表|主持人)")
 # Common single-character surnames (and compound ones): a person answer starts with one.
@@ -183,7 +186,7 @@ def _typed_span(kind: str, s: str, start: int, end: int, unit_hint: str,
         m = digits[-1] if near_end else digits[0]  # the number next to the anchor
         return start + m.start(), start + m.end()
     if kind == "date":
-        m = (_DAY_DATE if unit_hint == "day" else _DATE).search(window)
+        m = _DATE_BY_HINT[unit_hint].search(window)
         return (start + m.start(), start + m.end()) if m else None
     if kind == "person":
         title = _TITLE.match(window)
@@ -207,8 +210,10 @@ def _is_quantity(m: re.Match[str], text: str) -> bool:
         return False  # a year is a date, not an amount
     has_unit = bool(re.search(_UNIT + "$", value))
     if re.search(r"\d", value):
-        following = text[m.end() : m.end() + 1]
-        return has_unit or not ("\u4e00" <= following <= "\u9fff")
+        before, following = text[max(0, m.start() - 2) : m.start()], text[m.end() : m.end() + 2]
+        if re.fullmatch(r"\d[-/:]", before) or re.fullmatch(r"[-/:]\d", following):
+            return False  # part of a date, time or code ("2023-07-07")
+        return has_unit or not ("\u4e00" <= following[:1] <= "\u9fff")
     return has_unit and bool(re.search(r"[一二两三四五六七八九十百千万]", value))
 
 
@@ -274,13 +279,16 @@ def extract_from_sentence(question: str, sentence: str) -> tuple[str, int, int, 
     q = _TRAILING.sub("", normalize(question))
     left, right = _LEFT_FILLER.sub("", q[: wh.start()]), q[wh.end() :]
     ordinal = kind == "number" and q[: wh.start()].endswith("第")
-    unit_hint = "day" if kind == "date" and _ASKS_DAY.search(wh.group()) else ""
+    unit_hint = ""
+    if kind == "date":
+        unit_hint = "day" if _ASKS_DAY.search(wh.group()) else "year" if _ASKS_YEAR.search(wh.group()) else ""
     if kind == "number" and (m := _UNIT_HINT.match(right)):
         unit_hint, right = m.group(), right[m.end() :]
     right = right.lstrip("的是")
     if len(right) < 2:
         right = ""  # one character ("哪些人") aligns anywhere
-    delims = _DELIMS if kind == "list" else _CLAUSE_DELIMS
+    # Lists and chains of titles ("副县长、妇儿工委副主任吴开华") run across 、.
+    delims = _DELIMS if kind in ("list", "person") else _CLAUSE_DELIMS
     lmatch = _best_left_anchor(s, left) if left else None
     rmatch = None
     if right:
@@ -298,7 +306,7 @@ def extract_from_sentence(question: str, sentence: str) -> tuple[str, int, int, 
     if rmatch:
         one_sided.append((r_value, (_from_delim(s, rmatch[0], delims), rmatch[0], False, True)))
     windows += [w for _, w in sorted(one_sided, key=lambda x: -x[0])]
-    if not windows and kind == "date" and (m := (_DAY_DATE if unit_hint else _DATE).search(s)):
+    if not windows and kind == "date" and (m := _DATE_BY_HINT[unit_hint].search(s)):
         windows.append((m.start(), m.end(), False, False))  # a dateline next to a matching title
     for start, end, used_left, used_right in windows:
         span = _span_in_window(kind, s, start, end, rmatch if used_right else None, right, unit_hint, ordinal)
