@@ -102,16 +102,16 @@ class Seq2SeqGenerator:
             raise GeneratorError(f"cannot load seq2seq model {model!r}: {exc}") from exc
         self.name = f"seq2seq:{Path(model).name or model}"
         self.template = read_prompt("answer_seq2seq.txt")
+        self.summary_template = read_prompt("summarize_seq2seq.txt")
         self.max_new_tokens = settings.max_new_tokens
         self.summary_new_tokens = settings.summary_new_tokens
         self.max_input = _input_limit(self.tokenizer, self.model.config, settings.max_input_tokens)
 
     def prompt(self, question: str, sources: Sequence[Any]) -> str:
         """The full prompt for ``question``, sources cut to the model's input budget."""
-        count = lambda text: len(self.tokenizer(text, add_special_tokens=False).input_ids)  # noqa: E731
         skeleton = self.template.format(sources="", question=question)
-        budget = max(0, self.max_input - count(skeleton) - 2)
-        return self.template.format(sources=format_sources(sources, count, budget), question=question)
+        budget = max(0, self.max_input - self.count_tokens(skeleton) - 2)
+        return self.template.format(sources=format_sources(sources, self.count_tokens, budget), question=question)
 
     def count_tokens(self, text: str) -> int:
         """Length of ``text`` in this model's tokens."""
@@ -130,8 +130,7 @@ class Seq2SeqGenerator:
 
     def summarize(self, text: str, max_chars: int) -> str:
         """A summary of ``text`` (which the caller has fitted into the input budget)."""
-        return self._generate(read_prompt("summarize_seq2seq.txt").format(text=text, max_chars=max_chars),
-                              self.summary_new_tokens)
+        return self._generate(self.summary_template.format(text=text, max_chars=max_chars), self.summary_new_tokens)
 
 
 class CausalGenerator:
@@ -164,23 +163,22 @@ class CausalGenerator:
         self.name = f"causal:{Path(label).name or label}"
         self.system = read_prompt("answer_system.txt")
         self.template = read_prompt("answer_user.txt")
+        self.summary_system = read_prompt("summarize_system.txt")
+        self.summary_template = read_prompt("summarize_user.txt")
         self.max_new_tokens = settings.max_new_tokens
         self.summary_new_tokens = settings.summary_new_tokens
         self.max_input = _input_limit(self.tokenizer, self.model.config, settings.max_input_tokens)
 
-    def _messages(self, user: str) -> list[dict[str, str]]:
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+    def _chat_text(self, system: str, user: str) -> str:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def prompt_ids(self, question: str, sources: Sequence[Any]):
         """Token ids of the chat prompt, sources cut to the input budget."""
-        count = lambda text: len(self.tokenizer(text, add_special_tokens=False).input_ids)  # noqa: E731
-        skeleton = self.tokenizer.apply_chat_template(
-            self._messages(self.template.format(sources="", question=question)), add_generation_prompt=True,
-            tokenize=False)
-        budget = max(0, self.max_input - count(skeleton) - 2)
-        user = self.template.format(sources=format_sources(sources, count, budget), question=question)
-        text = self.tokenizer.apply_chat_template(self._messages(user), add_generation_prompt=True, tokenize=False)
-        return self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        skeleton = self._chat_text(self.system, self.template.format(sources="", question=question))
+        budget = max(0, self.max_input - self.count_tokens(skeleton) - 2)
+        user = self.template.format(sources=format_sources(sources, self.count_tokens, budget), question=question)
+        return self.tokenizer(self._chat_text(self.system, user), return_tensors="pt", add_special_tokens=False)
 
     def count_tokens(self, text: str) -> int:
         """Length of ``text`` in this model's tokens."""
@@ -200,11 +198,9 @@ class CausalGenerator:
 
     def summarize(self, text: str, max_chars: int) -> str:
         """A summary of ``text`` (which the caller has fitted into the input budget)."""
-        messages = [{"role": "system", "content": read_prompt("summarize_system.txt")},
-                    {"role": "user", "content": read_prompt("summarize_user.txt").format(text=text, max_chars=max_chars)}]
-        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        return self._generate(inputs, self.summary_new_tokens)
+        prompt = self._chat_text(self.summary_system, self.summary_template.format(text=text, max_chars=max_chars))
+        return self._generate(self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False),
+                              self.summary_new_tokens)
 
 
 def _input_limit(tokenizer: Any, config: Any, configured: int) -> int:
