@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,25 +69,16 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
         pass
     if len(data) % 2 == 0:
         # BOM-less UTF-16 Chinese has few NULs; accept it when nearly every code unit is Han, CJK punctuation or ASCII.
-        for enc in ("utf-16-le", "utf-16-be"):
-            try:
-                text = data.decode(enc)
-            except UnicodeDecodeError:
-                continue
-            if _mostly_chinese(text):
-                return text, enc
+        found = _decode_first(data, ("utf-16-le", "utf-16-be"), _mostly_chinese)
+        if found:
+            return found
     sample = data[:4096]
     if sample and sample.count(0) / len(sample) > 0.2:
         # BOM-less UTF-16: ASCII and CJK text alike put NULs on one side of each code unit.
-        even_nuls = sample[0::2].count(0)
-        odd_nuls = sample[1::2].count(0)
-        for enc in (("utf-16-le", "utf-16-be") if odd_nuls >= even_nuls else ("utf-16-be", "utf-16-le")):
-            try:
-                text = data.decode(enc)
-            except UnicodeDecodeError:
-                continue
-            if _looks_like_text(text):
-                return text, enc
+        order = ("utf-16-le", "utf-16-be") if sample[1::2].count(0) >= sample[0::2].count(0) else ("utf-16-be", "utf-16-le")
+        found = _decode_first(data, order, _looks_like_text)
+        if found:
+            return found
         raise LoadError("binary file (NUL bytes, not UTF-16 text)")
     from charset_normalizer import from_bytes
 
@@ -97,6 +88,18 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
         if _looks_like_text(text):
             return text, best.encoding
     raise LoadError("unknown encoding or binary content (not UTF-8, UTF-16, GB18030 or Big5)")
+
+
+def _decode_first(data: bytes, encodings: Sequence[str], accept: Callable[[str], bool]) -> tuple[str, str] | None:
+    """``(text, encoding)`` for the first encoding that decodes ``data`` into text ``accept`` likes."""
+    for enc in encodings:
+        try:
+            text = data.decode(enc)
+        except UnicodeDecodeError:
+            continue
+        if accept(text):
+            return text, enc
+    return None
 
 
 def _mostly_chinese(text: str) -> bool:
