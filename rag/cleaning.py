@@ -9,6 +9,7 @@ are returned in their original script.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -50,7 +51,6 @@ _FURNITURE: list[tuple[str, re.Pattern[str], int]] = [
     ("separator", re.compile(r"^[-—_=*·•|~\s]+$"), 80),
 ]
 _IMAGE_FILE = _FURNITURE[-3][1]
-_FURNITURE_BY_REASON = {reason: pattern for reason, pattern, _ in reversed(_FURNITURE)}
 # Lines from which the rest of the page is furniture, once the article is well under way.
 _TAIL_MARKER = re.compile(r"^(版权(声明|所有)|相关文章|相关推荐|相关阅读|上一篇|下一篇|本文地址|网站链接|关闭|关闭窗口|"
                           r"评论\s*\d+$|【.{1,40}】相关文章)|相关文章\s*[:：]?$")
@@ -76,6 +76,7 @@ class CleanedText:
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (reason, original line)
 
 
+@functools.cache
 def _gbk_candidates(trail: int) -> list[str]:
     out = []
     for lead in range(0x81, 0xFF):
@@ -121,11 +122,12 @@ def strip_annotations(text: str) -> str:
     return _WEDGED.sub("", text)
 
 
-def _furniture_reason(norm: str) -> str | None:
+def _furniture(norm: str) -> tuple[str | None, re.Match[str] | None]:
+    """Why ``norm`` is page furniture, and where the rule matched (``(None, None)`` for article text)."""
     for reason, pattern, max_len in _FURNITURE:
-        if len(norm) <= max_len and pattern.search(norm):
-            return reason
-    return None
+        if len(norm) <= max_len and (m := pattern.search(norm)):
+            return reason, m
+    return None, None
 
 
 def _is_listy(norm: str) -> bool:
@@ -133,18 +135,18 @@ def _is_listy(norm: str) -> bool:
 
 
 def _drop_link_runs(lines: list[str], norms: list[str], dropped: list[tuple[str, str]]) -> list[int]:
-    keep = list(range(len(lines)))
+    """Indexes of the lines outside runs of short unpunctuated lines (menus, link lists)."""
     out: list[int] = []
     i = 0
-    while i < len(keep):
+    while i < len(lines):
         j = i
-        while j < len(keep) and _is_listy(norms[keep[j]]):
+        while j < len(lines) and _is_listy(norms[j]):
             j += 1
         if j - i >= _LINK_RUN:
-            dropped.extend(("link-list", lines[keep[k]]) for k in range(i, j))
+            dropped.extend(("link-list", lines[k]) for k in range(i, j))
             i = j
             continue
-        out.append(keep[i])
+        out.append(i)
         i += 1
     return out
 
@@ -186,11 +188,10 @@ def clean_text(raw: str) -> CleanedText:
     previous_headline: int | None = None
     for i in kept:
         line, norm = lines[i], norms[i]
-        reason = _furniture_reason(norm)
+        reason, cut = _furniture(norm)
         if reason == "copyright" and len(norm) == len(line):
             # "……正文。【责任编辑：某】 版权声明：……" on one line: keep the text before the notice.
-            cut = _FURNITURE_BY_REASON["copyright"].search(norm)
-            if cut and cut.start() >= 20:
+            if cut.start() >= 20:
                 dropped.append(("copyright", line[cut.start() :]))
                 line, norm, reason = line[: cut.start()].rstrip(), norm[: cut.start()].rstrip(), None
         if reason is None and after_image and len(line) <= _CAPTION_MAX:
@@ -213,13 +214,14 @@ def clean_text(raw: str) -> CleanedText:
     date = source = None
     for line in result[:8]:
         norm = normalize(line)
-        if date is None and (m := _DATE.search(line)):
-            date = m.group(1).strip()
+        dated = _DATE.search(line)
+        if date is None and dated:
+            date = dated.group(1).strip()
         if source is None and (m := _SOURCE.search(line)):
             source = m.group(1).strip()
-        elif source is None and date is not None and (m := _DATE.search(line)) and 2 <= m.start() <= 20:
+        elif source is None and dated and 2 <= dated.start() <= 20:
             # "甘孜日報 2022年06月20日": a masthead before the date.
-            candidate = line[: m.start()].strip()
+            candidate = line[: dated.start()].strip()
             if candidate and not _SENTENCE_PUNCT.search(candidate) and not _DATE_LABEL.search(norm):
                 source = candidate
     return CleanedText(text="\n".join(result), title=title, date=date, source=source, dropped=dropped)
