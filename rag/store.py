@@ -240,19 +240,17 @@ class IndexStore:
                         vectors: Sequence[np.ndarray]) -> None:
         """Insert or replace ``docs`` with their chunks and chunk vectors, in one transaction."""
         self._load_faiss()
-        removed_ids: list[int] = []
         added_ids: list[int] = []
         added_vecs: list[np.ndarray] = []
         with self._db:
             removed_ids = self._delete_documents([d.doc_id for d in docs])
             now = time.time()
             for doc, doc_chunks, doc_vecs in zip(docs, chunks, vectors):
-                self._db.execute(
+                cur = self._db.execute(
                     "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (doc.doc_id, doc.root, doc.source, doc.title, doc.date, doc.publisher, doc.content_hash,
                      doc.text, json.dumps(doc.metadata, ensure_ascii=False, default=str), now))
-                doc_rowid = self._db.execute("SELECT rowid FROM documents WHERE doc_id = ?", (doc.doc_id,)).fetchone()[0]
-                self._db.execute("INSERT INTO doc_terms (rowid, terms) VALUES (?, ?)", (doc_rowid, " ".join(doc.terms)))
+                self._db.execute("INSERT INTO doc_terms (rowid, terms) VALUES (?, ?)", (cur.lastrowid, " ".join(doc.terms)))
                 for chunk, vec in zip(doc_chunks, doc_vecs):
                     vec = np.asarray(vec, dtype=np.float32)
                     cur = self._db.execute(
