@@ -19,7 +19,7 @@ from .extractive import INJECTION, Extraction, PassageText, extract_answer, idf_
 from .lexical import query_terms
 from .metrics import ngram_support, split_claims, unsupported_numbers
 from .normalize import match_script, normalize
-from .retrieve import Hit, Retriever
+from .retrieve import Hit, Retriever, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -136,18 +136,17 @@ class Answerer:
         started = time.perf_counter()
         results = self.retriever.search_many(questions, self.settings.answer_sources)
         retrieval = (time.perf_counter() - started) / max(1, len(questions))
-        answers = [self._answer(q, r.hits, r.note) for q, r in zip(questions, results)]
+        answers = [self._answer(q, r) for q, r in zip(questions, results)]
         for answer in answers:
             answer.seconds += retrieval  # each question's share of the batched retrieval
         return answers
 
-    def _answer(self, question: str, hits: Sequence[Hit], note: str | None) -> Answer:
+    def _answer(self, question: str, result: SearchResult) -> Answer:
         started = time.perf_counter()
-        query = self.retriever.prepare_query(question)[0]
-        sources, extraction = self.extract(query, hits)
-        answer = self._extractive(question, extraction, sources, note)
+        sources, extraction = self.extract(result.query, result.hits)  # the query as searched (length-bounded)
+        answer = self._extractive(question, extraction, sources, result.note)
         if self.generator is not None and not answer.abstained:
-            answer = self._generated(question, query, sources, extraction, answer)
+            answer = self._generated(question, result.query, sources, extraction, answer)
         answer.seconds = time.perf_counter() - started
         return answer
 
