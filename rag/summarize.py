@@ -74,16 +74,19 @@ def _cosine(a: Counter, b: Counter) -> float:
     return dot / math.sqrt(sum(v * v for v in a.values()) * sum(v * v for v in b.values()))
 
 
-def rank_sentences(sentences: Sequence[str], lead_bias: float = 1.0, damping: float = 0.85) -> np.ndarray:
-    """TextRank scores (similarity = bigram cosine), multiplied by a lead bias that favours early sentences."""
-    n = len(sentences)
-    if n == 0:
-        return np.zeros(0)
-    grams = [_bigrams(s) for s in sentences]
+def _similarity(grams: Sequence[Counter]) -> np.ndarray:
+    n = len(grams)
     sim = np.zeros((n, n))
     for i in range(n):
         for j in range(i + 1, n):
             sim[i, j] = sim[j, i] = _cosine(grams[i], grams[j])
+    return sim
+
+
+def _textrank(sim: np.ndarray, lead_bias: float, damping: float) -> np.ndarray:
+    n = len(sim)
+    if n == 0:
+        return np.zeros(0)
     rows = sim.sum(axis=1)
     transition = np.divide(sim, rows[:, None], out=np.full((n, n), 1.0 / n), where=rows[:, None] > 0)
     scores = np.full(n, 1.0 / n)
@@ -95,6 +98,11 @@ def rank_sentences(sentences: Sequence[str], lead_bias: float = 1.0, damping: fl
         scores = updated
     position = np.arange(n) / max(n - 1, 1)
     return scores * (1 + lead_bias * (1 - position))
+
+
+def rank_sentences(sentences: Sequence[str], lead_bias: float = 1.0, damping: float = 0.85) -> np.ndarray:
+    """TextRank scores (similarity = bigram cosine), multiplied by a lead bias that favours early sentences."""
+    return _textrank(_similarity([_bigrams(s) for s in sentences]), lead_bias, damping)
 
 
 _TERMINATED = ("。", "！", "？", "!", "?", "；", ";", "…", "”", "」", "』")
@@ -112,20 +120,20 @@ def extractive_summary(text: str, max_chars: int, title: str | None = None,
              and text[s.start : s.end] != title]
     if not spans:
         spans = all_spans[:1]
-    sentences = [text[s.start : s.end] for s in spans]
-    scores = rank_sentences(sentences)
+    grams = [_bigrams(text[s.start : s.end]) for s in spans]
+    sim = _similarity(grams)
+    scores = _textrank(sim, lead_bias=1.0, damping=0.85)
     if title:
         topic = _bigrams(title)
-        scores = scores * (1 + np.array([_cosine(topic, _bigrams(sent)) for sent in sentences]))
+        scores = scores * (1 + np.array([_cosine(topic, g) for g in grams]))
     if len(scores):
         scores = scores / scores.max()
-    grams = [_bigrams(s) for s in sentences]
     chosen: list[int] = []
     used = 0
     candidates = set(range(len(spans)))
     while candidates:
         best = max(candidates, key=lambda i: mmr_lambda * scores[i]
-                   - (1 - mmr_lambda) * max((_cosine(grams[i], grams[j]) for j in chosen), default=0.0))
+                   - (1 - mmr_lambda) * max((sim[i, j] for j in chosen), default=0.0))
         candidates.discard(best)
         length = spans[best].end - spans[best].start
         if chosen and used + length > max_chars:
