@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -96,8 +96,11 @@ def make_chunks(doc: DocumentRecord, settings: Settings) -> list[ChunkRecord]:
 
 def ingest(paths: Sequence[str | Path], store: IndexStore, embedder: Embedder, settings: Settings, *,
            cache: EmbeddingCache | None = None, sync: bool = False, progress: bool = True,
-           batch_documents: int = BATCH_DOCUMENTS) -> IngestReport:
-    """Ingest files and folders into ``store``; see the module docstring. Never raises for a bad file."""
+           batch_documents: int = BATCH_DOCUMENTS, on_item: Callable[[str], None] | None = None) -> IngestReport:
+    """Ingest files and folders into ``store``; see the module docstring. Never raises for a bad file.
+
+    ``on_item(source)`` is told about each file or JSONL line as it is read (for progress in front ends).
+    """
     report = IngestReport()
     started = time.perf_counter()
     store.bind_embedder(embedder.name, embedder.dim)
@@ -119,6 +122,8 @@ def ingest(paths: Sequence[str | Path], store: IndexStore, embedder: Embedder, s
                 item = next(source_iter, None)
                 if item is None:
                     break
+                if on_item is not None:
+                    on_item(item.source)
                 if isinstance(item, Skipped):
                     if item.doc_id is not None and item.root is not None:
                         # A file that is there but unreadable now keeps its indexed version, even with --sync.

@@ -88,23 +88,20 @@ class RagService:
 
     # -- library ----------------------------------------------------------------------------------------------
     def ingest(self, paths: Sequence[str | Path], progress: Callable[[float, str], None] | None = None) -> IngestReport:
-        """Ingest files or folders; ``progress(fraction, message)`` is told about each one."""
-        with self._lock:
-            total = len(paths)
-            merged = IngestReport()
-            for number, path in enumerate(paths, 1):
-                if progress:
-                    progress((number - 1) / max(total, 1), f"{Path(path).name}")
-                report = ingest([path], self.store, self.embedder, self.settings, cache=self.cache, progress=False)
-                merged.added += report.added
-                merged.updated += report.updated
-                merged.unchanged += report.unchanged
-                merged.skipped += report.skipped
-                merged.chunks_written += report.chunks_written
-                merged.chunks_embedded += report.chunks_embedded
+        """Ingest files or folders in one run; ``progress(fraction, message)`` is told about each file read."""
+        seen: list[str] = []
+
+        def tell(source: str) -> None:
+            seen.append(source)
             if progress:
-                progress(1.0, "完成")
-            return merged
+                progress(min(len(seen) / max(len(paths), 1), 0.99), Path(source).name)
+
+        with self._lock:
+            report = ingest(list(paths), self.store, self.embedder, self.settings, cache=self.cache, progress=False,
+                            on_item=tell)
+        if progress:
+            progress(1.0, "完成")
+        return report
 
     def documents(self) -> list[dict[str, Any]]:
         """Every document with its chunk count."""
