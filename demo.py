@@ -123,7 +123,7 @@ def build_app(service: RagService) -> gr.Blocks:
 
     def evaluate(gold_file: Any, limit: float | None) -> tuple[str, list[str]]:
         """Run the QA evaluation on an uploaded gold file (or the bundled one): (report Markdown, plot paths)."""
-        from rag.evaluate import load_gold, plot_qa, qa_markdown, run_info, write_report
+        from rag.evaluate import load_gold, plot_qa, qa_markdown, write_report
 
         path = getattr(gold_file, "name", gold_file) or str(GOLD)
         try:
@@ -131,10 +131,9 @@ def build_app(service: RagService) -> gr.Blocks:
         except Exception as exc:
             return _error(str(exc)), []
         report = service.evaluate_qa(items)
-        report.update(dataset=Path(path).name, index=str(service.settings.index_dir), run=run_info())
-        out = Path(tempfile.mkdtemp(prefix="rag-eval-"))
-        written = write_report(report, out, qa_markdown(report), plot_qa)
-        return qa_markdown(report), [str(p) for p in written if p.suffix == ".png"]
+        markdown, written = write_report(report, Path(tempfile.mkdtemp(prefix="rag-eval-")), qa_markdown, plot_qa,
+                                         dataset=Path(path).name, index=str(service.settings.index_dir))
+        return markdown, [str(p) for p in written if p.suffix == ".png"]
 
     with gr.Blocks(title="中文资料问答") as app:
         gr.Markdown("# 中文资料问答与评测\n简体、繁体均可提问；答案附带出处，资料不足时如实说明。")

@@ -36,6 +36,11 @@ def confidences(dataset: str, index: str, limit: int | None) -> list[tuple[bool,
     return out
 
 
+def abstain_rate(rows: list[tuple[float, float]], threshold: float, min_coverage: float) -> float:
+    """Share of ``(confidence, coverage)`` rows the answerer would abstain on with these thresholds."""
+    return sum(c < threshold or v < min_coverage for c, v in rows) / max(1, len(rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", action="append", required=True, metavar="GOLD=INDEX",
@@ -57,14 +62,11 @@ def main() -> None:
     for step in range(0, 101, 5):
         for cov_step in range(0, 55, 5):
             t, m = step / 100, cov_step / 100
-            table.append({"threshold": t, "min_coverage": m,
-                          "abstain_answerable": sum(c < t or v < m for c, v in answerable) / max(1, len(answerable)),
-                          "abstain_unanswerable": sum(c < t or v < m for c, v in unanswerable)
-                          / max(1, len(unanswerable))})
+            table.append({"threshold": t, "min_coverage": m, "abstain_answerable": abstain_rate(answerable, t, m),
+                          "abstain_unanswerable": abstain_rate(unanswerable, t, m)})
+
     def worst_set(t: float, m: float) -> float:
-        rates = [sum(c < t or v < m for a, c, v in got if a) / max(1, sum(a for a, _, _ in got))
-                 for got in per_set.values()]
-        return max(rates)
+        return max(abstain_rate([(c, v) for a, c, v in got if a], t, m) for got in per_set.values())
 
     allowed = [r for r in table if worst_set(r["threshold"], r["min_coverage"]) <= args.max_false]
     best = max(allowed, key=lambda r: (r["abstain_unanswerable"], -r["abstain_answerable"], -r["threshold"]))

@@ -291,7 +291,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_eval_retrieval(args: argparse.Namespace, settings: Settings) -> int:
-    from .evaluate import evaluate_retrieval, load_gold, plot_recall_curves, retrieval_markdown, run_info, write_report
+    from .evaluate import evaluate_retrieval, load_gold, plot_recall_curves, retrieval_markdown, write_report
 
     items = load_gold(args.dataset, args.limit)
     modes = [m.strip() for m in args.retrievers.split(",") if m.strip()]
@@ -301,33 +301,37 @@ def cmd_eval_retrieval(args: argparse.Namespace, settings: Settings) -> int:
     store, retriever = _open_for_reading(settings)
     with store:
         report = evaluate_retrieval(items, retriever, modes, depth=args.depth)
-    report.update(dataset=str(args.dataset), index=str(settings.index_dir), run=run_info())
-    markdown = retrieval_markdown(report)
-    paths = write_report(report, Path(args.out), markdown, {"recall_at_k": plot_recall_curves})
-    print(markdown if not args.json else json.dumps({"out": [str(p) for p in paths], **report["modes"]},
-                                                     ensure_ascii=False, indent=2))
+    _publish(args, report, *write_report(report, Path(args.out), retrieval_markdown,
+                                         {"recall_at_k": plot_recall_curves}, **_context(args, settings)))
     return 0
 
 
+def _context(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
+    return {"dataset": str(args.dataset), "index": str(settings.index_dir)}
+
+
+def _publish(args: argparse.Namespace, report: dict[str, Any], markdown: str, paths: list[Path]) -> None:
+    """Print an evaluation: its Markdown, or with ``--json`` the files written and the metrics."""
+    print(markdown if not args.json else json.dumps({"out": [str(p) for p in paths], **report["modes"]},
+                                                     ensure_ascii=False, indent=2))
+
+
 def cmd_eval_qa(args: argparse.Namespace, settings: Settings) -> int:
-    from .evaluate import evaluate_qa, load_gold, plot_qa, qa_markdown, run_info, write_report
+    from .evaluate import evaluate_qa, load_gold, plot_qa, qa_markdown, write_report
 
     items = load_gold(args.dataset, args.limit)
     store, answerer = _open_answerer(settings)
     with store:
         report = evaluate_qa(items, answerer)
-    report.update(dataset=str(args.dataset), index=str(settings.index_dir), run=run_info(),
-                  settings={"generator": settings.generator, "generator_model": settings.generator_model,
-                            "abstain_threshold": settings.abstain_threshold, "answer_sources": settings.answer_sources})
-    markdown = qa_markdown(report)
-    paths = write_report(report, Path(args.out), markdown, plot_qa)
-    print(markdown if not args.json else json.dumps({"out": [str(p) for p in paths], **report["modes"]},
-                                                     ensure_ascii=False, indent=2))
+    used = {"generator": settings.generator, "generator_model": settings.generator_model,
+            "abstain_threshold": settings.abstain_threshold, "answer_sources": settings.answer_sources}
+    _publish(args, report, *write_report(report, Path(args.out), qa_markdown, plot_qa, **_context(args, settings),
+                                         settings=used))
     return 0
 
 
 def cmd_eval_summary(args: argparse.Namespace, settings: Settings) -> int:
-    from .evaluate import evaluate_summaries, plot_summary, run_info, summary_markdown, write_report
+    from .evaluate import evaluate_summaries, plot_summary, summary_markdown, write_report
     from .generate import load_generator
     from .summarize import Summarizer
 
@@ -338,11 +342,8 @@ def cmd_eval_summary(args: argparse.Namespace, settings: Settings) -> int:
         documents = {item["doc_id"]: store.document(item["doc_id"]) for item in items}
     documents = {k: v for k, v in documents.items() if v is not None}
     report = evaluate_summaries(items, documents, Summarizer(settings, load_generator(settings)), args.length)
-    report.update(dataset=str(args.dataset), index=str(settings.index_dir), run=run_info())
-    markdown = summary_markdown(report)
-    paths = write_report(report, Path(args.out), markdown, plot_summary)
-    print(markdown if not args.json else json.dumps({"out": [str(p) for p in paths], **report["modes"]},
-                                                     ensure_ascii=False, indent=2))
+    _publish(args, report, *write_report(report, Path(args.out), summary_markdown, plot_summary,
+                                         **_context(args, settings)))
     return 0
 
 

@@ -11,7 +11,7 @@ import logging
 import platform
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,8 +137,13 @@ def plot_recall_curves(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(report: dict[str, Any], out_dir: Path, markdown: str, plots: dict[str, Any]) -> list[Path]:
-    """Write ``report.json``, ``report.md`` and each ``plots[name](report, path)`` PNG into ``out_dir``."""
+def write_report(report: dict[str, Any], out_dir: Path, render: Callable[[dict[str, Any]], str],
+                 plots: dict[str, Any], **context: Any) -> tuple[str, list[Path]]:
+    """Stamp ``report`` with ``context`` and the run (machine, commit), then write ``report.json``, ``report.md``
+    (``render(report)``) and each ``plots[name](report, path)`` PNG into ``out_dir``. Returns the Markdown and
+    the paths written."""
+    report.update(context, run=run_info())
+    markdown = render(report)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "report.json", out_dir / "report.md"]
     written[0].write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -147,7 +152,7 @@ def write_report(report: dict[str, Any], out_dir: Path, markdown: str, plots: di
         path = out_dir / f"{name}.png"
         plot(report, path)
         written.append(path)
-    return written
+    return markdown, written
 
 
 def compare_reports(run_a: Path, run_b: Path) -> tuple[str, dict[str, Any]]:
