@@ -266,19 +266,23 @@ _HEAD_SUFFIX = set("寺县市省区镇乡村局部会院馆校报厅委社站所
 _LEFT_FILLER = re.compile(r"[是为的由被在有对向把将给从]+$")
 
 
-def extract_from_sentence(question: str, sentence: str) -> tuple[str, int, int, float] | None:
-    """``(kind, start, end, alignment)`` of the answer inside ``sentence``, or ``None``.
+@dataclass(frozen=True)
+class _Question:
+    """A question split around its question word, parsed once and aligned against many sentences."""
 
-    ``alignment`` is the share of the question's context (the words around its question word) found in
-    the sentence. ``sentence`` and its normalised form must have the same length (true for OpenCC t2s).
-    """
+    kind: str
+    left: str  # the words before the question word (trailing fillers such as 是/由 removed)
+    right: str  # the words after it ("" when too short to align)
+    unit_hint: str  # 个/名 … for numbers, day/year for dates
+    ordinal: bool  # "第几"
+
+
+def _parse_question(question: str) -> _Question | None:
     kind, wh = question_type(question)
-    s = normalize(sentence)
-    if wh is None or len(s) != len(sentence):
+    if wh is None:
         return None
     q = _TRAILING.sub("", normalize(question))
     left, right = _LEFT_FILLER.sub("", q[: wh.start()]), q[wh.end() :]
-    ordinal = kind == "number" and q[: wh.start()].endswith("第")
     unit_hint = ""
     if kind == "date":
         unit_hint = "day" if _ASKS_DAY.search(wh.group()) else "year" if _ASKS_YEAR.search(wh.group()) else ""
@@ -287,6 +291,25 @@ def extract_from_sentence(question: str, sentence: str) -> tuple[str, int, int, 
     right = right.lstrip("的是")
     if len(right) < 2:
         right = ""  # one character ("哪些人") aligns anywhere
+    return _Question(kind, left, right, unit_hint, kind == "number" and q[: wh.start()].endswith("第"))
+
+
+def extract_from_sentence(question: str, sentence: str) -> tuple[str, int, int, float] | None:
+    """``(kind, start, end, alignment)`` of the answer inside ``sentence``, or ``None``.
+
+    ``alignment`` is the share of the question's context (the words around its question word) found in
+    the sentence. ``sentence`` and its normalised form must have the same length (true for OpenCC t2s).
+    """
+    parsed = _parse_question(question)
+    return _extract(parsed, sentence) if parsed else None
+
+
+def _extract(question: _Question, sentence: str) -> tuple[str, int, int, float] | None:
+    s = normalize(sentence)
+    if len(s) != len(sentence):
+        return None
+    kind, left, right, unit_hint, ordinal = (question.kind, question.left, question.right, question.unit_hint,
+                                            question.ordinal)
     # Lists and chains of titles ("副县长、妇儿工委副主任吴开华") run across 、.
     delims = _DELIMS if kind in ("list", "person") else _CLAUSE_DELIMS
     lmatch = _best_left_anchor(s, left) if left else None
@@ -378,7 +401,8 @@ def extract_answer(question: str, passages: Sequence[PassageText], idf: Callable
         return None
     # Single characters are weak evidence however rare they are as separate words.
     weights = [idf(t) * (0.3 if len(t) == 1 else 1.0) for t in terms]
-    kind, _ = question_type(question)
+    parsed = _parse_question(question)
+    kind = parsed.kind if parsed else "thing"
     scored: list[tuple[float, int, int, int, str]] = []
     for rank, passage in enumerate(passages):
         title = normalize(passage.title or "")
@@ -396,7 +420,7 @@ def extract_answer(question: str, passages: Sequence[PassageText], idf: Callable
     best: Extraction | None = None
     best_value = -1.0
     for coverage, rank, s_start, s_end, text in scored[:candidates]:
-        found = extract_from_sentence(question, text)
+        found = _extract(parsed, text) if parsed else None
         # For ranking, a sentence without the asked number/date/person is pushed well down.
         value = coverage + (0.4 * found[3] + 0.15 if found else (-0.3 if kind in _TYPED else 0.0))
         if value <= best_value:
