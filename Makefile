@@ -13,7 +13,7 @@ $(BIN)/python:
 setup: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
-# Test extras: the sentence-transformers path, tiny seq2seq models, Playwright and gradio_client.
+# Test extras: the sentence-transformers path, tiny seq2seq models, Milvus Lite, Playwright and gradio_client.
 setup-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[st,test]'
 

@@ -25,7 +25,7 @@ from rag.store import IndexStore
 def confidences(dataset: str, index: str, limit: int | None) -> list[tuple[bool, float, float]]:
     """``(answerable, confidence, coverage)`` for each question of ``dataset`` answered over ``index``."""
     settings = load_settings().replace(index_dir=Path(index))
-    with IndexStore.open(settings.index_dir) as store:
+    with IndexStore.open(settings.index_dir, settings=settings) as store:
         retriever = Retriever(store, embedder_for_index(store.embedder, settings), settings)
         answerer = Answerer(retriever, settings)
         items = load_gold(dataset, limit)

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from .config import Settings
-from .extractive import INJECTION, Extraction, PassageText, extract_answer, idf_from_counts
+from .extractive import (INJECTION, Extraction, PassageText, answer_clause, extract_answer, idf_from_counts,
+                         missing_qualifiers)
 from .lexical import query_terms
 from .metrics import ngram_support, split_claims, unsupported_numbers
 from .normalize import match_script, normalize
@@ -150,15 +151,18 @@ class Answerer:
         answer.seconds = time.perf_counter() - started
         return answer
 
-    def _supported(self, extraction: Extraction | None) -> bool:
+    def _supported(self, question: str, extraction: Extraction | None, sources: list[Source]) -> bool:
         if extraction is None:
             return False
-        return (extraction.confidence >= self.settings.abstain_threshold
-                and extraction.coverage >= self.settings.min_coverage)
+        if (extraction.confidence < self.settings.abstain_threshold
+                or extraction.coverage < self.settings.min_coverage):
+            return False
+        source = sources[extraction.passage]
+        return not missing_qualifiers(question, f"{source.title or ''}\n{source.text}", answer_clause(extraction))
 
     def _extractive(self, question: str, extraction: Extraction | None, sources: list[Source],
                     note: str | None) -> Answer:
-        if not self._supported(extraction):
+        if not self._supported(question, extraction, sources):
             return Answer(question, match_script(NOT_FOUND, question), True, "extractive", sources=sources,
                           confidence=extraction.confidence if extraction else 0.0, note=note)
         assert extraction is not None

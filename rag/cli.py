@@ -43,7 +43,7 @@ def _read_questions(path: str) -> list[dict[str, str]]:
 
 
 def _open_for_reading(settings: Settings) -> tuple[IndexStore, Retriever]:
-    store = IndexStore.open(settings.index_dir)
+    store = IndexStore.open(settings.index_dir, settings=settings)
     embedder = embedder_for_index(store.embedder, settings)
     return store, Retriever(store, embedder, settings)
 
@@ -53,7 +53,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     embedder = load_embedder(settings)
     cache = EmbeddingCache(settings.cache_dir, embedder.name, embedder.dim)
     try:
-        with IndexStore.open(settings.index_dir, create=True) as store:
+        with IndexStore.open(settings.index_dir, create=True, settings=settings) as store:
             report = ingest(args.paths, store, embedder, settings, cache=cache, sync=args.sync,
                             progress=not args.quiet)
             stats = store.stats()
@@ -220,7 +220,7 @@ def cmd_summarize(args: argparse.Namespace, settings: Settings) -> int:
     if args.batch:
         source = Path(args.batch)
         if (source / "index.sqlite").exists():
-            with IndexStore.open(source) as store:
+            with IndexStore.open(source, settings=settings) as store:
                 items = list(store.iter_texts())
         else:
             items = list(_documents_from_paths([args.batch], settings))
@@ -233,7 +233,7 @@ def cmd_summarize(args: argparse.Namespace, settings: Settings) -> int:
     doc_ids = [t for t in args.targets if not Path(t).exists()]
     items = list(_documents_from_paths(paths, settings)) if paths else []
     if doc_ids:
-        with IndexStore.open(settings.index_dir) as store:
+        with IndexStore.open(settings.index_dir, settings=settings) as store:
             for doc_id in doc_ids:
                 doc = store.document(doc_id)
                 if doc is None:
@@ -249,7 +249,7 @@ def cmd_summarize(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    with IndexStore.open(settings.index_dir) as store:
+    with IndexStore.open(settings.index_dir, settings=settings) as store:
         stats = store.stats()
         docs = store.list_documents() if args.documents else None
     if args.json:
@@ -263,7 +263,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
-    with IndexStore.open(settings.index_dir) as store, store.write_lock():
+    with IndexStore.open(settings.index_dir, settings=settings) as store, store.write_lock():
         existing = set(store.content_hashes(args.doc_ids))
         missing = [d for d in args.doc_ids if d not in existing]
         store.remove_documents(sorted(existing))
@@ -278,7 +278,7 @@ def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    with IndexStore.open(settings.index_dir) as store:
+    with IndexStore.open(settings.index_dir, settings=settings) as store:
         doc = store.document(args.doc_id)
     if doc is None:
         raise UsageError(f"no document {args.doc_id!r} in {settings.index_dir}")
@@ -338,7 +338,7 @@ def cmd_eval_summary(args: argparse.Namespace, settings: Settings) -> int:
     items = [obj for _, obj in read_jsonl(args.dataset)]
     if any("doc_id" not in obj or "reference" not in obj for obj in items):
         raise DatasetError(f'{args.dataset}: every line needs "doc_id" and "reference"')
-    with IndexStore.open(settings.index_dir) as store:
+    with IndexStore.open(settings.index_dir, settings=settings) as store:
         documents = {item["doc_id"]: store.document(item["doc_id"]) for item in items}
     documents = {k: v for k, v in documents.items() if v is not None}
     report = evaluate_summaries(items, documents, Summarizer(settings, load_generator(settings)), args.length)

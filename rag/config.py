@@ -39,6 +39,19 @@ class Settings:
     # Chunking, in characters.
     chunk_size: int = 300
     chunk_overlap: int = 60
+    # Vector search backend of a new index: "faiss" (files in the index folder) or "milvus" (pip install
+    # 'rag-zh[milvus]'). An existing index keeps the backend it was made with.
+    vector_store: str = "faiss"
+    # FAISS: "auto" searches exactly below ann_min_vectors vectors and with HNSW from there on (eval/bench numbers:
+    # bench/RESULTS.md); "flat" or "hnsw" force one.
+    vector_index: str = "auto"
+    ann_min_vectors: int = 200_000
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 256
+    # Milvus: a server or cluster URI (http://host:19530), or empty for a Milvus Lite file in the index folder.
+    milvus_uri: str = ""
+    milvus_collection: str = "rag_chunks"
+    milvus_token: str = ""
     # Files larger than this are skipped (JSONL is streamed and limited per document instead).
     max_file_mb: float = 64.0
     max_document_chars: int = 2_000_000

@@ -22,6 +22,7 @@ from .normalize import normalize
 
 # Question words, most specific first, with the answer type each asks for.
 _WH = [
+    ("title", r"什么职务|什么职位|哪个职务|何职|职务是什么|职位是什么|什么头衔|什么官职"),
     ("date", r"什么时候|何时|哪一天|哪天|哪一年|哪几年|哪些年|哪年|几月几日|几月几号|几号|哪个月|几月|什么时间|哪一日|日期是"),
     ("number", r"百分之几|多少|几|多大|多高|多长|多久|多重|多远|比例"),
     ("person", r"哪一位|哪位|谁|什么人"),
@@ -48,6 +49,13 @@ _ASKS_DAY = re.compile(r"哪一天|哪天|几月几日|几月几号|几号|哪�
 _ASKS_YEAR = re.compile(r"哪一年|哪年|哪几年|哪些年")
 _YEAR_DATE = re.compile(rf"{_DATE_RANGE}|\d{{4}}\s*年(?:\s*\d{{1,2}}\s*月(?:\s*\d{{1,2}}\s*[日号])?)?|\d{{4}}[-/.]\d{{1,2}}[-/.]\d{{1,2}}")
 _DATE_BY_HINT = {"day": _DAY_DATE, "year": _YEAR_DATE, "": _DATE}
+# Questions about money: the number must be an amount in 元 (not "14个").
+_ASKS_MONEY = re.compile(r"金额|奖金|资金|经费|多少钱|投资|收入|营收|利润|价格|费用|工资|补贴|补助|预算|总额")
+_ASKS_RATE = re.compile(r"指数|增长|上涨|下降|下跌|同比|环比|比例|比重|率|百分")
+# Parts of a question that pin down which event or period it means ("第七次", "2025年"): when the evidence's
+# passage does not mention them, it is about another meeting or year, and the answer would be a guess.
+# ("第一次" is left out: in questions it mostly means "for the first time".)
+_QUALIFIER = re.compile(rf"第(?!一次)[{_CN_NUM}\d]+[次届期轮批]|(?:19|20)\d\d\s*年")
 _TITLE = re.compile(r".*(?:书记|主席|县长|区长|市长|省长|州长|镇长|乡长|旗长|专员|部长|局长|厅长|主任|委员|常委|秘书长|院长|"
                     r"校长|董事长|经理|总裁|组长|队长|处长|科长|会长|理事长|政委|司令|总监|专家|教授|记者|代表|主持人)")
 # Common single-character surnames (and compound ones): a person answer starts with one.
@@ -261,7 +269,7 @@ def _align_right(s: str, right: str, start: int) -> tuple[int, int, int] | None:
     return None
 
 
-_TYPED = ("number", "date", "person")
+_TYPED = ("number", "date", "person", "title")
 _HEAD_SUFFIX = set("寺县市省区镇乡村局部会院馆校报厅委社站所街路山河湖岛港湾州国")
 _LEFT_FILLER = re.compile(r"[是为的由被在有对向把将给从]+$")
 
@@ -288,6 +296,10 @@ def _parse_question(question: str) -> _Question | None:
         unit_hint = "day" if _ASKS_DAY.search(wh.group()) else "year" if _ASKS_YEAR.search(wh.group()) else ""
     if kind == "number" and (m := _UNIT_HINT.match(right)):
         unit_hint, right = m.group(), right[m.end() :]
+    elif kind == "number" and _ASKS_MONEY.search(q) and not _ASKS_RATE.search(q):
+        unit_hint = "元"
+    if kind == "title":
+        left = re.sub(r"(被|册封|任命|授予|封|担任|出任|现任|升任|任|为|是|的|了|相当于)+$", "", left)
     right = right.lstrip("的是")
     if len(right) < 2:
         right = ""  # one character ("哪些人") aligns anywhere
@@ -310,6 +322,8 @@ def _extract(question: _Question, sentence: str) -> tuple[str, int, int, float] 
         return None
     kind, left, right, unit_hint, ordinal = (question.kind, question.left, question.right, question.unit_hint,
                                             question.ordinal)
+    if kind == "title" and (span := _title_span(s, left)):
+        return span
     # Lists and chains of titles ("副县长、妇儿工委副主任吴开华") run across 、.
     delims = _DELIMS if kind in ("list", "person") else _CLAUSE_DELIMS
     lmatch = _best_left_anchor(s, left) if left else None
@@ -337,7 +351,33 @@ def _extract(question: _Question, sentence: str) -> tuple[str, int, int, float] 
             continue
         matched = (l_value if used_left else 0) + (r_value if used_right else 0)
         alignment = min(1.0, matched / max(1, len(left) + len(right) + 2))
+        if kind == "title":
+            alignment *= 0.3  # no title next to the name: a phrase near the question's words, weak evidence
         return kind, span[0], span[1], alignment
+    return None
+
+
+_APPOINTED = re.compile(r"[^，。；,;]{0,12}?(?:担任|出任|升任|转任|改任|任命为|册封为|封为|任|为)")
+
+
+def _title_span(s: str, subject: str) -> tuple[str, int, int, float] | None:
+    """The titles of ``subject``: written just before the name ("区党委副书记、自治区主席严金海"), or after a verb
+    of appointment ("任命张裔为巴郡太守")."""
+    # The question may say more than the sentence ("刘备进入益州后，张裔…"): use its longest ending found here.
+    subject = next((subject[i:] for i in range(len(subject) - 1) if subject[i:] in s), "")
+    if len(subject) < 2:
+        return None
+    at = s.find(subject)
+    while at >= 0:
+        start, end = _strip_span(s, _from_delim(s, at, "，。；！？,;!?\n“”：:（(", 40), at)
+        if end > start and _TITLE.fullmatch(s[start:end]):
+            return "title", start, end, 1.0
+        after = at + len(subject)
+        if m := _APPOINTED.match(s, after):
+            start, end = _strip_span(s, m.end(), _to_delim(s, m.end(), _CLAUSE_DELIMS, 15))
+            if end > start:
+                return "title", start, end, 1.0
+        at = s.find(subject, after)
     return None
 
 
@@ -431,6 +471,51 @@ def extract_answer(question: str, passages: Sequence[PassageText], idf: Callable
                           answer_end=s_start + b, evidence_start=s_start, evidence_end=s_end, kind=kind,
                           coverage=max(0.0, coverage), alignment=found[3] if found else 0.0, typed=found is not None)
     return best
+
+
+def _arabic(numeral: str) -> str:
+    """"七" → "7", "十二" → "12" (numerals up to 99); other text unchanged."""
+    digits = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2}
+    if not numeral or any(c not in digits and c != "十" for c in numeral):
+        return numeral
+    if "十" in numeral:
+        tens, _, ones = numeral.partition("十")
+        return str((digits[tens] if tens else 1) * 10 + (digits[ones] if ones else 0))
+    return "".join(str(digits[c]) for c in numeral)
+
+
+def missing_qualifiers(question: str, context: str, answer_clause: str = "") -> list[str]:
+    """Ordinals and years of the question ("第七次", "2025年") that the evidence does not support.
+
+    An ordinal is unsupported when ``context`` does not mention it (either way written: 第七次 = 第7次). Either
+    kind is unsupported when the clause holding the answer names another one of its kind: "第五次…会议在拉萨召开，
+    传达学习第七次…会议精神" says where the fifth meeting was held, not the seventh. A year missing from the
+    context alone is no reason (news reports leave the current year unsaid).
+    """
+
+    def canonical(text: str) -> str:
+        text = re.sub(r"\s+", "", normalize(text))
+        return re.sub(rf"第([{_CN_NUM}]+)(?=[次届期轮批])", lambda m: f"第{_arabic(m.group(1))}", text)
+
+    text, clause = canonical(context), canonical(answer_clause)
+    in_clause = {canonical(m.group()) for m in _QUALIFIER.finditer(clause)}
+    missing = []
+    for m in _QUALIFIER.finditer(normalize(question)):
+        word = canonical(m.group())
+        ordinal = word.startswith("第")
+        same_kind = {q for q in in_clause if q.startswith("第") == ordinal}
+        if (ordinal and word not in text) or (same_kind and word not in same_kind):
+            missing.append(m.group())
+    return missing
+
+
+def answer_clause(extraction: Extraction) -> str:
+    """The clause of the evidence sentence around the answer span, the span itself blanked out (an answer
+    "第七次" is not a qualifier of its own clause)."""
+    s = extraction.evidence
+    a = max(0, extraction.answer_start - extraction.evidence_start)
+    b = min(len(s), extraction.answer_end - extraction.evidence_start)
+    return s[_from_delim(s, a, _DELIMS, 200) : a] + "□" + s[b : _to_delim(s, b, _DELIMS, 200)]
 
 
 def idf_from_counts(doc_freq: Callable[[str], int], total: int) -> Callable[[str], float]:

@@ -7,6 +7,7 @@ picks up where it stopped.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from .chunking import chunk_text
 from .cleaning import clean_text
 from .config import Settings
 from .embeddings import Embedder, EmbeddingCache, embed_with_cache, text_hash
-from .lexical import tokenize
+from .lexical import tokenize, tokenize_spans
 from .loaders import RawDocument, Skipped, html_to_text, iter_documents
 from .normalize import normalize
 from .store import ChunkRecord, DocumentRecord, IndexStore
@@ -28,7 +29,7 @@ from .store import ChunkRecord, DocumentRecord, IndexStore
 log = logging.getLogger(__name__)
 
 # Bump when cleaning or chunking changes what a document turns into, so re-ingesting refreshes it.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 BATCH_DOCUMENTS = 64
 
 
@@ -85,12 +86,26 @@ def index_text_for(chunk_text_: str, title: str | None) -> str:
 
 
 def make_chunks(doc: DocumentRecord, settings: Settings) -> list[ChunkRecord]:
-    """Chunk a cleaned document and compute each chunk's index text and BM25 terms (and the document's)."""
-    doc.terms = tokenize(f"{doc.title or ''}\n{doc.text}")
+    """Chunk a cleaned document and compute each chunk's index text and BM25 terms (and the document's).
+
+    The text is segmented once: a chunk's terms are the document's words that lie inside it (plus the title's,
+    when the chunk is indexed under its title), so overlapping chunks cost no second pass of jieba.
+    """
+    title_terms = tokenize(doc.title) if doc.title else []
+    normalized = normalize(doc.text)
+    spans = sorted(tokenize_spans(normalized), key=lambda s: s[1]) if len(normalized) == len(doc.text) else None
+    starts = [a for _, a, _ in spans] if spans is not None else []
+    doc.terms = title_terms + ([w for w, _, _ in spans] if spans is not None else tokenize(normalized, normalized=True))
     out = []
     for c in chunk_text(doc.text, settings.chunk_size, settings.chunk_overlap):
         index_text = index_text_for(c.text, doc.title)
-        out.append(ChunkRecord(c.ordinal, c.start, c.end, c.text, index_text, tokenize(index_text, normalized=True)))
+        if spans is None:
+            terms = tokenize(index_text, normalized=True)
+        else:
+            first = bisect.bisect_left(starts, c.start)
+            inside = [w for w, _, b in spans[first : bisect.bisect_left(starts, c.end)] if b <= c.end]
+            terms = (title_terms if doc.title and doc.title not in c.text else []) + inside
+        out.append(ChunkRecord(c.ordinal, c.start, c.end, c.text, index_text, terms))
     return out
 
 

@@ -42,6 +42,11 @@ def tokenize(text: str, *, normalized: bool = False) -> list[str]:
     return [w for w in _jieba().cut_for_search(text) if _WORD.search(w)]
 
 
+def tokenize_spans(text: str) -> list[tuple[str, int, int]]:
+    """Search-mode jieba words of already normalised ``text`` with their character offsets, punctuation dropped."""
+    return [(w, a, b) for w, a, b in _jieba().tokenize(text, mode="search") if _WORD.search(w)]
+
+
 def words(text: str) -> list[str]:
     """Plain jieba words of the normalised text, punctuation dropped (for metrics such as ROUGE)."""
     return [w for w in _jieba().lcut(normalize(text)) if _WORD.search(w)]

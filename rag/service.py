@@ -41,7 +41,7 @@ class RagService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.RLock()
-        self.store = IndexStore.open(settings.index_dir, create=True)
+        self.store = IndexStore.open(settings.index_dir, create=True, settings=settings)
         self.embedder = embedder_for_index(self.store.embedder, settings)
         self.cache = EmbeddingCache(settings.cache_dir, self.embedder.name, self.embedder.dim)
         self.generator = load_generator(settings)

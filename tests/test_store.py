@@ -12,7 +12,8 @@ from rag.embeddings import EmbeddingCache
 from rag.ingest import ingest
 from rag.lexical import query_terms
 from rag.retrieve import Retriever
-from rag.store import (FAISS_NAME, FAISS_STAMP, EmbedderMismatchError, IndexBusyError, IndexFormatError,
+from rag.vectors import FAISS_NAME, FAISS_STAMP
+from rag.store import (EmbedderMismatchError, IndexBusyError, IndexFormatError,
                        IndexStore, StoreError)
 from tests.conftest import DOC_000, DOC_002, SAMPLE, HashEmbedder
 
@@ -141,7 +142,7 @@ def test_interrupted_ingest_keeps_the_index_usable_and_resumes(tmp_path, setting
     with IndexStore.open(settings.index_dir) as store:
         stats = store.stats()
         assert stats["documents"] == 12 and stats["chunks"] == 12
-        assert store._load_faiss().ntotal == 12
+        assert store.vector_backend.count() == 12
 
 
 def test_missing_or_stale_vector_file_is_rebuilt(settings, hash_embedder) -> None:
@@ -150,7 +151,7 @@ def test_missing_or_stale_vector_file_is_rebuilt(settings, hash_embedder) -> Non
         chunks = store.stats()["chunks"]
     (settings.index_dir / FAISS_NAME).write_bytes(b"garbage")
     with IndexStore.open(settings.index_dir) as store:
-        assert store._load_faiss().ntotal == chunks
+        assert store.vector_backend.count() == chunks
     (settings.index_dir / FAISS_STAMP).unlink()
     assert DOC_000 in search_doc_ids(settings, hash_embedder, "嚴金海 拉薩", "dense")
 
