@@ -442,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-docs", type=int, default=0,
                         help="documents in the cold-cache run (default: all for sample and cmrc, 200 otherwise)")
     parser.add_argument("--questions", type=int, default=200, help="questions for the latency section")
-    parser.add_argument("--scale", default="100000", help="synthetic vector counts for exact vs HNSW (comma list)")
+    parser.add_argument("--scale", default="100000",
+                        help="synthetic vector counts for exact vs HNSW (comma list; 0 for none)")
     parser.add_argument("--sweep", action="store_true", help="embedding throughput by threads and batch size")
     parser.add_argument("--peer", action="store_true", help="the LangChain FAISS pipeline, side by side")
     parser.add_argument("--llm", action="store_true", help="local-model answer latency (needs the llm extra)")
@@ -511,7 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     new_docs = outside_documents(args.size, args.bench_dir, corpus_ids)
     report["incremental"] = bench_incremental(index, settings, embedder, new_docs, work)
     log.info("exact against approximate search")
-    report["ann"] = bench_ann(index, settings, embedder, questions, [int(n) for n in args.scale.split(",") if n])
+    scale = [int(n) for n in args.scale.split(",") if n and int(n) > 0]
+    report["ann"] = bench_ann(index, settings, embedder, questions, scale)
     if args.peer:
         log.info("peer pipeline")
         report["peer"] = bench_peer(cold_docs, cold, gold_path, index, settings, embedder, new_docs, work)

@@ -342,7 +342,9 @@ class IndexStore:
 
     def _apply(self, backend: VectorBackend | None, removed: list[int], added: list[int],
                vectors: list[np.ndarray]) -> None:
-        assert backend is not None, "bind_embedder() comes before writes"
+        if backend is None:  # no embedder bound yet, so no vectors to mirror (removing from an empty index)
+            assert not added, "bind_embedder() comes before adding chunks"
+            return
         matrix = np.vstack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), dtype=np.float32)
         backend.apply(self, removed, added, matrix)
         self._dirty = True

@@ -196,3 +196,9 @@ def test_a_format_1_index_is_upgraded_in_place(tmp_path, settings) -> None:
         assert store.stats()["format_version"] == FORMAT_VERSION
         assert store.vector_backend.count() == store.stats()["chunks"]
     assert dense_doc_ids(settings, "嚴金海 拉薩")[0] == DOC_000
+
+
+def test_removing_from_an_empty_index_is_a_no_op(settings) -> None:
+    with IndexStore.open(settings.index_dir, create=True, settings=settings) as store:
+        assert store.remove_documents(["missing.txt"]) == 0
+        assert store.search_dense(np.zeros((1, 8), dtype=np.float32), 3) == [[]]
