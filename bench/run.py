@@ -12,7 +12,7 @@ Sections (each names its settings in the report):
 - ``--peer``: the LangChain FAISS pipeline (bench/peer.py) on the same documents and embedder.
 
 Sizes: sample (data/sample), cmrc (848 documents), crud2k, crud10k (the 2,000 of crud2k plus the first 1,600
-other CRUD articles: past 10,000 chunks) and crud20k (all 20,000; embedding them all takes most of a day on two
+other CRUD articles: past 10,000 chunks) and crud20k (all 20,000; embedding them all takes about two hours on two
 cores, so that size measures everything but the embedding on all of them and embedding on ``--cold-docs``).
 """
 

@@ -78,6 +78,22 @@ class GuardResult:
 
 
 _MARKER = re.compile(r"\[(\d{1,2})\]")
+# A word linking a restated subject to the answer: "徐晓飞[是]足球运动员", "圣体主教座堂[位于]底特律……".
+_LINK = r"(?:现在|目前|曾经|主要)?(?:是|为|位于|属于|隶属于|效力于|由|于|在|的|：|:)"
+
+
+def drop_restated_subject(answer: str, question: str) -> str:
+    """Cut the question's own words that a model repeats before its answer, and the final full stop.
+
+    "徐晓飞是足球运动员。" for "徐晓飞是做什么的？" becomes "足球运动员". Only a start that the question contains and that
+    a linking word ends (or follows) is cut, so the answer itself is never shortened.
+    """
+    a, q = normalize(answer), normalize(question)
+    n = next((size for size in range(min(len(a), len(q)), 1, -1) if a[:size] in q), 0)
+    if n and (re.search(_LINK + "$", a[:n]) or re.match(_LINK, a[n:])):
+        rest = re.sub(f"^(?:{_LINK})+", "", answer[n:])
+        answer = rest or answer
+    return answer.rstrip("。.！!") or answer
 
 
 def grounding_guard(text: str, sources: Sequence[Source], min_support: float = 0.6) -> GuardResult:
@@ -196,6 +212,8 @@ class Answerer:
             if span and span in said and len(span) < len(said):
                 # The model's sentence contains the extracted span: keep the concise span it confirms.
                 answer_text, name = extraction.answer, f"{name}+span"
+            else:
+                answer_text = drop_restated_subject(answer_text, query)
         for source in sources:
             # Highlight the answer where a cited passage contains it (t2s keeps lengths, so offsets carry over).
             pos = normalize(source.text).find(normalize(answer_text)) if source.marker in guarded.citations else -1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.answer import NOT_FOUND, Answerer, Source, grounding_guard
+from rag.answer import NOT_FOUND, Answerer, Source, drop_restated_subject, grounding_guard
 from rag.extractive import extract_from_sentence, missing_qualifiers, question_type
 from rag.metrics import contains_answer
 from rag.normalize import is_traditional
@@ -135,6 +135,17 @@ def test_qualifiers_of_the_question_must_be_in_the_evidence() -> None:
 
 def _sources(*texts: str) -> list[Source]:
     return [Source(i, f"d{i}", i, 1.0, t, 0, len(t)) for i, t in enumerate(texts, 1)]
+
+
+@pytest.mark.parametrize("answer,question,expected", [
+    ("徐晓飞是足球运动员。", "徐晓飞是做什么的？", "足球运动员"),
+    ("圣体主教座堂位于底特律伍德沃德大道9844号。", "圣体主教座堂位于哪里？", "底特律伍德沃德大道9844号"),
+    ("五羊新城由东华实业开发。", "五羊新城由哪家公司开发？", "东华实业开发"),
+    ("拉萨", "会议在哪里召开？", "拉萨"),  # nothing restated
+    ("前燕灭亡。", "前燕怎样了？", "前燕灭亡"),  # no linking word after the restated words: kept whole
+])
+def test_model_answers_lose_the_restated_subject(answer, question, expected) -> None:
+    assert drop_restated_subject(answer, question) == expected
 
 
 def test_grounding_guard_keeps_supported_and_drops_invented_sentences() -> None:
