@@ -52,9 +52,9 @@ _DATE_BY_HINT = {"day": _DAY_DATE, "year": _YEAR_DATE, "": _DATE}
 # Questions about money: the number must be an amount in 元 (not "14个").
 _ASKS_MONEY = re.compile(r"金额|奖金|资金|经费|多少钱|投资|收入|营收|利润|价格|费用|工资|补贴|补助|预算|总额")
 _ASKS_RATE = re.compile(r"指数|增长|上涨|下降|下跌|同比|环比|比例|比重|率|百分")
-# Parts of a question that pin down which event or period it means ("第七次", "2025年"): when the evidence's
-# passage does not mention them, it is about another meeting or year, and the answer would be a guess.
-# ("第一次" is left out: in questions it mostly means "for the first time".)
+# Parts of a question that pin down which event or period it means ("第七次", "2025年"): evidence about another
+# meeting or year would make the answer a guess (see missing_qualifiers). "第一次" is left out: in questions it
+# mostly means "for the first time".
 _QUALIFIER = re.compile(rf"第(?!一次)[{_CN_NUM}\d]+[次届期轮批]|(?:19|20)\d\d\s*年")
 _TITLE = re.compile(r".*(?:书记|主席|县长|区长|市长|省长|州长|镇长|乡长|旗长|专员|部长|局长|厅长|主任|委员|常委|秘书长|院长|"
                     r"校长|董事长|经理|总裁|组长|队长|处长|科长|会长|理事长|政委|司令|总监|专家|教授|记者|代表|主持人)")
