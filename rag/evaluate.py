@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import re
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +20,8 @@ from typing import Any
 from tqdm import tqdm
 
 from .jsonl import DatasetError, read_jsonl
-from .metrics import mrr_at_k, ndcg_at_k, recall_at_k, unique_in_order
+from .metrics import faithfulness, mrr_at_k, ndcg_at_k, recall_at_k, rouge_chars, rouge_words, unique_in_order
+from .normalize import normalize
 from .retrieve import Retriever
 
 log = logging.getLogger(__name__)
@@ -319,11 +321,6 @@ def evaluate_summaries(items: Sequence[dict[str, Any]], documents: dict[str, dic
                        length: str = "medium") -> dict[str, Any]:
     """ROUGE (characters and words) against reference summaries, key-fact coverage, boilerplate leakage and
     faithfulness of each document's summary. ``items``: ``{"doc_id", "reference", "key_facts"}``."""
-    import re
-
-    from .metrics import faithfulness, rouge_chars, rouge_words
-    from .normalize import normalize
-
     rows = []
     for item in items:
         doc = documents.get(item["doc_id"])

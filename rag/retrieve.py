@@ -147,7 +147,6 @@ class Retriever:
         s = self.settings
         doc_chunks = self.store.chunk_ids_of([d for d, _ in doc_hits]) if s.weight_bm25_doc > 0 else {}
         candidates = {c for c, _ in dense_hits} | {c for c, _ in bm25_hits} | {c for ids in doc_chunks.values() for c in ids}
-        chunk_doc = self.store.chunk_docs(list(candidates))
         lists = {"dense": dense_hits, "bm25": bm25_hits}
         # The document ranking, spread over the chunks of each document.
         doc_list = [(c, score) for d, score in doc_hits for c in doc_chunks.get(d, [])]
@@ -165,10 +164,10 @@ class Retriever:
             for c, score, _ in weighted_rrf({name: [c for c, _ in hits] for name, hits in lists.items()}, weights,
                                             s.rrf_k):
                 scores[c] += score
-            doc_rank = {d: rank for rank, (d, _) in enumerate(doc_hits, 1)}
-            for c in candidates:
-                if chunk_doc.get(c) in doc_rank:
-                    scores[c] += weights["doc"] / (s.rrf_k + doc_rank[chunk_doc[c]])
+            # doc_chunks holds every chunk of each ranked document, so it gives each candidate its document's rank.
+            for rank, (d, _) in enumerate(doc_hits, 1):
+                for c in doc_chunks.get(d, []):
+                    scores[c] += weights["doc"] / (s.rrf_k + rank)
         dense_ids, bm25_ids = {c for c, _ in dense_hits}, {c for c, _ in bm25_hits} | {c for c, _ in doc_list}
         found = {c: [name for name, ids in (("bm25", bm25_ids), ("dense", dense_ids)) if c in ids] for c in candidates}
         return sorted(((c, scores[c], found[c]) for c in candidates), key=lambda x: (-x[1], x[0]))

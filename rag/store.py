@@ -445,13 +445,6 @@ class IndexStore:
                 out[doc_id].append(chunk_id)
         return out
 
-    def chunk_docs(self, chunk_ids: Sequence[int]) -> dict[int, str]:
-        """Document id of each chunk id."""
-        out: dict[int, str] = {}
-        for part in _batches(chunk_ids):
-            out.update(self._db.execute(f"SELECT id, doc_id FROM chunks WHERE id IN ({_marks(part)})", part))
-        return out
-
     def term_doc_freqs(self, terms: Sequence[str]) -> dict[str, int]:
         """How many chunks contain each term (for IDF weights); absent terms are left out."""
         self._db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunk_vocab USING fts5vocab(main, chunk_terms, row)")

@@ -104,7 +104,6 @@ class FaissVectors:
         self._generation = -1
         # What the snapshot file on disk holds, so a writer knows how far the database has moved past it.
         self._snapshot_generation = -1
-        self._snapshot_max_id = 0
         self._changed_since_snapshot = 0
 
     def wanted_kind(self, n: int) -> str:
@@ -153,7 +152,7 @@ class FaissVectors:
             return False
         self._index, self.kind, self._tombstones = index, stamp["kind"], tombstones
         self._set_ef_search()
-        self._snapshot_generation, self._snapshot_max_id = generation, max_id
+        self._snapshot_generation = generation
         self._changed_since_snapshot = 0
         removed = source.removed_since(generation)
         added_ids, added_vecs = _collect(source.iter_vectors(after_id=max_id))
@@ -168,7 +167,7 @@ class FaissVectors:
         self._tombstones = set()
         if len(ids):
             self._index.add_with_ids(vecs, ids)
-        self._snapshot_generation, self._snapshot_max_id = -1, 0  # nothing on disk matches yet
+        self._snapshot_generation = -1  # nothing on disk matches yet
         self._changed_since_snapshot = len(ids)
 
     def _set_ef_search(self) -> None:
@@ -208,11 +207,6 @@ class FaissVectors:
     def count(self) -> int:
         return 0 if self._index is None else int(self._index.ntotal) - len(self._tombstones)
 
-    def memory_bytes(self) -> int:
-        """Size of the serialised index (what it takes in memory, give or take)."""
-        assert self._index is not None
-        return int(faiss.serialize_index(self._index).nbytes)
-
     # -- saving ---------------------------------------------------------------------------------------------
     def save(self, source: VectorSource) -> None:
         """Write a new snapshot when the replay log grew large, the policy wants another index type, or none exists.
@@ -242,7 +236,7 @@ class FaissVectors:
         # Stamp last: a crash between the renames leaves a stamp that does not match the file, so we rebuild.
         os.replace(faiss_tmp, self.directory / FAISS_NAME)
         os.replace(stamp_tmp, self.directory / FAISS_STAMP)
-        self._snapshot_generation, self._snapshot_max_id = generation, stamp["max_chunk_id"]
+        self._snapshot_generation = generation
         self._changed_since_snapshot = 0
         self._generation = generation
         if previous >= 0:
