@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from .config import Settings
-from .extractive import (INJECTION, Extraction, PassageText, answer_clause, extract_answer, idf_from_counts,
-                         missing_qualifiers)
+from .extractive import (INJECTION, Extraction, PassageText, answer_clause, echoed_share, extract_answer,
+                         extract_from_sentence, idf_from_counts, implausible_answer, missing_qualifiers)
 from .lexical import query_terms
 from .metrics import ngram_support, split_claims, unsupported_numbers
 from .normalize import match_script, normalize
@@ -94,6 +94,20 @@ def drop_restated_subject(answer: str, question: str) -> str:
         rest = re.sub(f"^(?:{_LINK})+", "", answer[n:])
         answer = rest or answer
     return answer.rstrip("。.！!") or answer
+
+
+def focus_on_answer(answer: str, question: str, min_alignment: float = 0.4) -> str:
+    """The part of a model's answer sentence that answers ``question`` when the sentence restates it.
+
+    "楼曾瑞接受《明报》访问时表达了不满……的现象" for "楼曾瑞在接受《明报》访问时表达了什么观点？" becomes "不满……的现象":
+    the question's words around its question word are aligned with the sentence, as for a retrieved one.
+    """
+    if echoed_share(answer, question) < 0.25 or re.search(r"[，,；;。]", answer.rstrip("。")):
+        return answer  # an answer of several clauses is kept whole: the alignment would keep one
+    found = extract_from_sentence(question, answer)
+    if found is None or found[3] < min_alignment or found[2] - found[1] < 2:
+        return answer
+    return answer[found[1] : found[2]]
 
 
 def grounding_guard(text: str, sources: Sequence[Source], min_support: float = 0.6) -> GuardResult:
@@ -191,7 +205,9 @@ class Answerer:
     def _generated(self, question: str, query: str, sources: list[Source], extraction: Extraction | None,
                    fallback: Answer) -> Answer:
         name = self.generator.name
-        shown = sources[: self.settings.generator_sources]
+        best = sources[0].score if sources else 0.0
+        shown = [source for source in sources[: self.settings.generator_sources]
+                 if source.score >= self.settings.generator_min_score * best]
         try:
             raw = self.generator.answer(query, shown)
         except Exception as exc:  # a model failing on one question must not fail the batch
@@ -213,7 +229,12 @@ class Answerer:
                 # The model's sentence contains the extracted span: keep the concise span it confirms.
                 answer_text, name = extraction.answer, f"{name}+span"
             else:
-                answer_text = drop_restated_subject(answer_text, query)
+                answer_text = focus_on_answer(drop_restated_subject(answer_text, query), query)
+        problem = implausible_answer(answer_text, query, [s.text for s in shown])
+        if problem:
+            fallback.generator = f"extractive (fallback: {name} answer {problem})"
+            fallback.dropped = [answer_text]
+            return fallback
         for source in sources:
             # Highlight the answer where a cited passage contains it (t2s keeps lengths, so offsets carry over).
             pos = normalize(source.text).find(normalize(answer_text)) if source.marker in guarded.citations else -1

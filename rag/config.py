@@ -61,10 +61,11 @@ class Settings:
     candidates: int = 50  # per retriever, before fusion
     rrf_k: int = 60
     fusion: str = "score"  # score (weighted sum of min-max normalised scores) | rrf (reciprocal ranks)
-    # Weights of the three rankings hybrid search fuses (measured on the dev sets: eval/RESULTS.md).
+    # Weights of the four signals hybrid search fuses (measured on the dev sets: eval/RESULTS.md).
     weight_dense: float = 1.0
     weight_bm25: float = 1.0
     weight_bm25_doc: float = 1.0  # whole-document BM25, its score or rank given to each of the document's chunks
+    weight_phrase: float = 1.0  # share of the question's character bigrams a chunk contains (word order)
     dedup_threshold: float = 0.8  # character 5-gram Jaccard above which two chunks count as duplicates
     max_query_chars: int = 512
     # Answering.
@@ -73,7 +74,8 @@ class Settings:
     generator_model: str = ""  # hub name, local directory, .gguf file, or "qwen-offline" (the bundled model)
     max_new_tokens: int = 64
     max_input_tokens: int = 768
-    generator_sources: int = 3  # small models answer better from fewer passages
+    generator_sources: int = 3  # small models answer better from fewer passages ...
+    generator_min_score: float = 0.5  # ... so passages scoring below this share of the best one are not shown
     summary_new_tokens: int = 200
     # Below this evidence confidence (see rag.extractive.Extraction.confidence) we answer "资料中未找到答案".
     # Calibrated with eval/calibrate_abstention.py on dev data.

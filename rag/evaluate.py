@@ -20,7 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .jsonl import DatasetError, read_jsonl
-from .metrics import faithfulness, mrr_at_k, ndcg_at_k, recall_at_k, rouge_chars, rouge_words, unique_in_order
+from .metrics import contains_answer, faithfulness, mrr_at_k, ndcg_at_k, recall_at_k, rouge_chars, rouge_words, unique_in_order
 from .normalize import normalize
 from .retrieve import Retriever
 
@@ -68,7 +68,9 @@ def run_info() -> dict[str, Any]:
 
 def evaluate_retrieval(items: Sequence[GoldItem], retriever: Retriever, modes: Sequence[str] = ("bm25", "dense", "hybrid"),
                        depth: int = 30, batch_size: int = 32, progress: bool = True) -> dict[str, Any]:
-    """Document-level Recall@1/3/5/10, MRR@10 and nDCG@10 of each retriever mode over the answerable items."""
+    """Document-level Recall@1/3/5/10, MRR@10 and nDCG@10 of each retriever mode over the answerable items, and
+    ``answer@1``/``answer@5``: the share whose first 1 or 5 chunks hold a gold answer string, from any document
+    (news reports the same event many times: the passage the answer step needs may come from another copy)."""
     answerable = [it for it in items if it.doc_ids]
     report: dict[str, Any] = {"kind": "retrieval", "questions": len(answerable), "depth": depth, "modes": {},
                               "per_question": {}, "settings": {"chunk_size": retriever.settings.chunk_size,
@@ -78,6 +80,7 @@ def evaluate_retrieval(items: Sequence[GoldItem], retriever: Retriever, modes: S
                                                                "embedder": retriever.embedder.name}}
     for mode in modes:
         ranked: list[list[str]] = []
+        texts: list[list[str]] = []
         latencies: list[float] = []
         with tqdm(total=len(answerable), desc=f"retrieval/{mode}", unit="q", disable=not progress or None) as bar:
             for i in range(0, len(answerable), batch_size):
@@ -86,11 +89,15 @@ def evaluate_retrieval(items: Sequence[GoldItem], retriever: Retriever, modes: S
                 results = retriever.search_many([it.question for it in part], depth, mode)
                 latencies.extend([(time.perf_counter() - t0) / len(part)] * len(part))
                 ranked.extend(unique_in_order(h.doc_id for h in r.hits) for r in results)
+                texts.extend([h.text for h in r.hits] for r in results)
                 bar.update(len(part))
         metrics = {f"recall@{k}": _mean(recall_at_k(r, it.doc_ids, k) for r, it in zip(ranked, answerable))
                    for k in RECALL_KS}
         metrics["mrr@10"] = _mean(mrr_at_k(r, it.doc_ids, 10) for r, it in zip(ranked, answerable))
         metrics["ndcg@10"] = _mean(ndcg_at_k(r, it.doc_ids, 10) for r, it in zip(ranked, answerable))
+        for k in (1, 5):
+            metrics[f"answer@{k}"] = _mean(any(contains_answer(t, it.answers) for t in chunks[:k])
+                                           for chunks, it in zip(texts, answerable))
         metrics["latency_ms_mean"] = 1000 * _mean(latencies)
         report["modes"][mode] = metrics
         for it, r in zip(answerable, ranked):
@@ -106,10 +113,11 @@ def _mean(values) -> float:
 
 def retrieval_markdown(report: dict[str, Any]) -> str:
     """The Markdown table of a retrieval report."""
-    cols = [f"recall@{k}" for k in RECALL_KS] + ["mrr@10", "ndcg@10", "latency_ms_mean"]
+    cols = [f"recall@{k}" for k in RECALL_KS] + ["mrr@10", "ndcg@10", "answer@1", "answer@5", "latency_ms_mean"]
     lines = [f"# Retrieval evaluation: {report.get('dataset', '')}", "",
              f"{report['questions']} answerable questions; document level; index `{report.get('index', '')}`; "
-             f"embedder `{report['settings']['embedder']}`; commit `{report['run'].get('commit')}`.", "",
+             f"embedder `{report['settings']['embedder']}`; commit `{report['run'].get('commit')}`. "
+             "answer@k: a gold answer string is in the first k chunks (any document).", "",
              "| retriever | " + " | ".join(c.replace("latency_ms_mean", "ms/query") for c in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for mode, metrics in report["modes"].items():

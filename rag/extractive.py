@@ -24,10 +24,10 @@ from .normalize import normalize
 _WH = [
     ("title", r"什么职务|什么职位|哪个职务|何职|职务是什么|职位是什么|什么头衔|什么官职"),
     ("date", r"什么时候|何时|哪一天|哪天|哪一年|哪几年|哪些年|哪年|几月几日|几月几号|几号|哪个月|几月|什么时间|哪一日|日期是"),
+    ("list", r"哪些|哪[一二两三四五六七八九十几\d]+[个项条种方面点类]"),
     ("number", r"百分之几|多少|几|多大|多高|多长|多久|多重|多远|比例"),
     ("person", r"哪一位|哪位|谁|什么人"),
     ("place", r"在哪里|在哪儿|在哪|哪里|哪儿|何地|什么地方|何处|哪个城市|哪座城市|哪个省|哪个县|哪个国家|哪个地方|哪个地区"),
-    ("list", r"哪些|哪[一二两三四五六七八九十几\d]+[个项条种方面点类]"),
     ("thing", r"什么|哪个|哪一个|哪座|哪份|哪种|哪部|哪所|哪家|哪款|哪项|哪条|哪首|哪本|哪支|哪名|哪一|啥|何种|怎样|如何|哪"),
 ]
 _WH_RE = [(kind, re.compile(pattern)) for kind, pattern in _WH]
@@ -256,7 +256,7 @@ def _name_at(s: str, a: int, end: int, after_title: bool = False) -> tuple[int, 
     return a, b
 
 
-_UNIT_HINT = re.compile(r"^(?:个|名|位|人次|人|户|份|座|场次|场|期|次|轮|点|项|元|万元|年|岁|支|所|家|篇|条|天|届|倍)")
+_UNIT_HINT = re.compile(r"^(?:个|名|位|人次|人|户|份|座|场次|场|期|次|轮|点|项|元|万元|年|岁|支|所|家|篇|条|天|届|倍|代)")
 
 
 def _align_right(s: str, right: str, start: int) -> tuple[int, int, int] | None:
@@ -507,6 +507,50 @@ def missing_qualifiers(question: str, context: str, answer_clause: str = "") -> 
         if (ordinal and word not in text) or (same_kind and word not in same_kind):
             missing.append(m.group())
     return missing
+
+
+def _content(text: str) -> str:
+    return re.sub(r"[^\w]", "", normalize(text))
+
+
+def echoed_share(answer: str, question: str) -> float:
+    """Share of ``answer``'s characters (punctuation aside) inside pieces of two or more characters that
+    ``question`` also holds."""
+    answer, question = _content(answer), _content(question)
+    covered = [False] * len(answer)
+    for i in range(len(answer) - 1):
+        j = i + 2
+        while j <= len(answer) and answer[i:j] in question:
+            j += 1
+        if j - 1 - i >= 2:
+            covered[i : j - 1] = [True] * (j - 1 - i)
+    return sum(covered) / len(answer) if answer else 1.0
+
+
+def implausible_answer(answer: str, question: str, passages: Sequence[str]) -> str | None:
+    """Why ``answer`` (from a model) cannot answer ``question``, or ``None`` when it can.
+
+    Small models echo the question ("前燕是怎么灭亡的？" → "前燕灭亡"), answer a count without a count ("几位妻子" →
+    "1") or return bare punctuation. Such answers are grounded, so the guard passes them; they are still no answer.
+    """
+    a = _content(answer)
+    if not a:
+        return "has no words"
+    # "A还是B？" is answered with the question's own words.
+    if "还是" not in question and echoed_share(answer, question) >= 0.8:
+        return "repeats the question"
+    parsed = _parse_question(question)
+    if parsed is None:
+        return None
+    if parsed.kind == "number":
+        if not re.search(rf"[\d{_CN_NUM}]", a):
+            return "has no number"
+        unit = parsed.unit_hint
+        if unit and unit not in a and not any(a + unit in normalize(p) for p in passages):
+            return f"counts no {unit}"
+    if parsed.kind == "date" and parsed.unit_hint == "year" and not re.search(rf"\d|[{_CN_NUM}]年", a):
+        return "has no year"
+    return None
 
 
 def answer_clause(extraction: Extraction) -> str:

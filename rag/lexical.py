@@ -64,6 +64,28 @@ def query_terms(text: str) -> list[str]:
     return list(dict.fromkeys(terms))
 
 
+def query_bigrams(normalized_query: str) -> set[str]:
+    """Character bigrams of a normalised question's runs of content words (stopwords and question words split
+    the runs, so "会议在哪里召开" gives 会议 and 召开 but not 里召)."""
+    pieces, run = [], []
+    for w in _jieba().lcut(normalized_query):
+        if _WORD.search(w) and w not in QUERY_STOPWORDS and w not in META_WORDS and not _QUESTION_WORD.search(w):
+            run.append(w)
+        else:
+            pieces.append("".join(run))
+            run = []
+    pieces.append("".join(run))
+    return {p[i : i + 2] for p in pieces for i in range(len(p) - 1)}
+
+
+def phrase_coverage(bigrams: set[str], normalized_text: str) -> float:
+    """Share of a question's bigrams (:func:`query_bigrams`) found in ``normalized_text``.
+
+    Word BM25 and embeddings both ignore word order; a passage that repeats the question's wording gets credit here.
+    """
+    return sum(b in normalized_text for b in bigrams) / len(bigrams) if bigrams else 0.0
+
+
 def fts_match_expression(terms: list[str]) -> str:
     """An FTS5 ``MATCH`` expression that ORs the quoted terms (empty when there are none)."""
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)

