@@ -21,6 +21,7 @@ import gradio as gr
 from rag.config import Settings, load_settings
 from rag.embeddings import EmbedderError
 from rag.generate import GeneratorError
+from rag.rerank import RerankerError
 from rag.retrieve import QueryError
 from rag.service import RagService, render_answer, render_sources, render_summary
 from rag.store import StoreError
@@ -212,7 +213,7 @@ def main() -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         service = open_service(settings)
-    except (StoreError, EmbedderError, GeneratorError) as exc:
+    except (StoreError, EmbedderError, GeneratorError, RerankerError) as exc:
         raise SystemExit(f"demo: error: {exc}") from None
     app = build_app(service)
     app.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, share=args.share,

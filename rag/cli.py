@@ -18,6 +18,7 @@ from .embeddings import EmbedderError, EmbeddingCache, embedder_for_index, load_
 from .generate import GeneratorError
 from .ingest import ingest
 from .jsonl import DatasetError, read_jsonl
+from .rerank import RerankerError, load_reranker
 from .retrieve import RETRIEVERS, QueryError, Retriever, SearchResult
 from .store import IndexStore, StoreError
 
@@ -45,7 +46,7 @@ def _read_questions(path: str) -> list[dict[str, str]]:
 def _open_for_reading(settings: Settings) -> tuple[IndexStore, Retriever]:
     store = IndexStore.open(settings.index_dir, settings=settings)
     embedder = embedder_for_index(store.embedder, settings)
-    return store, Retriever(store, embedder, settings)
+    return store, Retriever(store, embedder, settings, load_reranker(settings))
 
 
 # -- commands -------------------------------------------------------------------------------------------------
@@ -487,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             format="%(levelname)s %(name)s: %(message)s")
         return args.func(args, settings)
     except (ConfigError, StoreError, QueryError, EmbedderError, UsageError, DatasetError,
-            GeneratorError) as exc:
+            GeneratorError, RerankerError) as exc:
         print(f"rag: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

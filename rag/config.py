@@ -67,6 +67,10 @@ class Settings:
     weight_bm25_doc: float = 1.0  # whole-document BM25, its score or rank given to each of the document's chunks
     weight_phrase: float = 1.0  # share of the question's character bigrams a chunk contains (word order)
     dedup_threshold: float = 0.8  # character 5-gram Jaccard above which two chunks count as duplicates
+    # Optional second stage over the best `rerank_depth` fused chunks (rag/rerank.py); both off by default.
+    reranker_model: str = ""  # a sentence-transformers CrossEncoder, hub name or directory (BAAI/bge-reranker-base)
+    rerank_depth: int = 20
+    mmr_lambda: float = 1.0  # 1 = relevance only; lower prefers chunks unlike those already ranked (MMR)
     max_query_chars: int = 512
     # Answering.
     answer_sources: int = 5

@@ -2,8 +2,9 @@
 
 A question flows: :meth:`Retriever.prepare_query` (normalise, bound its length) → dense and BM25
 candidates (and whole-document BM25) → fusion, which also weighs how much of the question's wording each
-candidate repeats → near-duplicates dropped → top ``k`` :class:`Hit` objects that carry the original-script text
-and its character span in the document.
+candidate repeats → near-duplicates dropped → optionally a cross-encoder reranker and MMR over the best few
+(:mod:`rag.rerank`) → top ``k`` :class:`Hit` objects that carry the original-script text and its character span in
+the document.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .config import Settings
 from .embeddings import Embedder
 from .lexical import phrase_coverage, query_bigrams, query_terms
 from .normalize import normalize
+from .rerank import CrossEncoderReranker, mmr_order
 from .store import IndexStore, StoredChunk
 
 log = logging.getLogger(__name__)
@@ -92,10 +94,12 @@ def weighted_rrf(rankings: dict[str, list[int]], weights: dict[str, float],
 class Retriever:
     """Searches one index with one embedder; cheap to call many times (models are loaded by the caller)."""
 
-    def __init__(self, store: IndexStore, embedder: Embedder, settings: Settings) -> None:
+    def __init__(self, store: IndexStore, embedder: Embedder, settings: Settings,
+                 reranker: CrossEncoderReranker | None = None) -> None:
         self.store = store
         self.embedder = embedder
         self.settings = settings
+        self.reranker = reranker
 
     def prepare_query(self, query: str) -> tuple[str, str | None]:
         """Strip and bound a query; returns ``(query, note)``. Raises :class:`QueryError` when empty."""
@@ -138,7 +142,7 @@ class Retriever:
                 else:
                     doc_hits = self.store.search_bm25_documents(terms, depth)
                     ranked, chunks = self._fuse(norm, dense_hits, bm25_hits, doc_hits)
-            results.append(SearchResult(query, self._finish(ranked, k, chunks), mode, note))
+            results.append(SearchResult(query, self._finish(query, ranked, k, chunks), mode, note))
         return results
 
     def _fuse(self, query: str, dense_hits: list[tuple[int, float]], bm25_hits: list[tuple[int, float]],
@@ -186,9 +190,13 @@ class Retriever:
         ranked = sorted(((c, scores[c], found[c]) for c in candidates), key=lambda x: (-x[1], x[0]))
         return ranked, chunks
 
-    def _finish(self, ranked: list[tuple[int, float, list[str]]], k: int,
+    def _finish(self, query: str, ranked: list[tuple[int, float, list[str]]], k: int,
                 chunks: dict[int, StoredChunk] | None = None) -> list[Hit]:
-        """Look chunks up (unless given), drop near-duplicates of better-ranked ones, keep ``k``."""
+        """Look chunks up (unless given), drop near-duplicates of better-ranked ones, rerank or diversify the best
+        ``rerank_depth`` when configured, keep ``k``."""
+        s = self.settings
+        second_stage = self.reranker is not None or s.mmr_lambda < 1.0
+        pool = max(k, s.rerank_depth) if second_stage else k
         if chunks is None:
             chunks = self.store.get_chunks(cid for cid, _, _ in ranked)
         hits: list[Hit] = []
@@ -198,11 +206,19 @@ class Retriever:
             if chunk is None:  # removed by a writer since the vector file was read
                 continue
             grams = char_ngrams(chunk.index_text)
-            if any(jaccard(grams, other) >= self.settings.dedup_threshold for other in kept_grams):
+            if any(jaccard(grams, other) >= s.dedup_threshold for other in kept_grams):
                 continue
             kept_grams.append(grams)
             hits.append(Hit(chunk.doc_id, chunk.chunk_id, round(score, 6), chunk.text, chunk.start, chunk.end,
                             chunk.title, sorted(found_by)))
-            if len(hits) >= k:
+            if len(hits) >= pool:
                 break
-        return hits
+        if self.reranker is not None and hits:
+            scored = sorted(zip(self.reranker.score(query, [h.text for h in hits]), hits), key=lambda x: -x[0])
+            for score, hit in scored:
+                hit.score = round(score, 6)
+            hits = [hit for _, hit in scored]
+        if s.mmr_lambda < 1.0 and len(hits) > 1:
+            vectors = self.store.get_vectors([h.chunk_id for h in hits])
+            hits = [hits[i] for i in mmr_order([h.score for h in hits], vectors, s.mmr_lambda, k)]
+        return hits[:k]

@@ -17,6 +17,7 @@ from .config import Settings
 from .embeddings import EmbeddingCache, embedder_for_index
 from .generate import load_generator
 from .ingest import IngestReport, ingest
+from .rerank import load_reranker
 from .retrieve import Retriever
 from .store import IndexStore
 from .summarize import Summarizer, Summary, summarize_batch
@@ -45,7 +46,7 @@ class RagService:
         self.embedder = embedder_for_index(self.store.embedder, settings)
         self.cache = EmbeddingCache(settings.cache_dir, self.embedder.name, self.embedder.dim)
         self.generator = load_generator(settings)
-        self.retriever = Retriever(self.store, self.embedder, settings)
+        self.retriever = Retriever(self.store, self.embedder, settings, load_reranker(settings))
         self.answerer = Answerer(self.retriever, settings, self.generator)
         self.summarizer = Summarizer(settings, self.generator)
 

@@ -49,6 +49,22 @@ class HashEmbedder:
     embed_queries = _embed
 
 
+def train_tokenizer(path: Path):
+    """A small WordPiece tokenizer trained on the sample corpus, saved to ``path`` (for tiny test models)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="<unk>"))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # splits CJK characters
+    trainer = trainers.WordPieceTrainer(vocab_size=2000, special_tokens=["<pad>", "</s>", "<unk>", "<s>"])
+    tok.train_from_iterator((p.read_text(encoding="utf-8") for p in SAMPLE.glob("*.txt")), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   bos_token="<s>", model_max_length=256)
+    fast.save_pretrained(path)
+    return fast
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(index_dir=tmp_path / "index", cache_dir=tmp_path / "cache")

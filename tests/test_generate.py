@@ -17,22 +17,7 @@ from rag.config import Settings  # noqa: E402
 from rag.generate import (GeneratorError, Seq2SeqGenerator, format_sources, load_generator,  # noqa: E402
                           read_prompt)
 from rag.retrieve import Retriever  # noqa: E402
-from tests.conftest import SAMPLE  # noqa: E402
-
-
-def _train_tokenizer(path):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordPiece(unk_token="<unk>"))
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # splits CJK characters
-    trainer = trainers.WordPieceTrainer(vocab_size=2000, special_tokens=["<pad>", "</s>", "<unk>", "<s>"])
-    tok.train_from_iterator((p.read_text(encoding="utf-8") for p in SAMPLE.glob("*.txt")), trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   bos_token="<s>", model_max_length=256)
-    fast.save_pretrained(path)
-    return fast
+from tests.conftest import SAMPLE, train_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["t5", "bart"])
@@ -42,7 +27,7 @@ def tiny_model_dir(request, tmp_path_factory):
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp(f"tiny-{request.param}")
-    tok = _train_tokenizer(path)
+    tok = train_tokenizer(path)
     ids = dict(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id)
     if request.param == "t5":
         config = T5Config(vocab_size=len(tok), d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=2, **ids)
