@@ -205,9 +205,11 @@ class Answerer:
     def _generated(self, question: str, query: str, sources: list[Source], extraction: Extraction | None,
                    fallback: Answer) -> Answer:
         name = self.generator.name
-        best = sources[0].score if sources else 0.0
-        shown = [source for source in sources[: self.settings.generator_sources]
-                 if source.score >= self.settings.generator_min_score * best]
+        top = sources[: self.settings.generator_sources]
+        best = top[0].score if top else 0.0
+        # The share cut-off needs positive scores (fusion's are; a reranker's logits may not be).
+        shown = top[:1] + [source for source in top[1:]
+                           if best <= 0 or source.score >= self.settings.generator_min_score * best]
         try:
             raw = self.generator.answer(query, shown)
         except Exception as exc:  # a model failing on one question must not fail the batch
@@ -230,7 +232,14 @@ class Answerer:
                 answer_text, name = extraction.answer, f"{name}+span"
             else:
                 answer_text = focus_on_answer(drop_restated_subject(answer_text, query), query)
-        problem = implausible_answer(answer_text, query, [s.text for s in shown])
+        # What is shown is checked again: cutting a supported sentence can leave just its unsupported words.
+        cited = [source.text for source in shown if source.marker in guarded.citations]
+        if ngram_support(answer_text, cited) < self.settings.guard_min_support or unsupported_numbers(answer_text,
+                                                                                                        cited):
+            fallback.generator = f"extractive (fallback: guard refused {name})"
+            fallback.dropped = [answer_text]
+            return fallback
+        problem = implausible_answer(answer_text, query, [source.text for source in shown])
         if problem:
             fallback.generator = f"extractive (fallback: {name} answer {problem})"
             fallback.dropped = [answer_text]

