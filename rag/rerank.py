@@ -69,10 +69,9 @@ def mmr_order(relevance: Sequence[float], vectors: np.ndarray, lambda_: float, k
     similarity = _scaled(vectors @ vectors.T, ~np.eye(n, dtype=bool))
     rel = _scaled(np.asarray(relevance, dtype=np.float64), np.ones(n, dtype=bool))
     picked: list[int] = []
-    closest = np.full(n, -np.inf)  # highest similarity of each item to the picked ones
+    closest = np.zeros(n)  # highest (scaled) similarity of each item to the picked ones
     for _ in range(min(k, n)):
-        redundancy = np.where(np.isfinite(closest), closest, 0.0)
-        gain = lambda_ * rel - (1 - lambda_) * redundancy
+        gain = lambda_ * rel - (1 - lambda_) * closest
         gain[picked] = -np.inf
         best = int(np.argmax(gain))
         picked.append(best)
