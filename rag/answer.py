@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 
 from .config import Settings
 from .extractive import (INJECTION, Extraction, PassageText, answer_clause, echoed_share, extract_answer,
-                         extract_from_sentence, idf_from_counts, implausible_answer, missing_qualifiers)
+                         extract_from_sentence, idf_from_counts, implausible_answer, missing_qualifiers,
+                         with_unit)
 from .lexical import query_terms
 from .metrics import ngram_support, split_claims, unsupported_numbers
 from .normalize import match_script, normalize
@@ -232,6 +233,7 @@ class Answerer:
                 answer_text, name = extraction.answer, f"{name}+span"
             else:
                 answer_text = focus_on_answer(drop_restated_subject(answer_text, query), query)
+                answer_text = with_unit(answer_text, [source.text for source in shown])
         # What is shown is checked again: cutting a supported sentence can leave just its unsupported words.
         cited = [source.text for source in shown if source.marker in guarded.citations]
         if ngram_support(answer_text, cited) < self.settings.guard_min_support or unsupported_numbers(answer_text,

@@ -37,7 +37,7 @@ _CLAUSE_DELIMS = _DELIMS + "、"
 
 _CN_NUM = "零〇一二两三四五六七八九十百千万亿"
 _UNIT = (r"(?:万元|亿元|万人次|万户|万份|万名|万人|人次|场次|余名|余人|余户|余场|余个|余次|余所|余篇|个|名|位|人|户|份|座|场|期|次|"
-         r"轮|点|项|元|年|岁|支|所|家|篇|条|天|届|倍|公里|千米|米|吨|亩|平方米|小时|分钟|%|％)")
+         r"轮|点|项|元|年|岁|支|所|家|篇|条|天|届|倍|趟|公里|千米|米|吨|亩|平方米|小时|分钟|%|％)")
 _NUMBER = re.compile(rf"(?:\d+(?:[.,]\d+)*|[{_CN_NUM}]+)(?:余|多)?(?:万|亿)?(?:余|多)?{_UNIT}?")
 _DATE_RANGE = r"\d{4}\s*[-—–~至到]\s*\d{4}\s*年?"
 _FULL_DATE = r"\d{4}\s*年\s*\d{1,2}\s*月\s*\d{1,2}\s*[日号](?:上午|下午|晚上)?|\d{4}[-/.]\d{1,2}[-/.]\d{1,2}"
@@ -467,6 +467,9 @@ def extract_answer(question: str, passages: Sequence[PassageText], idf: Callable
             continue
         best_value = value
         a, b = (found[1], found[2]) if found else (0, len(text))
+        if (found and found[0] == "number" and not text[:a].endswith("第")
+                and (full := _NUMBER.match(normalize(text), a)) and full.end() > b):
+            b = full.end()  # "全长多少公里" is answered "364.6公里", not "364.6"
         best = Extraction(answer=text[a:b], evidence=text, passage=passages[rank].index, answer_start=s_start + a,
                           answer_end=s_start + b, evidence_start=s_start, evidence_end=s_end, kind=kind,
                           coverage=max(0.0, coverage), alignment=found[3] if found else 0.0, typed=found is not None)
@@ -525,6 +528,22 @@ def echoed_share(answer: str, question: str) -> float:
         if j - 1 - i >= 2:
             covered[i : j - 1] = [True] * (j - 1 - i)
     return sum(covered) / len(answer) if answer else 1.0
+
+
+def with_unit(answer: str, passages: Sequence[str]) -> str:
+    """A bare number completed with the unit that follows it in a passage: "364.6" → "364.6公里"."""
+    number = answer.strip()
+    if not re.fullmatch(rf"[\d.,{_CN_NUM}]+", number):
+        return answer
+    for passage in passages:
+        text = normalize(passage)  # same length as the passage (t2s and width folding map one to one)
+        for m in re.finditer(re.escape(normalize(number)), text):
+            if m.start() and re.match(rf"[\d.{_CN_NUM}第]", text[m.start() - 1]):
+                continue  # the tail of a longer number, or an ordinal ("第七次" is not "七次")
+            full = _NUMBER.match(text, m.start())
+            if full and full.end() > m.end():
+                return number + passage[m.end() : full.end()]
+    return answer
 
 
 def implausible_answer(answer: str, question: str, passages: Sequence[str]) -> str | None:

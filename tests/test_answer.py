@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rag.answer import NOT_FOUND, Answerer, Source, drop_restated_subject, focus_on_answer, grounding_guard
-from rag.extractive import extract_from_sentence, implausible_answer, missing_qualifiers, question_type
+from rag.extractive import (PassageText, extract_answer, extract_from_sentence, implausible_answer, missing_qualifiers,
+                            question_type, with_unit)
 from rag.metrics import contains_answer
 from rag.normalize import is_traditional, normalize
 from rag.retrieve import Retriever
@@ -147,6 +148,24 @@ def _sources(*texts: str) -> list[Source]:
 ])
 def test_model_answers_lose_the_restated_subject(answer, question, expected) -> None:
     assert drop_restated_subject(answer, question) == expected
+
+
+@pytest.mark.parametrize("answer,passage,expected", [
+    ("364.6", "广茂铁路全长364.6公里，由三茂铁路股份有限公司管理。", "364.6公里"),
+    ("4.81万", "广场面积有4.81万平方米。", "4.81万平方米"),
+    ("6", "沿线共有16个车站，6个为新建。", "6个"),  # not the tail of 16
+    ("七", "第七次全區婦女兒童工作會議", "七"),  # no unit follows
+    ("拉萨", "会议在拉萨召开。", "拉萨"),  # not a number
+])
+def test_bare_numbers_get_the_unit_their_passage_gives_them(answer, passage, expected) -> None:
+    assert with_unit(answer, [passage]) == expected
+
+
+def test_extracted_numbers_keep_the_unit_the_question_names() -> None:
+    extraction = extract_answer("广茂铁路全长多少公里？", [PassageText(0, "广茂铁路全长364.6公里，由三茂铁路股份有限公司管理。")],
+                                lambda term: 1.0)
+    assert extraction is not None and extraction.answer == "364.6公里"
+    assert (extraction.answer_start, extraction.answer_end) == (6, 13)
 
 
 @pytest.mark.parametrize("answer,question,passage,problem", [
