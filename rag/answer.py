@@ -236,8 +236,9 @@ class Answerer:
                 answer_text = with_unit(answer_text, [source.text for source in shown])
         # What is shown is checked again: cutting a supported sentence can leave just its unsupported words.
         cited = [source.text for source in shown if source.marker in guarded.citations]
-        if ngram_support(answer_text, cited) < self.settings.guard_min_support or unsupported_numbers(answer_text,
-                                                                                                        cited):
+        unsupported = (ngram_support(answer_text, cited) < self.settings.guard_min_support
+                       or unsupported_numbers(answer_text, cited))
+        if unsupported:
             fallback.generator = f"extractive (fallback: guard refused {name})"
             fallback.dropped = [answer_text]
             return fallback
