@@ -19,7 +19,7 @@ from .extractive import (INJECTION, Extraction, PassageText, answer_clause, echo
                          extract_from_sentence, idf_from_counts, implausible_answer, missing_qualifiers,
                          with_unit)
 from .lexical import query_terms
-from .metrics import ngram_support, split_claims, unsupported_numbers
+from .metrics import is_supported, ngram_support, split_claims
 from .normalize import match_script, normalize
 from .retrieve import Hit, Retriever, SearchResult
 
@@ -125,7 +125,7 @@ def grounding_guard(text: str, sources: Sequence[Source], min_support: float = 0
         if not bare:
             continue
         evidence = [by_marker[m].text for m in markers] or [s.text for s in sources]
-        ok = ngram_support(bare, evidence) >= min_support and not unsupported_numbers(bare, evidence)
+        ok = is_supported(bare, evidence, min_support)
         if ok and markers:
             cited.extend(markers)
         elif ok:
@@ -211,20 +211,23 @@ class Answerer:
         # The share cut-off needs positive scores (fusion's are; a reranker's logits may not be).
         shown = top[:1] + [source for source in top[1:]
                            if best <= 0 or source.score >= self.settings.generator_min_score * best]
+
+        def fall_back(reason: str, dropped: list[str] | None = None) -> Answer:
+            fallback.generator = f"extractive (fallback: {reason})"
+            if dropped is not None:
+                fallback.dropped = dropped
+            return fallback
+
         try:
             raw = self.generator.answer(query, shown)
         except Exception as exc:  # a model failing on one question must not fail the batch
             log.warning("%s failed (%s); using the extractive answer", name, exc)
-            fallback.generator = f"extractive (fallback: {name} failed)"
-            return fallback
+            return fall_back(f"{name} failed")
         if NOT_FOUND in normalize(raw):
-            fallback.generator = f"extractive (fallback: {name} found no answer)"
-            return fallback
+            return fall_back(f"{name} found no answer")
         guarded = grounding_guard(raw, shown, self.settings.guard_min_support)
         if not guarded.kept:
-            fallback.generator = f"extractive (fallback: guard refused {name})"
-            fallback.dropped = guarded.dropped
-            return fallback
+            return fall_back(f"guard refused {name}", guarded.dropped)
         answer_text = _MARKER.sub("", guarded.text).strip()
         if extraction is not None:
             span, said = normalize(extraction.answer), normalize(answer_text)
@@ -236,17 +239,11 @@ class Answerer:
                 answer_text = with_unit(answer_text, [source.text for source in shown])
         # What is shown is checked again: cutting a supported sentence can leave just its unsupported words.
         cited = [source.text for source in shown if source.marker in guarded.citations]
-        unsupported = (ngram_support(answer_text, cited) < self.settings.guard_min_support
-                       or unsupported_numbers(answer_text, cited))
-        if unsupported:
-            fallback.generator = f"extractive (fallback: guard refused {name})"
-            fallback.dropped = [answer_text]
-            return fallback
+        if not is_supported(answer_text, cited, self.settings.guard_min_support):
+            return fall_back(f"guard refused {name}", [answer_text])
         problem = implausible_answer(answer_text, query, [source.text for source in shown])
         if problem:
-            fallback.generator = f"extractive (fallback: {name} answer {problem})"
-            fallback.dropped = [answer_text]
-            return fallback
+            return fall_back(f"{name} answer {problem}", [answer_text])
         for source in sources:
             # Highlight the answer where a cited passage contains it (t2s keeps lengths, so offsets carry over).
             pos = normalize(source.text).find(normalize(answer_text)) if source.marker in guarded.citations else -1

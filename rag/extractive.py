@@ -467,9 +467,8 @@ def extract_answer(question: str, passages: Sequence[PassageText], idf: Callable
             continue
         best_value = value
         a, b = (found[1], found[2]) if found else (0, len(text))
-        if (found and found[0] == "number" and not text[:a].endswith("第")
-                and (full := _NUMBER.match(normalize(text), a)) and full.end() > b):
-            b = full.end()  # "全长多少公里" is answered "364.6公里", not "364.6"
+        if found and found[0] == "number":
+            b = _end_with_unit(normalize(text), a, b)  # "全长多少公里" is answered "364.6公里", not "364.6"
         best = Extraction(answer=text[a:b], evidence=text, passage=passages[rank].index, answer_start=s_start + a,
                           answer_end=s_start + b, evidence_start=s_start, evidence_end=s_end, kind=kind,
                           coverage=max(0.0, coverage), alignment=found[3] if found else 0.0, typed=found is not None)
@@ -530,6 +529,18 @@ def echoed_share(answer: str, question: str) -> float:
     return sum(covered) / len(answer) if answer else 1.0
 
 
+def _end_with_unit(text: str, start: int, end: int) -> int:
+    """Where the number ``text[start:end]`` ends once the unit written after it is included (normalised text).
+
+    ``end`` itself when no unit follows, or when the number is the tail of a longer one or an ordinal's ("第七次"
+    is not "七次").
+    """
+    if start and re.match(rf"[\d.{_CN_NUM}第]", text[start - 1]):
+        return end
+    full = _NUMBER.match(text, start)
+    return full.end() if full and full.end() > end else end
+
+
 def with_unit(answer: str, passages: Sequence[str]) -> str:
     """A bare number completed with the unit that follows it in a passage: "364.6" → "364.6公里"."""
     number = answer.strip()
@@ -538,11 +549,9 @@ def with_unit(answer: str, passages: Sequence[str]) -> str:
     for passage in passages:
         text = normalize(passage)  # same length as the passage (t2s and width folding map one to one)
         for m in re.finditer(re.escape(normalize(number)), text):
-            if m.start() and re.match(rf"[\d.{_CN_NUM}第]", text[m.start() - 1]):
-                continue  # the tail of a longer number, or an ordinal ("第七次" is not "七次")
-            full = _NUMBER.match(text, m.start())
-            if full and full.end() > m.end():
-                return number + passage[m.end() : full.end()]
+            end = _end_with_unit(text, m.start(), m.end())
+            if end > m.end():
+                return number + passage[m.end() : end]
     return answer
 
 

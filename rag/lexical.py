@@ -57,11 +57,14 @@ _QUESTION_WORD = re.compile(r"哪|几|谁|什么|多少|怎么|如何|为何|啥
 META_WORDS = frozenset("这次 这篇 本次 本文 文章 新闻 报道 讲话 发言 资料 文中 文件中 请问 提到 提及".split())
 
 
+def _is_query_content(word: str) -> bool:
+    """Neither a stopword, a question word nor a word about the text itself."""
+    return word not in QUERY_STOPWORDS and word not in META_WORDS and not _QUESTION_WORD.search(word)
+
+
 def query_terms(text: str) -> list[str]:
     """Distinct content words of a question, in order: no stopwords, question words or words about the text."""
-    terms = [t for t in tokenize(text)
-             if t not in QUERY_STOPWORDS and t not in META_WORDS and not _QUESTION_WORD.search(t)]
-    return list(dict.fromkeys(terms))
+    return list(dict.fromkeys(t for t in tokenize(text) if _is_query_content(t)))
 
 
 def query_bigrams(normalized_query: str) -> set[str]:
@@ -69,7 +72,7 @@ def query_bigrams(normalized_query: str) -> set[str]:
     the runs, so "会议在哪里召开" gives 会议 and 召开 but not 里召)."""
     pieces, run = [], []
     for w in _jieba().lcut(normalized_query):
-        if _WORD.search(w) and w not in QUERY_STOPWORDS and w not in META_WORDS and not _QUESTION_WORD.search(w):
+        if _WORD.search(w) and _is_query_content(w):
             run.append(w)
         else:
             pieces.append("".join(run))

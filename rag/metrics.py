@@ -129,6 +129,11 @@ def unsupported_numbers(text: str, sources: Sequence[str]) -> list[str]:
     return [num for num in _NUMBER.findall(normalize(text)) if num not in haystack]
 
 
+def is_supported(text: str, sources: Sequence[str], min_support: float = 0.6) -> bool:
+    """Most of ``text``'s character trigrams occur in ``sources``, and every number in it does."""
+    return ngram_support(text, sources) >= min_support and not unsupported_numbers(text, sources)
+
+
 def faithfulness(text: str, sources: Sequence[str], threshold: float = 0.6) -> dict[str, float | list[str]]:
     """Share of sentences whose n-grams are mostly in the sources, and the numbers the sources lack."""
     claims = split_claims(text)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .chunking import chunk_text, split_sentences
 from .config import Settings
 from .embeddings import text_hash
-from .metrics import ngram_support, split_claims, unsupported_numbers
+from .metrics import is_supported, split_claims
 from .normalize import match_script, normalize, to_simplified, to_traditional
 
 log = logging.getLogger(__name__)
@@ -170,8 +170,7 @@ def check_summary(summary: str, source_text: str, min_support: float = 0.6) -> t
     """Split a model summary into sentences the source supports and sentences it does not."""
     kept, dropped = [], []
     for sentence in split_claims(summary):
-        ok = ngram_support(sentence, [source_text]) >= min_support and not unsupported_numbers(sentence, [source_text])
-        (kept if ok else dropped).append(sentence)
+        (kept if is_supported(sentence, [source_text], min_support) else dropped).append(sentence)
     return kept, dropped
 
 
