@@ -68,9 +68,11 @@ def run_info() -> dict[str, Any]:
 
 def evaluate_retrieval(items: Sequence[GoldItem], retriever: Retriever, modes: Sequence[str] = ("bm25", "dense", "hybrid"),
                        depth: int = 30, batch_size: int = 32, progress: bool = True) -> dict[str, Any]:
-    """Document-level Recall@1/3/5/10, MRR@10 and nDCG@10 of each retriever mode over the answerable items, and
+    """Document-level Recall@1/3/5/10, MRR@10 and nDCG@10 of each retriever mode over the answerable items;
     ``answer@1``/``answer@5``: the share whose first 1 or 5 chunks hold a gold answer string, from any document
-    (news reports the same event many times: the passage the answer step needs may come from another copy)."""
+    (news reports the same event many times: the passage the answer step needs may come from another copy); and
+    ``answer_doc@1``: the share whose first document holds one. Each question's entry records the first documents,
+    the gold document's rank and whether the first document holds a gold answer."""
     answerable = [it for it in items if it.doc_ids]
     report: dict[str, Any] = {"kind": "retrieval", "questions": len(answerable), "depth": depth, "modes": {},
                               "per_question": {}, "settings": {"chunk_size": retriever.settings.chunk_size,
@@ -98,12 +100,21 @@ def evaluate_retrieval(items: Sequence[GoldItem], retriever: Retriever, modes: S
         for k in (1, 5):
             metrics[f"answer@{k}"] = _mean(any(contains_answer(t, it.answers) for t in chunks[:k])
                                            for chunks, it in zip(texts, answerable))
+        first_holds = [bool(r) and contains_answer(_document_text(retriever, r[0]), it.answers)
+                       for r, it in zip(ranked, answerable)]
+        metrics["answer_doc@1"] = _mean(first_holds)
         metrics["latency_ms_mean"] = 1000 * _mean(latencies)
         report["modes"][mode] = metrics
-        for it, r in zip(answerable, ranked):
+        for it, r, holds in zip(answerable, ranked, first_holds):
             report["per_question"].setdefault(it.id, {"question": it.question, "gold": it.doc_ids})[mode] = {
-                "rank": next((n for n, d in enumerate(r, 1) if d in set(it.doc_ids)), None), "top": r[:5]}
+                "rank": next((n for n, d in enumerate(r, 1) if d in set(it.doc_ids)), None), "top": r[:5],
+                "first_holds_answer": holds}
     return report
+
+
+def _document_text(retriever: Retriever, doc_id: str) -> str:
+    doc = retriever.store.document(doc_id)
+    return doc["text"] if doc else ""
 
 
 def _mean(values) -> float:
@@ -111,18 +122,34 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def retrieval_markdown(report: dict[str, Any]) -> str:
-    """The Markdown table of a retrieval report."""
-    cols = [f"recall@{k}" for k in RECALL_KS] + ["mrr@10", "ndcg@10", "answer@1", "answer@5", "latency_ms_mean"]
+def retrieval_markdown(report: dict[str, Any], max_misses: int = 30) -> str:
+    """The Markdown table of a retrieval report, then the questions the last retriever did not rank a gold
+    document first for (at most ``max_misses``)."""
+    cols = [f"recall@{k}" for k in RECALL_KS] + ["mrr@10", "ndcg@10", "answer@1", "answer@5", "answer_doc@1",
+                                                 "latency_ms_mean"]
     lines = [f"# Retrieval evaluation: {report.get('dataset', '')}", "",
              f"{report['questions']} answerable questions; document level; index `{report.get('index', '')}`; "
              f"embedder `{report['settings']['embedder']}`; commit `{report['run'].get('commit')}`. "
-             "answer@k: a gold answer string is in the first k chunks (any document).", "",
+             "answer@k: a gold answer string is in the first k chunks (any document); answer_doc@1: in the first "
+             "document.", "",
              "| retriever | " + " | ".join(c.replace("latency_ms_mean", "ms/query") for c in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for mode, metrics in report["modes"].items():
         lines.append(f"| {mode} | " + " | ".join(f"{metrics[c]:.3f}" if c != "latency_ms_mean" else f"{metrics[c]:.1f}"
                                                 for c in cols) + " |")
+    if report["modes"]:
+        mode = list(report["modes"])[-1]
+        misses = [(qid, q, q[mode]) for qid, q in report["per_question"].items() if q[mode]["rank"] != 1]
+        holding = sum(m["first_holds_answer"] for _, _, m in misses)
+        lines += ["", f"## {mode}: {len(misses)} question{'' if len(misses) == 1 else 's'} without a gold document first", "",
+                  f"In {holding} of them the first document holds a gold answer too (often another report of the "
+                  "same event).", "", "| id | question | gold rank | first document | holds answer |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {qid} | {q['question'][:60].replace('|', '｜')} | {m['rank'] or '—'} | "
+                  f"{m['top'][0] if m['top'] else '—'} | {'yes' if m['first_holds_answer'] else 'no'} |"
+                  for qid, q, m in misses[:max_misses]]
+        if len(misses) > max_misses:
+            lines.append(f"\n… and {len(misses) - max_misses} more in report.json (`per_question`).")
     return "\n".join(lines) + "\n"
 
 

@@ -92,8 +92,15 @@ def test_eval_commands_write_reports_and_compare(cli_index, tmp_path, capsys) ->
     assert set(report["modes"]) == {"bm25", "dense", "hybrid"} and report["questions"] == 20
     assert report["modes"]["hybrid"]["recall@3"] == 1.0
     assert 0.8 <= report["modes"]["hybrid"]["answer@5"] <= 1.0  # a gold answer string is in the top 5 chunks
+    # The first chunk belongs to the first document, so a document can only hold the answer more often.
+    assert report["modes"]["hybrid"]["answer_doc@1"] >= report["modes"]["hybrid"]["answer@1"]
+    misses = [q for q in report["per_question"].values() if q["hybrid"]["rank"] != 1]
+    assert all(isinstance(q["hybrid"]["first_holds_answer"], bool) for q in report["per_question"].values())
     assert (tmp_path / "r1" / "recall_at_k.png").stat().st_size > 1000
-    assert "| hybrid |" in (tmp_path / "r1" / "report.md").read_text(encoding="utf-8")
+    markdown = (tmp_path / "r1" / "report.md").read_text(encoding="utf-8")
+    assert "| hybrid |" in markdown
+    assert f"## hybrid: {len(misses)} question" in markdown
+    assert all(q["question"][:60] in markdown for q in misses)
 
     assert main(["eval", "qa", "--dataset", gold, "--out", str(tmp_path / "q1")]) == 0
     qa = json.loads((tmp_path / "q1" / "report.json").read_text(encoding="utf-8"))
