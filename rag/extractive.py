@@ -52,10 +52,10 @@ _DATE_BY_HINT = {"day": _DAY_DATE, "year": _YEAR_DATE, "": _DATE}
 # Questions about money: the number must be an amount in 元 (not "14个").
 _ASKS_MONEY = re.compile(r"金额|奖金|资金|经费|多少钱|投资|收入|营收|利润|价格|费用|工资|补贴|补助|预算|总额")
 _ASKS_RATE = re.compile(r"指数|增长|上涨|下降|下跌|同比|环比|比例|比重|率|百分")
-# Parts of a question that pin down which event or period it means ("第七次", "2025年"): evidence about another
-# meeting or year would make the answer a guess (see missing_qualifiers). "第一次" is left out: in questions it
-# mostly means "for the first time".
-_QUALIFIER = re.compile(rf"第(?!一次)[{_CN_NUM}\d]+[次届期轮批]|(?:19|20)\d\d\s*年")
+# Parts of a question that pin down which event, period or level it means ("第七次", "2025年", "全国"): evidence
+# about another meeting, year or level (a county's) would make the answer a guess (see missing_qualifiers).
+# "第一次" is left out: in questions it mostly means "for the first time".
+_QUALIFIER = re.compile(rf"第(?!一次)[{_CN_NUM}\d]+[次届期轮批]|(?:19|20)\d\d\s*年|全[国省区市州县](?![场域面长])")
 _TITLE = re.compile(r".*(?:书记|主席|县长|区长|市长|省长|州长|镇长|乡长|旗长|专员|部长|局长|厅长|主任|委员|常委|秘书长|院长|"
                     r"校长|董事长|经理|总裁|组长|队长|处长|科长|会长|理事长|政委|司令|总监|专家|教授|记者|代表|主持人)")
 # Common single-character surnames (and compound ones): a person answer starts with one.
@@ -487,26 +487,29 @@ def _arabic(numeral: str) -> str:
 
 
 def missing_qualifiers(question: str, context: str, answer_clause: str = "") -> list[str]:
-    """Ordinals and years of the question ("第七次", "2025年") that the evidence does not support.
+    """Ordinals, years and levels of the question ("第七次", "2025年", "全国") that the evidence does not support.
 
-    An ordinal is unsupported when ``context`` does not mention it (either way written: 第七次 = 第7次). Either
-    kind is unsupported when the clause holding the answer names another one of its kind: "第五次…会议在拉萨召开，
-    传达学习第七次…会议精神" says where the fifth meeting was held, not the seventh. A year missing from the
-    context alone is no reason (news reports leave the current year unsaid).
+    An ordinal or a level is unsupported when ``context`` does not mention it (either way written: 第七次 = 第7次).
+    An ordinal or a year is unsupported when the clause holding the answer names another one of its kind: "第五次…
+    会议在拉萨召开，传达学习第七次…会议精神" says where the fifth meeting was held, not the seventh. A year missing
+    from the context alone is no reason (news reports leave the current year unsaid), nor is another level in the
+    clause (a region's meeting studies the national one's spirit).
     """
 
     def canonical(text: str) -> str:
         text = re.sub(r"\s+", "", normalize(text))
         return re.sub(rf"第([{_CN_NUM}]+)(?=[次届期轮批])", lambda m: f"第{_arabic(m.group(1))}", text)
 
+    def kind(word: str) -> str:
+        return word[0] if word[0] in "第全" else "year"
+
     text, clause = canonical(context), canonical(answer_clause)
     in_clause = {canonical(m.group()) for m in _QUALIFIER.finditer(clause)}
     missing = []
     for m in _QUALIFIER.finditer(normalize(question)):
         word = canonical(m.group())
-        ordinal = word.startswith("第")
-        same_kind = {q for q in in_clause if q.startswith("第") == ordinal}
-        if (ordinal and word not in text) or (same_kind and word not in same_kind):
+        same_kind = {q for q in in_clause if kind(q) == kind(word) != "全"}
+        if (kind(word) != "year" and word not in text) or (same_kind and word not in same_kind):
             missing.append(m.group())
     return missing
 

@@ -125,13 +125,19 @@ def test_span_alignment_examples() -> None:
 
 
 def test_qualifiers_of_the_question_must_be_in_the_evidence() -> None:
-    assert missing_qualifiers("第七次全国妇女儿童工作会议在哪里召开？", "第五次全区妇女儿童工作会议在拉萨召开") == ["第七次"]
+    assert missing_qualifiers("第七次全国妇女儿童工作会议在哪里召开？", "第五次全区妇女儿童工作会议在拉萨召开") == ["第七次", "全国"]
     assert missing_qualifiers("第5次会议在哪里召开？", "第五次全区会议在拉萨召开") == []  # either way written
     assert missing_qualifiers("2025年的会议主题是什么？", "2024年工作会议主题", "2024年工作会议主题□") == ["2025年"]
     assert missing_qualifiers("2023年7月份制造业PMI是多少？", "7月份制造业PMI为49.3%", "7月份制造业PMI为□") == []
     assert missing_qualifiers("第十二届妇代会在哪召开？", "第12届妇女代表大会") == []
     sentence = "第五次全区妇女儿童工作会议在拉萨召开,传达学习第七次全国妇女儿童工作会议精神"
     assert missing_qualifiers("第七次全国妇女儿童工作会议在哪召开？", sentence, "第五次全区妇女儿童工作会议在拉萨召开") == ["第七次"]
+    assert missing_qualifiers("第五次全区会议学习了第几次全国会议精神？", sentence, "传达学习□全国妇女儿童工作会议精神") == []
+    # A level: a county's meeting does not answer a question about the national one (either script).
+    county = "精河县召开妇女儿童工作会议，明确了“十四五”期间妇女儿童工作的目标任务和策略措施。"
+    assert missing_qualifiers("2025年全國婦女兒童工作會議的主題是什麼？", county) == ["全国"]
+    assert missing_qualifiers("全县妇女儿童工作会议明确了什么？", "全县妇女儿童工作会议明确了目标任务。") == []
+    assert missing_qualifiers("全市场的成交量是多少？", "沪深两市成交量为1万亿元。") == []  # not a level
     assert missing_qualifiers("第五次全区妇女儿童工作会议在哪召开？", sentence, "第五次全区妇女儿童工作会议在拉萨召开") == []
 
 
