@@ -56,8 +56,11 @@ _ASKS_RATE = re.compile(r"指数|增长|上涨|下降|下跌|同比|环比|比�
 # about another meeting, year or level (a county's) would make the answer a guess (see missing_qualifiers).
 # "第一次" is left out: in questions it mostly means "for the first time".
 _QUALIFIER = re.compile(rf"第(?!一次)[{_CN_NUM}\d]+[次届期轮批]|(?:19|20)\d\d\s*年|全[国省区市州县](?![场域面长])")
-_TITLE = re.compile(r".*(?:书记|主席|县长|区长|市长|省长|州长|镇长|乡长|旗长|专员|部长|局长|厅长|主任|委员|常委|秘书长|院长|"
-                    r"校长|董事长|经理|总裁|组长|队长|处长|科长|会长|理事长|政委|司令|总监|专家|教授|记者|代表|主持人)")
+_TITLE_WORDS = (r"书记|主席|县长|区长|市长|省长|州长|镇长|乡长|旗长|专员|部长|局长|厅长|主任|委员|常委|秘书长|院长|"
+                r"校长|董事长|经理|总裁|组长|队长|处长|科长|会长|理事长|政委|司令|总监|专家|教授|记者|代表|主持人")
+_TITLE = re.compile(rf".*(?:{_TITLE_WORDS})")
+_TITLE_WORD = re.compile(_TITLE_WORDS)
+_TITLE_PREFIX = set("副总正常务首席执行代理名誉")
 # Common single-character surnames (and compound ones): a person answer starts with one.
 _SURNAMES = set("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢"
                 "姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤常温康施"
@@ -66,7 +69,7 @@ _SURNAMES = set("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑
                 "晏席卫米柏宗瞿桂全佟应臧闵苟邬边卞姬师和仇栾隋商刁沙荣巫寇桑郎甄丛仲虞敖巩明佘池查麻苑迟邝封鞠")
 _COMPOUND_SURNAMES = ("欧阳", "司马", "上官", "诸葛", "东方", "皇甫", "尉迟", "公孙", "慕容", "长孙", "宇文", "司徒", "夏侯")
 # Characters that end a name: the verb or preposition that follows it in a report.
-_NAME_STOP = set("出主讲宣参表指强要介说等向在和与及作担任为是代带陪总致发同以对从将把被率提会分到于就并也都已")
+_NAME_STOP = set("出主讲宣参表指强要介说等向在和与及作担任为是代带陪总致发同以对从将把被率提会分到于就并也都已的")
 # Text in a document that tries to steer a model is never used as evidence.
 INJECTION = re.compile(r"忽略(以上|上述|之前|前面|所有)|无视(以上|上述|之前)|ignore (all|the|previous|above)|"
                        r"(系统|system)\s*(提示|prompt)|你现在是|请改为回答|disregard", re.IGNORECASE)
@@ -198,8 +201,24 @@ def _typed_span(kind: str, s: str, start: int, end: int, unit_hint: str,
         return (start + m.start(), start + m.end()) if m else None
     if kind == "person":
         title = _TITLE.match(window)
-        return _name_at(s, start + (title.end() if title else 0), end, after_title=title is not None)
+        return (_name_at(s, start + (title.end() if title else 0), end, after_title=title is not None)
+                or _name_before_title(s, start, end))
     return (start, end) if end > start else None
+
+
+def _name_before_title(s: str, start: int, end: int) -> tuple[int, int] | None:
+    """A name written before its title in ``s[start:end]`` ("倪虹部长召开……"), the last one if several."""
+    found = None
+    for m in _TITLE_WORD.finditer(s, start, end):
+        title_start = m.start()
+        while title_start > start and s[title_start - 1] in _TITLE_PREFIX:
+            title_start -= 1  # "副主席", "常务副县长"
+        for size in (3, 2):
+            a = title_start - size
+            if a >= start and _name_at(s, a, title_start) == (a, title_start):
+                found = (a, title_start)
+                break
+    return found
 
 
 def _common_word(text: str) -> bool:
@@ -242,7 +261,8 @@ def _name_at(s: str, a: int, end: int, after_title: bool = False) -> tuple[int, 
         b = a
         while b < min(end, len(s), a + 4) and "\u4e00" <= s[b] <= "\u9fff" and s[b] not in _NAME_STOP:
             b += 1
-        return (a, b) if b - a >= 2 else None
+        # "部长召开" is a title and a verb, not a title and a name.
+        return (a, b) if b - a >= 2 and not _common_word(s[a:b]) else None
     if not surname:
         return None
     b = a + surname

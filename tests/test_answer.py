@@ -124,6 +124,18 @@ def test_span_alignment_examples() -> None:
     assert sentence[start:end] == "12万元"
 
 
+@pytest.mark.parametrize(("question", "sentence", "name"), [
+    # The name before its title: "部长召开" is a title and a verb, not a title and a name.
+    ("谁在企业座谈会上强调了继续巩固房地产市场企稳回升态势？",
+     "近日，住房城乡建設部倪虹部長召開企業座談會，就房地產市場平穩健康發展與企業進行深入交流。", "倪虹"),
+    ("谁主持了会议？", "会议由自治区党委常委、副主席张三主持。", "张三"),
+    ("谁在会上讲话？", "区委副书记王小明在会上讲话。", "王小明"),
+])
+def test_person_answers_are_names_next_to_their_titles(question, sentence, name) -> None:
+    kind, start, end, _ = extract_from_sentence(question, sentence)
+    assert (kind, sentence[start:end]) == ("person", name)
+
+
 def test_qualifiers_of_the_question_must_be_in_the_evidence() -> None:
     assert missing_qualifiers("第七次全国妇女儿童工作会议在哪里召开？", "第五次全区妇女儿童工作会议在拉萨召开") == ["第七次", "全国"]
     assert missing_qualifiers("第5次会议在哪里召开？", "第五次全区会议在拉萨召开") == []  # either way written
