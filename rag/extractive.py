@@ -119,20 +119,20 @@ def question_type(question: str) -> tuple[str, re.Match[str] | None]:
 
 
 def _best_left_anchor(text: str, context: str, min_len: int = 2) -> tuple[int, int] | None:
-    """The longest piece of ``context`` found in ``text``; a piece ending at the question word counts double."""
-    best: tuple[int, int] | None = None
-    best_value = 0
+    """Where the words just before the question word appear in ``text``: the longest ending of ``context`` found
+    there, else the longest piece of it anywhere (the words next to the question word say most about where the
+    answer sits: "…基数的上限为33891元，下限为6326元")."""
     n = len(context)
-    for start in range(n):
-        for end in range(n, start + min_len - 1, -1):
-            value = (end - start) * (2 if end == n else 1) + (0.5 if end == n else 0)
-            if value <= best_value:
-                break
-            pos = text.find(context[start:end])
+    for start in range(n - min_len + 1):
+        pos = text.find(context[start:])
+        if pos >= 0:
+            return pos, pos + n - start
+    for size in range(n - 1, min_len - 1, -1):
+        for start in range(n - size):
+            pos = text.find(context[start : start + size])
             if pos >= 0:
-                best, best_value = (pos, pos + end - start), value
-                break
-    return best
+                return pos, pos + size
+    return None
 
 
 def _longest_prefix_in(text: str, context: str, start: int, min_len: int = 2) -> tuple[int, int] | None:

@@ -124,6 +124,13 @@ def test_span_alignment_examples() -> None:
     assert sentence[start:end] == "12万元"
 
 
+def test_the_words_next_to_the_question_word_anchor_the_answer() -> None:
+    # The question shares more words with the start of the sentence, but "下限" is what it asks about.
+    sentence = "2023年北京市社会保险月缴费基数上限为33891元，下限为6326元。"
+    _, start, end, _ = extract_from_sentence("北京市参保企业职工的社会保险月缴费基数的下限是多少？", sentence)
+    assert sentence[start:end] == "6326元"
+
+
 @pytest.mark.parametrize(("question", "sentence", "name"), [
     # The name before its title: "部长召开" is a title and a verb, not a title and a name.
     ("谁在企业座谈会上强调了继续巩固房地产市场企稳回升态势？",
