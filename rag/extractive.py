@@ -356,10 +356,11 @@ def _extract(question: _Question, sentence: str) -> tuple[str, int, int, float] 
     # right one (the stronger anchor first).
     windows: list[tuple[int, int, bool, bool]] = []
     if lmatch and rmatch and 0 < rmatch[0] - lmatch[1] <= 60:
-        windows.append((lmatch[1], rmatch[0], True, True))
+        windows.append((_skip_aside(s, lmatch[1], rmatch[0]), rmatch[0], True, True))
     one_sided = []
     if lmatch:
-        one_sided.append((l_value, (lmatch[1], _to_delim(s, lmatch[1], delims), True, False)))
+        after = _skip_aside(s, lmatch[1])
+        one_sided.append((l_value, (after, _to_delim(s, after, delims), True, False)))
     if rmatch:
         one_sided.append((r_value, (_from_delim(s, rmatch[0], delims), rmatch[0], False, True)))
     windows += [w for _, w in sorted(one_sided, key=lambda x: -x[0])]
@@ -375,6 +376,15 @@ def _extract(question: _Question, sentence: str) -> tuple[str, int, int, float] 
             alignment *= 0.3  # no title next to the name: a phrase near the question's words, weak evidence
         return kind, span[0], span[1], alignment
     return None
+
+
+def _skip_aside(s: str, at: int, limit: int | None = None) -> int:
+    """``at``, or just past a bracketed aside that starts there ("矢井田瞳（、）是日本歌手", "张三（右）表示")."""
+    if at < len(s) and s[at] in "（(":
+        close = s.find("）" if s[at] == "（" else ")", at)
+        if 0 <= close < (limit if limit is not None else at + 40) - 1:
+            return close + 1
+    return at
 
 
 _APPOINTED = re.compile(r"[^，。；,;]{0,12}?(?:担任|出任|升任|转任|改任|任命为|册封为|封为|任|为)")

@@ -131,6 +131,15 @@ def test_the_words_next_to_the_question_word_anchor_the_answer() -> None:
     assert sentence[start:end] == "6326元"
 
 
+def test_a_bracketed_aside_after_the_subject_is_not_the_answer() -> None:
+    sentence = "張三（1970年－）是中國的足球運動員。"
+    _, start, end, _ = extract_from_sentence("张三的职业是什么？", sentence)
+    assert sentence[start:end] == "中國的足球運動員"
+    sentence = "武藏浦和站（）是东日本旅客铁道（JR东日本）的铁路车站。"
+    _, start, end, _ = extract_from_sentence("武藏浦和站隶属于什么公司？", sentence)
+    assert sentence[start:end] == "东日本旅客铁道（JR东日本）的铁路车站"
+
+
 @pytest.mark.parametrize(("question", "sentence", "name"), [
     # The name before its title: "部长召开" is a title and a verb, not a title and a name.
     ("谁在企业座谈会上强调了继续巩固房地产市场企稳回升态势？",
