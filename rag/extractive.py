@@ -22,6 +22,8 @@ from .normalize import normalize
 
 # Question words, most specific first, with the answer type each asks for.
 _WH = [
+    # "称为什么", "作为什么", "为什么服务" ask what, not why.
+    ("reason", r"(?<![称作成改视译列名定选评封类误转认变当立奉誉赞命任因是])为(?:什么|何|啥)(?!服务|而|所|人)|何故|什么原因|原因是什么"),
     ("title", r"什么职务|什么职位|哪个职务|何职|职务是什么|职位是什么|什么头衔|什么官职"),
     ("date", r"什么时候|何时|哪一天|哪天|哪一年|哪几年|哪些年|哪年|几月几日|几月几号|几号|哪个月|几月|什么时间|哪一日|日期是"),
     ("list", r"哪些|哪[一二两三四五六七八九十几\d]+[个项条种方面点类]"),
@@ -344,6 +346,10 @@ def _extract(question: _Question, sentence: str) -> tuple[str, int, int, float] 
                                             question.ordinal)
     if kind == "title" and (span := _title_span(s, left)):
         return span
+    if kind == "reason":
+        if span := _reason_span(s, right):
+            return "reason", *span, 0.5  # a word of reason, not the question's own words: half an alignment
+        kind = "thing"  # no word of reason here: the words around the question word may still point at it
     # Lists and chains of titles ("副县长、妇儿工委副主任吴开华") run across 、.
     delims = _DELIMS if kind in ("list", "person") else _CLAUSE_DELIMS
     lmatch = _best_left_anchor(s, left) if left else None
@@ -385,6 +391,29 @@ def _skip_aside(s: str, at: int, limit: int | None = None) -> int:
         if 0 <= close < (limit if limit is not None else at + 40) - 1:
             return close + 1
     return at
+
+
+# A reason follows 因为/由于/因 and runs to 所以/因此/而…; without such a word it is the clause before 所以/因此.
+_REASON_START = re.compile(r"原因是|原因在于|因为|由于|(?<![原基病诱起成主内外近远死])因(?![此而素特子])|缘于|源于|出于")
+_REASON_END = re.compile(r"所以|因此|因而|从而|故而|，故|以致|使得|才|而(?![且言是])")
+_RESULT = re.compile(r"所以|因此|因而|故此|以致|于是")
+
+
+def _reason_span(s: str, right: str) -> tuple[int, int] | None:
+    """The reason a sentence gives ("由于庙宇三面环山，……，所以如要循陆路进入" → "庙宇三面环山，……"); it ends
+    where the question's own words after its question word (``right``) begin."""
+    if m := _REASON_START.search(s):
+        start = m.start() if m.group() == "因" else m.end()  # "因伤" reads as a reason, "伤" does not
+        stop = _REASON_END.search(s, start)
+        end = min(stop.start() if stop else len(s), _to_delim(s, start, "。！？；!?;", 80))
+        if right and (echo := _longest_prefix_in(s, right, start)) and echo[0] < end:
+            end = echo[0]
+    elif (m := _RESULT.search(s, 1)) and (start := max(s.rfind(c, 0, m.start()) for c in "。！？；!?;") + 1) < m.start():
+        end = m.start()
+    else:
+        return None
+    start, end = _strip_span(s, start, end)
+    return (start, end) if end > start else None
 
 
 _APPOINTED = re.compile(r"[^，。；,;]{0,12}?(?:担任|出任|升任|转任|改任|任命为|册封为|封为|任|为)")

@@ -131,6 +131,24 @@ def test_the_words_next_to_the_question_word_anchor_the_answer() -> None:
     assert sentence[start:end] == "6326元"
 
 
+@pytest.mark.parametrize(("question", "sentence", "reason"), [
+    ("为什么要循陆路进入天后古庙必须走山径？", "由于庙宇三面环山，而且那些山区都是郊野公园范围，所以如要循陆路进入，必须走山径。",
+     "庙宇三面环山，而且那些山区都是郊野公园范围"),
+    # A bare 因 stays: "因形似芭蕉叶" reads as a reason.
+    ("葵扇為什麼又叫芭蕉扇？", "葵扇，又稱蒲扇，因形似芭蕉葉而得名，故又稱芭蕉扇。", "因形似芭蕉葉"),
+    ("珠江台为什么被勒令停止播出？", "珠江台又突然因“违规跨省传输信号”被勒令停止播出。", "因“违规跨省传输信号”"),
+])
+def test_why_questions_are_answered_with_the_reason(question, sentence, reason) -> None:
+    kind, start, end, _ = extract_from_sentence(question, sentence)
+    assert (kind, sentence[start:end]) == ("reason", reason)
+
+
+def test_as_what_is_not_why() -> None:
+    assert question_type("徐陵和庾信的文体合称为什么？")[0] == "thing"
+    assert question_type("河茂铁路营运初期是为什么服务的？")[0] == "thing"
+    assert question_type("为何要设立站点？")[0] == "reason"
+
+
 def test_a_bracketed_aside_after_the_subject_is_not_the_answer() -> None:
     sentence = "張三（1970年－）是中國的足球運動員。"
     _, start, end, _ = extract_from_sentence("张三的职业是什么？", sentence)
