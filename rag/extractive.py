@@ -11,6 +11,7 @@ returned as offsets into the original-script passage.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -30,6 +31,9 @@ _WH = [
     ("number", r"百分之几|多少|几|多大|多高|多长|多久|多重|多远|比例"),
     ("person", r"哪一位|哪位|谁|什么人"),
     ("place", r"在哪里|在哪儿|在哪|哪里|哪儿|何地|什么地方|何处|哪个城市|哪座城市|哪个省|哪个县|哪个国家|哪个地方|哪个地区"),
+    # A titled work: answered by a 《…》 or 「…」 title when the sentence has one.
+    ("work", r"(?:哪一?[部本首篇句张出套款]|什么)[^，。？的]{0,3}?(?:小说|作品|电影|影片|剧|书|歌|曲|诗|文章|专辑|节目|漫画|"
+             r"动画|游戏|俗语|名言|口号|著作|杂志|报纸|单曲|戏|词)(?!化)|代表作(?:是|有)?(?:什么|哪)"),
     ("thing", r"什么|哪个|哪一个|哪座|哪份|哪种|哪部|哪所|哪家|哪款|哪项|哪条|哪首|哪本|哪支|哪名|哪一|啥|何种|怎样|如何|哪"),
 ]
 _WH_RE = [(kind, re.compile(pattern)) for kind, pattern in _WH]
@@ -292,6 +296,8 @@ def _align_right(s: str, right: str, start: int) -> tuple[int, int, int] | None:
 
 
 _TYPED = ("number", "date", "person", "title")
+_WORK_TITLE = re.compile(r"[《「〈『]([^》」〉』]{1,40})[》」〉』]")
+_MORE_TITLES = re.compile(r"[^，。；、和与及《「〈『]{0,4}[和与及、][《「〈『][^》」〉』]{1,40}[》」〉』]")
 _HEAD_SUFFIX = set("寺县市省区镇乡村局部会院馆校报厅委社站所街路山河湖岛港湾州国")
 _LEFT_FILLER = re.compile(r"[是为的由被在有对向把将给从]+$")
 
@@ -350,6 +356,18 @@ def _extract(question: _Question, sentence: str) -> tuple[str, int, int, float] 
         if span := _reason_span(s, right):
             return "reason", *span, 0.5  # a word of reason, not the question's own words: half an alignment
         kind = "thing"  # no word of reason here: the words around the question word may still point at it
+    if kind == "work":
+        found = _extract(dataclasses.replace(question, kind="thing"), sentence)
+        titles = [m for m in _WORK_TITLE.finditer(s) if m.group(1) not in question.left + question.right]
+        if not titles:
+            return found
+        # The title nearest the span the question's words point at (the first one when they point nowhere).
+        at = found[1] if found else 0
+        m = min(titles, key=lambda m: abs(m.start() - at))
+        end = m.end()
+        while more := _MORE_TITLES.match(s, end):  # "《行为科学》杂志和《一般系统年鉴》"
+            end = more.end()
+        return "work", m.start(), end, found[3] if found else 0.0
     # Lists and chains of titles ("副县长、妇儿工委副主任吴开华") run across 、.
     delims = _DELIMS if kind in ("list", "person") else _CLAUSE_DELIMS
     lmatch = _best_left_anchor(s, left) if left else None

@@ -143,6 +143,18 @@ def test_why_questions_are_answered_with_the_reason(question, sentence, reason) 
     assert (kind, sentence[start:end]) == ("reason", reason)
 
 
+@pytest.mark.parametrize(("question", "sentence", "title"), [
+    ("科布是简·奥斯丁哪部小说的重要场所？", "科布在简·奥斯丁1818年小说《劝导》中是一个重要场所。", "《劝导》"),
+    ("杰米·海納曼以主持什麼節目著稱？", "杰米·海納曼曾任特效師，以主持電視節目《流言終結者》著稱。", "《流言終結者》"),
+    ("哪一句俗语表现了邻居关系亲密？", "邻居关系亲密，俗语「远亲不如近邻」就表现了这种关系。", "「远亲不如近邻」"),
+    ("贝塔郎非在1954年出版了什么著作？", "1954年，贝塔郎非出版了《行为科学》杂志和《一般系统年鉴》。", "《行为科学》杂志和《一般系统年鉴》"),
+])
+def test_questions_about_a_work_are_answered_with_its_title(question, sentence, title) -> None:
+    kind, start, end, _ = extract_from_sentence(question, sentence)
+    assert (kind, sentence[start:end]) == ("work", title)
+    assert question_type("《停止！！云雀》在什么期间动画化？")[0] == "thing"
+
+
 def test_as_what_is_not_why() -> None:
     assert question_type("徐陵和庾信的文体合称为什么？")[0] == "thing"
     assert question_type("河茂铁路营运初期是为什么服务的？")[0] == "thing"
