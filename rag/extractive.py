@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .chunking import split_sentences
-from .lexical import query_terms, word_freq
+from .lexical import query_terms, tokenize_spans, word_freq, word_tag
 from .normalize import normalize
 
 # Question words, most specific first, with the answer type each asks for.
@@ -30,6 +30,7 @@ _WH = [
     ("list", r"哪些|哪[一二两三四五六七八九十几\d]+[个项条种方面点类]"),
     ("number", r"百分之几|多少|几|多大|多高|多长|多久|多重|多远|比例"),
     ("person", r"哪一位|哪位|谁|什么人"),
+    ("country", r"哪一?个?国(?:家)?(?![际内外])|什么国籍|国籍是什么"),
     ("place", r"在哪里|在哪儿|在哪|哪里|哪儿|何地|什么地方|何处|哪个城市|哪座城市|哪个省|哪个县|哪个国家|哪个地方|哪个地区"),
     # A titled work: answered by a 《…》 or 「…」 title when the sentence has one.
     ("work", r"(?:哪一?[部本首篇句张出套款]|什么)[^，。？的]{0,3}?(?:小说|作品|电影|影片|剧|书|歌|曲|诗|文章|专辑|节目|漫画|"
@@ -164,7 +165,7 @@ def _from_delim(text: str, end: int, delims: str, limit: int = 40) -> int:
     return start
 
 
-_LEAD = "是为了在有达到于将把对由共计约近超过的 ：:"
+_LEAD = "是为了在有达到于将把对由共计约近超过的 ：:，,、；;"
 _TRAIL_WORDS = re.compile(r"(分别|均|都|也|还|共|先后|已|等)$")
 _PAIRS = {"《": "》", "“": "”", "（": "）", "(": ")", "「": "」", "【": "】", "‘": "’"}
 
@@ -229,11 +230,7 @@ def _name_before_title(s: str, start: int, end: int) -> tuple[int, int] | None:
 
 def _common_word(text: str) -> bool:
     """A frequent dictionary word that is not tagged as a person's name."""
-    if word_freq().get(text, 0) < 300:
-        return False
-    import jieba.posseg
-
-    return not jieba.posseg.dt.word_tag_tab.get(text, "").startswith("nr")
+    return word_freq().get(text, 0) >= 300 and not word_tag(text).startswith("nr")
 
 
 def _is_quantity(m: re.Match[str], text: str) -> bool:
@@ -356,6 +353,17 @@ def _extract(question: _Question, sentence: str) -> tuple[str, int, int, float] 
         if span := _reason_span(s, right):
             return "reason", *span, 0.5  # a word of reason, not the question's own words: half an alignment
         kind = "thing"  # no word of reason here: the words around the question word may still point at it
+    if kind == "country":
+        found = _extract(dataclasses.replace(question, kind="place"), sentence)
+        countries = [(a, b) for word, a, b in tokenize_spans(s, mode="default")
+                     if word_tag(word) == "ns" and word not in question.left + question.right]
+        if found and (inside := [c for c in countries if found[1] <= c[0] and c[1] <= found[2]]):
+            countries = inside
+        elif not countries or (found and found[2] - found[1] <= 8):
+            return found  # a short span holding no known place name ("斯洛文尼亚") is a name jieba lacks
+        at = found[1] if found else 0
+        a, b = min(countries, key=lambda span: abs(span[0] - at))
+        return "country", a, b, found[3] if found else 0.0
     if kind == "work":
         found = _extract(dataclasses.replace(question, kind="thing"), sentence)
         titles = [m for m in _WORK_TITLE.finditer(s) if m.group(1) not in question.left + question.right]

@@ -35,6 +35,14 @@ def word_freq() -> dict[str, int]:
     return _jieba().dt.FREQ
 
 
+def word_tag(word: str) -> str:
+    """jieba's part-of-speech tag of a dictionary word ("ns" a place, "nr" a person's name), or ""."""
+    _jieba()
+    import jieba.posseg
+
+    return jieba.posseg.dt.word_tag_tab.get(word, "")
+
+
 def tokenize(text: str, *, normalized: bool = False) -> list[str]:
     """Search-mode jieba words of ``text`` (normalised first unless ``normalized``), punctuation dropped."""
     if not normalized:
@@ -42,9 +50,10 @@ def tokenize(text: str, *, normalized: bool = False) -> list[str]:
     return [w for w in _jieba().cut_for_search(text) if _WORD.search(w)]
 
 
-def tokenize_spans(text: str) -> list[tuple[str, int, int]]:
-    """Search-mode jieba words of already normalised ``text`` with their character offsets, punctuation dropped."""
-    return [(w, a, b) for w, a, b in _jieba().tokenize(text, mode="search") if _WORD.search(w)]
+def tokenize_spans(text: str, mode: str = "search") -> list[tuple[str, int, int]]:
+    """jieba words of already normalised ``text`` with their character offsets, punctuation dropped; ``mode``
+    "search" adds the shorter words inside long ones, "default" cuts each stretch of text once."""
+    return [(w, a, b) for w, a, b in _jieba().tokenize(text, mode=mode) if _WORD.search(w)]
 
 
 def words(text: str) -> list[str]:

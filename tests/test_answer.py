@@ -155,6 +155,18 @@ def test_questions_about_a_work_are_answered_with_its_title(question, sentence, 
     assert question_type("《停止！！云雀》在什么期间动画化？")[0] == "thing"
 
 
+@pytest.mark.parametrize(("question", "sentence", "answer"), [
+    ("约翰·达利是哪个国家的社会心理学家？", "约翰·达利是一位美国社会心理学家。", "美国"),
+    ("1975年鄧寄塵移民到了哪個國家？", "鄧寄塵於1975年移民加拿大，1991年在多倫多逝世。", "加拿大"),
+    # A name jieba does not know as a place stays as aligned, without the comma before it.
+    ("亚历山大·罗迪奇是哪个国家的足球运动员？", "亚历山大·罗迪奇，斯洛文尼亚足球运动员。", "斯洛文尼亚"),
+])
+def test_which_country_questions_are_answered_with_a_place_name(question, sentence, answer) -> None:
+    _, start, end, _ = extract_from_sentence(question, sentence)
+    assert sentence[start:end] == answer
+    assert question_type("九龙酒店成为了哪个国际酒店集团的成员？")[0] == "thing"
+
+
 def test_as_what_is_not_why() -> None:
     assert question_type("徐陵和庾信的文体合称为什么？")[0] == "thing"
     assert question_type("河茂铁路营运初期是为什么服务的？")[0] == "thing"
