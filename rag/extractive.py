@@ -325,6 +325,8 @@ def _parse_question(question: str) -> _Question | None:
         unit_hint = "元"
     if kind == "title":
         left = re.sub(r"(被|册封|任命|授予|封|担任|出任|现任|升任|任|为|是|的|了|相当于)+$", "", left)
+    if kind == "thing" and not left and re.match(r"是|指", right):
+        left, right = right[1:], ""  # "什么是月代" asks what "月代是……" says
     right = right.lstrip("的是")
     if len(right) < 2:
         right = ""  # one character ("哪些人") aligns anywhere

@@ -167,6 +167,12 @@ def test_which_country_questions_are_answered_with_a_place_name(question, senten
     assert question_type("九龙酒店成为了哪个国际酒店集团的成员？")[0] == "thing"
 
 
+def test_what_is_x_is_answered_with_what_x_is() -> None:
+    sentence = "月代是傳統日本成年男性的髮型。"
+    _, start, end, _ = extract_from_sentence("什麼是月代？", sentence)
+    assert sentence[start:end] == "傳統日本成年男性的髮型"
+
+
 def test_as_what_is_not_why() -> None:
     assert question_type("徐陵和庾信的文体合称为什么？")[0] == "thing"
     assert question_type("河茂铁路营运初期是为什么服务的？")[0] == "thing"
