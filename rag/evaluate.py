@@ -141,7 +141,8 @@ def retrieval_markdown(report: dict[str, Any], max_misses: int = 30) -> str:
         mode = list(report["modes"])[-1]
         misses = [(qid, q, q[mode]) for qid, q in report["per_question"].items() if q[mode]["rank"] != 1]
         holding = sum(m["first_holds_answer"] for _, _, m in misses)
-        lines += ["", f"## {mode}: {len(misses)} question{'' if len(misses) == 1 else 's'} without a gold document first", "",
+        plural = "" if len(misses) == 1 else "s"
+        lines += ["", f"## {mode}: {len(misses)} question{plural} without a gold document first", "",
                   f"In {holding} of them the first document holds a gold answer too (often another report of the "
                   "same event).", "", "| id | question | gold rank | first document | holds answer |",
                   "|---|---|---|---|---|"]

@@ -5,7 +5,7 @@ Sentences of the retrieved passages are scored by IDF-weighted coverage of the q
 sentence earlier; words found only elsewhere in the passage count 0.3).
 In the best sentences the question is aligned around its question word (谁/多少/哪里/何时/什么 ...): the
 text between the words before and after it is the answer, narrowed by the question type (a number with
-its unit, a person, a date, a place, a phrase or a list). All matching runs on normalised text; spans are
+its unit, a person, a date, a place, a country, a work's title, a reason, a phrase or a list). All matching runs on normalised text; spans are
 returned as offsets into the original-script passage.
 """
 
@@ -356,28 +356,9 @@ def _extract(question: _Question, sentence: str) -> tuple[str, int, int, float] 
             return "reason", *span, 0.5  # a word of reason, not the question's own words: half an alignment
         kind = "thing"  # no word of reason here: the words around the question word may still point at it
     if kind == "country":
-        found = _extract(dataclasses.replace(question, kind="place"), sentence)
-        countries = [(a, b) for word, a, b in tokenize_spans(s, mode="default")
-                     if word_tag(word) == "ns" and word not in question.left + question.right]
-        if found and (inside := [c for c in countries if found[1] <= c[0] and c[1] <= found[2]]):
-            countries = inside
-        elif not countries or (found and found[2] - found[1] <= 8):
-            return found  # a short span holding no known place name ("斯洛文尼亚") is a name jieba lacks
-        at = found[1] if found else 0
-        a, b = min(countries, key=lambda span: abs(span[0] - at))
-        return "country", a, b, found[3] if found else 0.0
+        return _country_span(question, sentence, s)
     if kind == "work":
-        found = _extract(dataclasses.replace(question, kind="thing"), sentence)
-        titles = [m for m in _WORK_TITLE.finditer(s) if m.group(1) not in question.left + question.right]
-        if not titles:
-            return found
-        # The title nearest the span the question's words point at (the first one when they point nowhere).
-        at = found[1] if found else 0
-        m = min(titles, key=lambda m: abs(m.start() - at))
-        end = m.end()
-        while more := _MORE_TITLES.match(s, end):  # "《行为科学》杂志和《一般系统年鉴》"
-            end = more.end()
-        return "work", m.start(), end, found[3] if found else 0.0
+        return _work_span(question, sentence, s)
     # Lists and chains of titles ("副县长、妇儿工委副主任吴开华") run across 、.
     delims = _DELIMS if kind in ("list", "person") else _CLAUSE_DELIMS
     lmatch = _best_left_anchor(s, left) if left else None
@@ -410,6 +391,36 @@ def _extract(question: _Question, sentence: str) -> tuple[str, int, int, float] 
             alignment *= 0.3  # no title next to the name: a phrase near the question's words, weak evidence
         return kind, span[0], span[1], alignment
     return None
+
+
+def _country_span(question: _Question, sentence: str, s: str) -> tuple[str, int, int, float] | None:
+    """For "哪国人" / "哪个国家": the place name (jieba's ns) inside the span the question's words point at, else
+    the nearest one; a short aligned span without one is kept ("斯洛文尼亚" is a name jieba lacks)."""
+    found = _extract(dataclasses.replace(question, kind="place"), sentence)
+    names = [(a, b) for word, a, b in tokenize_spans(s, mode="default")
+             if word_tag(word) == "ns" and word not in question.left + question.right]
+    if found and (inside := [n for n in names if found[1] <= n[0] and n[1] <= found[2]]):
+        names = inside
+    elif not names or (found and found[2] - found[1] <= 8):
+        return found
+    at = found[1] if found else 0
+    a, b = min(names, key=lambda span: abs(span[0] - at))
+    return "country", a, b, found[3] if found else 0.0
+
+
+def _work_span(question: _Question, sentence: str, s: str) -> tuple[str, int, int, float] | None:
+    """For "哪部小说" / "什么节目": the 《》/「」 title nearest the span the question's words point at (the first one
+    when they point nowhere), with the titles joined to it by 和/、 ("《行为科学》杂志和《一般系统年鉴》")."""
+    found = _extract(dataclasses.replace(question, kind="thing"), sentence)
+    titles = [m for m in _WORK_TITLE.finditer(s) if m.group(1) not in question.left + question.right]
+    if not titles:
+        return found
+    at = found[1] if found else 0
+    m = min(titles, key=lambda m: abs(m.start() - at))
+    end = m.end()
+    while more := _MORE_TITLES.match(s, end):
+        end = more.end()
+    return "work", m.start(), end, found[3] if found else 0.0
 
 
 def _skip_aside(s: str, at: int, limit: int | None = None) -> int:
