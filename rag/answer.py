@@ -218,6 +218,7 @@ class Answerer:
                 fallback.dropped = dropped
             return fallback
 
+        shown_texts = [source.text for source in shown]
         try:
             raw = self.generator.answer(query, shown)
         except Exception as exc:  # a model failing on one question must not fail the batch
@@ -236,12 +237,12 @@ class Answerer:
                 answer_text, name = extraction.answer, f"{name}+span"
             else:
                 answer_text = focus_on_answer(drop_restated_subject(answer_text, query), query)
-                answer_text = with_unit(answer_text, [source.text for source in shown])
+                answer_text = with_unit(answer_text, shown_texts)
         # What is shown is checked again: cutting a supported sentence can leave just its unsupported words.
         cited = [source.text for source in shown if source.marker in guarded.citations]
         if not is_supported(answer_text, cited, self.settings.guard_min_support):
             return fall_back(f"guard refused {name}", [answer_text])
-        problem = implausible_answer(answer_text, query, [source.text for source in shown])
+        problem = implausible_answer(answer_text, query, shown_texts)
         if problem:
             return fall_back(f"{name} answer {problem}", [answer_text])
         for source in sources:

@@ -80,6 +80,14 @@ def evaluate_retrieval(items: Sequence[GoldItem], retriever: Retriever, modes: S
                                                                "candidates": retriever.settings.candidates,
                                                                "rrf_k": retriever.settings.rrf_k,
                                                                "embedder": retriever.embedder.name}}
+    doc_texts: dict[str, str] = {}  # first documents recur across modes: read each once
+
+    def document_text(doc_id: str) -> str:
+        if doc_id not in doc_texts:
+            doc = retriever.store.document(doc_id)
+            doc_texts[doc_id] = doc["text"] if doc else ""
+        return doc_texts[doc_id]
+
     for mode in modes:
         ranked: list[list[str]] = []
         texts: list[list[str]] = []
@@ -100,7 +108,7 @@ def evaluate_retrieval(items: Sequence[GoldItem], retriever: Retriever, modes: S
         for k in (1, 5):
             metrics[f"answer@{k}"] = _mean(any(contains_answer(t, it.answers) for t in chunks[:k])
                                            for chunks, it in zip(texts, answerable))
-        first_holds = [bool(r) and contains_answer(_document_text(retriever, r[0]), it.answers)
+        first_holds = [bool(r) and contains_answer(document_text(r[0]), it.answers)
                        for r, it in zip(ranked, answerable)]
         metrics["answer_doc@1"] = _mean(first_holds)
         metrics["latency_ms_mean"] = 1000 * _mean(latencies)
@@ -110,11 +118,6 @@ def evaluate_retrieval(items: Sequence[GoldItem], retriever: Retriever, modes: S
                 "rank": next((n for n, d in enumerate(r, 1) if d in set(it.doc_ids)), None), "top": r[:5],
                 "first_holds_answer": holds}
     return report
-
-
-def _document_text(retriever: Retriever, doc_id: str) -> str:
-    doc = retriever.store.document(doc_id)
-    return doc["text"] if doc else ""
 
 
 def _mean(values) -> float:
