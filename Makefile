@@ -13,7 +13,7 @@ $(BIN)/python:
 setup: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
-# Test extras: the sentence-transformers path, tiny seq2seq models, Milvus Lite, Playwright and gradio_client.
+# Test extras: the sentence-transformers path, tiny seq2seq models, Milvus Lite, Playwright, gradio_client, ruff.
 setup-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[st,test]'
 
@@ -31,4 +31,5 @@ demo: setup
 	$(BIN)/python demo.py --port $(PORT)
 
 test: setup-test browser
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest

@@ -149,7 +149,7 @@ def ingest_run(name: str, docs_path: Path, index: Path, cache: Path, settings: S
 
 def percentiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]  # noqa: E731
+    pick = lambda q: ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]  # noqa: E731
     return {"n": len(values), "p50_ms": round(pick(0.5) * 1000, 1), "p95_ms": round(pick(0.95) * 1000, 1),
             "mean_ms": round(statistics.fmean(values) * 1000, 1)}
 
@@ -263,10 +263,10 @@ def bench_incremental(index: Path, settings: Settings, embedder, docs: list[tupl
         for doc_id, text in docs:
             path = folder / f"{doc_id}.txt"
             path.write_text(text, encoding="utf-8")
-            timed("add one document", lambda: ingest([path], store, embedder, settings, progress=False))
+            timed("add one document", lambda path=path: ingest([path], store, embedder, settings, progress=False))
             path.write_text(text[: len(text) // 2] + "（本文已更新）", encoding="utf-8")
-            timed("change it", lambda: ingest([path], store, embedder, settings, progress=False))
-            timed("remove it", lambda: remove(path.name))
+            timed("change it", lambda path=path: ingest([path], store, embedder, settings, progress=False))
+            timed("remove it", lambda path=path: remove(str(path.resolve())))
     rows: dict[str, Any] = {"index_chunks": chunks_before}
     for step, runs in steps.items():
         rows[step] = {"runs": len(runs), "total_ms": round(statistics.median(r[0] for r in runs) * 1000, 1),

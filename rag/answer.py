@@ -15,12 +15,22 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from .config import Settings
-from .extractive import (INJECTION, Extraction, PassageText, answer_clause, echoed_share, extract_answer,
-                         extract_from_sentence, idf_from_counts, implausible_answer, missing_qualifiers,
-                         with_unit)
+from .extractive import (
+    INJECTION,
+    Extraction,
+    PassageText,
+    answer_clause,
+    echoed_share,
+    extract_answer,
+    extract_from_sentence,
+    idf_from_counts,
+    implausible_answer,
+    missing_qualifiers,
+    with_unit,
+)
 from .lexical import query_terms
 from .metrics import is_supported, ngram_support, split_claims
-from .normalize import match_script, normalize
+from .normalize import clean_text_field, match_script, normalize
 from .retrieve import Hit, Retriever, SearchResult
 
 log = logging.getLogger(__name__)
@@ -175,6 +185,7 @@ class Answerer:
 
     def _answer(self, question: str, result: SearchResult) -> Answer:
         started = time.perf_counter()
+        question = clean_text_field(question)  # as searched: nothing that cannot be encoded reaches the answer
         sources, extraction = self.extract(result.query, result.hits)  # the query as searched (length-bounded)
         answer = self._extractive(question, extraction, sources, result.note)
         if self.generator is not None and not answer.abstained:

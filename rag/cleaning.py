@@ -9,6 +9,7 @@ are returned in their original script.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from dataclasses import dataclass, field
@@ -80,10 +81,8 @@ class CleanedText:
 def _gbk_candidates(trail: int) -> list[str]:
     out = []
     for lead in range(0x81, 0xFF):
-        try:
+        with contextlib.suppress(UnicodeDecodeError):
             out.append(bytes([lead, trail]).decode("gbk"))
-        except UnicodeDecodeError:
-            pass
     return out
 
 
@@ -189,11 +188,10 @@ def clean_text(raw: str) -> CleanedText:
     for i in kept:
         line, norm = lines[i], norms[i]
         reason, cut = _furniture(norm)
-        if reason == "copyright" and len(norm) == len(line):
-            # "……正文。【责任编辑：某】 版权声明：……" on one line: keep the text before the notice.
-            if cut.start() >= 20:
-                dropped.append(("copyright", line[cut.start() :]))
-                line, norm, reason = line[: cut.start()].rstrip(), norm[: cut.start()].rstrip(), None
+        # "……正文。【责任编辑：某】 版权声明：……" on one line: keep the text before the notice.
+        if reason == "copyright" and len(norm) == len(line) and cut.start() >= 20:
+            dropped.append(("copyright", line[cut.start() :]))
+            line, norm, reason = line[: cut.start()].rstrip(), norm[: cut.start()].rstrip(), None
         if reason is None and after_image and len(line) <= _CAPTION_MAX:
             reason = "caption"
         if reason is None and len(norm) >= 8 and norm in seen_paragraphs:

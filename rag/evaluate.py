@@ -20,7 +20,16 @@ from typing import Any
 from tqdm import tqdm
 
 from .jsonl import DatasetError, read_jsonl
-from .metrics import contains_answer, faithfulness, mrr_at_k, ndcg_at_k, recall_at_k, rouge_chars, rouge_words, unique_in_order
+from .metrics import (
+    contains_answer,
+    faithfulness,
+    mrr_at_k,
+    ndcg_at_k,
+    recall_at_k,
+    rouge_chars,
+    rouge_words,
+    unique_in_order,
+)
 from .normalize import normalize
 from .retrieve import Retriever
 

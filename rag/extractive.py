@@ -285,7 +285,7 @@ _UNIT_HINT = re.compile(r"^(?:个|名|位|人次|人|户|份|座|场次|场|期|
 def _align_right(s: str, right: str, start: int) -> tuple[int, int, int] | None:
     """Where the words after the question word appear in ``s``; skips up to 3 leading characters (a head noun
     the sentence does not repeat). Returns ``(start, end, skipped)``."""
-    for skip in range(0, min(4, len(right))):
+    for skip in range(min(4, len(right))):
         found = _longest_prefix_in(s, right[skip:], start, min_len=min(2, len(right) - skip))
         if found:
             return found[0], found[1], skip
@@ -549,8 +549,8 @@ def extract_answer(question: str, passages: Sequence[PassageText], idf: Callable
         for sent in split_sentences(passage.text):
             text = passage.text[sent.start : sent.end]
             norm = normalize(text)
-            if INJECTION.search(norm):
-                continue
+            if INJECTION.search(norm) or norm.rstrip().endswith("?"):
+                continue  # an instruction to the reader, or a question: neither states a fact
             scored.append((_coverage(terms, weights, norm, previous + "\n" + title, whole) - 0.01 * rank, rank,
                            sent.start, sent.end, text))
             previous = norm
@@ -563,10 +563,12 @@ def extract_answer(question: str, passages: Sequence[PassageText], idf: Callable
         value = coverage + (0.4 * found[3] + 0.15 if found else (-0.3 if kind in _TYPED else 0.0))
         if value <= best_value:
             continue
-        best_value = value
         a, b = (found[1], found[2]) if found else (0, len(text))
         if found and found[0] == "number":
             b = _end_with_unit(normalize(text), a, b)  # "全长多少公里" is answered "364.6公里", not "364.6"
+        if echoes_question(text[a:b], question):
+            continue  # a passage that repeats the question ("…召开了什么会议？答：…") answers nothing
+        best_value = value
         best = Extraction(answer=text[a:b], evidence=text, passage=passages[rank].index, answer_start=s_start + a,
                           answer_end=s_start + b, evidence_start=s_start, evidence_end=s_end, kind=kind,
                           coverage=max(0.0, coverage), alignment=found[3] if found else 0.0, typed=found is not None)
@@ -630,6 +632,11 @@ def echoed_share(answer: str, question: str) -> float:
     return sum(covered) / len(answer) if answer else 1.0
 
 
+def echoes_question(answer: str, question: str) -> bool:
+    """Whether ``answer`` only repeats the question's own words (an "A还是B" question is answered with them)."""
+    return "还是" not in question and echoed_share(answer, question) >= 0.8
+
+
 def _end_with_unit(text: str, start: int, end: int) -> int:
     """Where the number ``text[start:end]`` ends once the unit written after it is included (normalised text).
 
@@ -665,8 +672,7 @@ def implausible_answer(answer: str, question: str, passages: Sequence[str]) -> s
     a = _content(answer)
     if not a:
         return "has no words"
-    # "A还是B？" is answered with the question's own words.
-    if "还是" not in question and echoed_share(answer, question) >= 0.8:
+    if echoes_question(answer, question):
         return "repeats the question"
     parsed = _parse_question(question)
     if parsed is None:

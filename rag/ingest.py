@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import bisect
 import logging
+import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,9 +23,9 @@ from .cleaning import clean_text
 from .config import Settings
 from .embeddings import Embedder, EmbeddingCache, embed_with_cache, text_hash
 from .lexical import tokenize, tokenize_spans
-from .loaders import RawDocument, Skipped, html_to_text, iter_documents
+from .loaders import NamedFile, RawDocument, Skipped, html_to_text, iter_documents
 from .normalize import normalize
-from .store import ChunkRecord, DocumentRecord, IndexStore
+from .store import ChunkRecord, DocumentRecord, IndexStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,10 @@ class IngestReport:
     updated: list[str] = field(default_factory=list)
     unchanged: int = 0
     removed: list[str] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)  # old id → new id of a file indexed before
     skipped: list[dict[str, str]] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)  # ids refused because another source holds them
+    missing: list[str] = field(default_factory=list)  # paths given that do not exist
     chunks_written: int = 0
     chunks_embedded: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: {"load_clean": 0.0, "chunk": 0.0, "embed": 0.0,
@@ -59,6 +63,7 @@ class PreparedDocument:
     record: DocumentRecord
     chunks: list[ChunkRecord]
     is_new: bool
+    replaces: list[str] = field(default_factory=list)  # other ids of the same file, removed when this is written
 
 
 def prepare_document(raw: RawDocument, settings: Settings) -> DocumentRecord | None:
@@ -109,19 +114,26 @@ def make_chunks(doc: DocumentRecord, settings: Settings) -> list[ChunkRecord]:
     return out
 
 
-def ingest(paths: Sequence[str | Path], store: IndexStore, embedder: Embedder, settings: Settings, *,
-           cache: EmbeddingCache | None = None, sync: bool = False, progress: bool = True,
+def ingest(paths: Sequence[str | Path | NamedFile], store: IndexStore, embedder: Embedder, settings: Settings, *,
+           cache: EmbeddingCache | None = None, sync: bool = False, replace: bool = False, progress: bool = True,
            batch_documents: int = BATCH_DOCUMENTS, on_item: Callable[[str], None] | None = None) -> IngestReport:
-    """Ingest files and folders into ``store``; see the module docstring. Never raises for a bad file.
+    """Ingest files and folders into ``store``; see the module docstring. Never raises for a bad input.
 
+    A document whose id already belongs to another source (another folder's file of the same relative path, a
+    JSONL line reusing a file's id, an upload of an existing name) is refused and reported unless ``replace``.
     ``on_item(source)`` is told about each file or JSONL line as it is read (for progress in front ends).
     """
     report = IngestReport()
     started = time.perf_counter()
-    store.bind_embedder(embedder.name, embedder.dim)
     seen_by_root: dict[str, set[str]] = {}
+    taken: dict[str, str] = {}  # id → source, for the documents read in this run
     pending: list[PreparedDocument] = []
     bar = tqdm(desc="ingest", unit="doc", disable=not progress or None, dynamic_ncols=True)
+
+    def skip(source: str, reason: str) -> None:
+        report.skipped.append({"source": source, "reason": reason})
+        log.warning("skipped %s: %s", source, reason)
+        bar.update(1)
 
     def flush_batch() -> None:
         if pending:
@@ -129,43 +141,37 @@ def ingest(paths: Sequence[str | Path], store: IndexStore, embedder: Embedder, s
             pending.clear()
 
     with store.write_lock():
+        store.bind_embedder(embedder.name, embedder.dim)
         try:
-            source_iter = iter(iter_documents([str(p) for p in paths], settings.max_file_mb,
-                                              settings.max_document_chars))
-            while True:
-                t0 = time.perf_counter()
-                item = next(source_iter, None)
-                if item is None:
-                    break
+            items = iter_documents(list(paths), settings.max_file_mb, settings.max_document_chars)
+            for item in _timed(items, report.seconds):
                 if on_item is not None:
                     on_item(item.source)
                 if isinstance(item, Skipped):
+                    if item.missing:
+                        report.missing.append(item.source)
                     if item.doc_id is not None and item.root is not None:
                         # A file that is there but unreadable now keeps its indexed version, even with --sync.
                         seen_by_root.setdefault(item.root, set()).add(item.doc_id)
-                    report.skipped.append({"source": item.source, "reason": item.reason})
-                    log.warning("skipped %s: %s", item.source, item.reason)
-                    bar.update(1)
+                    skip(item.source, item.reason)
                     continue
+                where = item.source if item.whole_file else f"{item.source} ({item.doc_id})"
                 seen_by_root.setdefault(item.root, set()).add(item.doc_id)
-                record = prepare_document(item, settings)
-                report.seconds["load_clean"] += time.perf_counter() - t0
-                if record is None:
-                    where = item.source if Path(item.source).name == item.doc_id.split("/")[-1] else \
-                        f"{item.source} ({item.doc_id})"
-                    report.skipped.append({"source": where, "reason": "no text left after cleaning"})
-                    bar.update(1)
-                    continue
-                # Ids seen twice in one run (a JSONL with duplicate ids): the last one wins.
-                pending[:] = [p for p in pending if p.record.doc_id != record.doc_id]
-                stored = store.content_hashes([record.doc_id]).get(record.doc_id)
-                if stored == record.content_hash:
+                try:
+                    prepared = _prepare(item, store, settings, taken, replace, report.seconds)
+                except Exception as exc:  # one document that breaks cleaning or chunking must not stop the run
+                    log.exception("preparing %s failed", where)
+                    prepared = NotWritten(f"could not be processed ({type(exc).__name__}: {exc})")
+                if prepared is UNCHANGED:
                     report.unchanged += 1
                     bar.update(1)
                     continue
-                t1 = time.perf_counter()
-                pending.append(PreparedDocument(record, make_chunks(record, settings), stored is None))
-                report.seconds["chunk"] += time.perf_counter() - t1
+                if isinstance(prepared, NotWritten):
+                    if prepared.conflict:
+                        report.conflicts.append(item.doc_id)
+                    skip(where, prepared.reason)
+                    continue
+                pending.append(prepared)
                 if len(pending) >= batch_documents:
                     flush_batch()
             flush_batch()
@@ -185,8 +191,77 @@ def ingest(paths: Sequence[str | Path], store: IndexStore, embedder: Embedder, s
     return report
 
 
+@dataclass(frozen=True)
+class NotWritten:
+    """Why a document read in this run is not written."""
+
+    reason: str
+    conflict: bool = False  # its id belongs to another source
+
+
+UNCHANGED = NotWritten("unchanged since it was indexed")
+
+
+def _timed(items: Iterator[RawDocument | Skipped], seconds: dict[str, float]) -> Iterator[RawDocument | Skipped]:
+    """``items``, adding the time spent reading each (files are read as they are asked for) to ``load_clean``."""
+    while True:
+        t0 = time.perf_counter()
+        item = next(items, None)
+        seconds["load_clean"] += time.perf_counter() - t0
+        if item is None:
+            return
+        yield item
+
+
+def _prepare(item: RawDocument, store: IndexStore, settings: Settings, taken: dict[str, str], replace: bool,
+             seconds: dict[str, float]) -> PreparedDocument | NotWritten:
+    """The document cleaned and chunked, ready for its vectors; or why it is not written."""
+    t0 = time.perf_counter()
+    record = prepare_document(item, settings)
+    seconds["load_clean"] += time.perf_counter() - t0
+    if record is None:
+        return NotWritten("no text left after cleaning")
+    if record.doc_id in taken:
+        return NotWritten(f"the id {record.doc_id!r} was already read from {taken[record.doc_id]} in this run; "
+                          "this one is not used", conflict=True)
+    taken[record.doc_id] = record.source
+    stored = store.origins([record.doc_id]).get(record.doc_id)
+    if stored is not None and stored.source != record.source and not replace:
+        return NotWritten(f"the id {record.doc_id!r} already belongs to {stored.source}; not replaced (ask for "
+                          "--replace to overwrite it, or ingest the file under another name)", conflict=True)
+    if stored is not None and stored.content_hash == record.content_hash and stored.source == record.source:
+        return UNCHANGED
+    t1 = time.perf_counter()
+    chunks = make_chunks(record, settings)
+    seconds["chunk"] += time.perf_counter() - t1
+    # One file is one document: ids it was indexed under before (an older release named single files by their
+    # bare name) give way to this one.
+    renamed = [d for d in store.doc_ids_from_source(record.source) if d != record.doc_id] if item.whole_file else []
+    return PreparedDocument(record, chunks, stored is None, renamed)
+
+
 def _write_batch(batch: list[PreparedDocument], store: IndexStore, embedder: Embedder, settings: Settings,
                  cache: EmbeddingCache | None, report: IngestReport, bar: tqdm) -> None:
+    """Embed and store a batch in one transaction; when that fails for a reason other than the index or the
+    disk, each document is tried alone so that one bad document costs only itself."""
+    try:
+        _write_documents(batch, store, embedder, settings, cache, report)
+    except (sqlite3.Error, OSError, StoreError):
+        raise
+    except Exception as exc:
+        if len(batch) == 1:
+            where = batch[0].record.source
+            report.skipped.append({"source": where, "reason": f"could not be indexed ({type(exc).__name__}: {exc})"})
+            log.warning("could not index %s: %s", where, exc)
+        else:
+            for prepared in batch:
+                _write_batch([prepared], store, embedder, settings, cache, report, bar)
+            return
+    bar.update(len(batch))
+
+
+def _write_documents(batch: list[PreparedDocument], store: IndexStore, embedder: Embedder, settings: Settings,
+                     cache: EmbeddingCache | None, report: IngestReport) -> None:
     texts = [c.index_text for p in batch for c in p.chunks]
     t0 = time.perf_counter()
     vectors, embedded = embed_with_cache(embedder, cache, texts, settings.embed_batch_size)
@@ -198,9 +273,10 @@ def _write_batch(batch: list[PreparedDocument], store: IndexStore, embedder: Emb
     for p in batch:
         per_doc.append(vectors[row : row + len(p.chunks)])
         row += len(p.chunks)
-    store.write_documents([p.record for p in batch], [p.chunks for p in batch], per_doc)
+    replaced = [old for p in batch for old in p.replaces]
+    store.write_documents([p.record for p in batch], [p.chunks for p in batch], per_doc, also_remove=replaced)
     report.seconds["store"] += time.perf_counter() - t1
     report.chunks_written += len(texts)
     for p in batch:
         (report.added if p.is_new else report.updated).append(p.record.doc_id)
-    bar.update(len(batch))
+        report.renamed.update(dict.fromkeys(p.replaces, p.record.doc_id))

@@ -15,9 +15,7 @@ _WORD = re.compile(r"[\w\u3400-\u4dbf\u4e00-\u9fff]", re.UNICODE)
 
 # Function words and question words: they carry no topic, and answers never contain the question words.
 QUERY_STOPWORDS = frozenset(
-    "的 了 是 在 和 与 及 或 有 也 就 都 而 被 把 对 为 以 于 从 到 向 由 给 让 这 那 其 之 个 吗 呢 吧 啊 呀 么 "
-    "什么 哪 哪个 哪些 哪里 哪儿 哪位 哪年 哪天 哪一 谁 多少 几 几个 怎么 怎样 如何 为什么 为何 何时 何地 "
-    "是否 是不是 请问 请 一下 时候 可以 能 会 要 还 又 中 上 下 等".split()
+    ["的", "了", "是", "在", "和", "与", "及", "或", "有", "也", "就", "都", "而", "被", "把", "对", "为", "以", "于", "从", "到", "向", "由", "给", "让", "这", "那", "其", "之", "个", "吗", "呢", "吧", "啊", "呀", "么", "什么", "哪", "哪个", "哪些", "哪里", "哪儿", "哪位", "哪年", "哪天", "哪一", "谁", "多少", "几", "几个", "怎么", "怎样", "如何", "为什么", "为何", "何时", "何地", "是否", "是不是", "请问", "请", "一下", "时候", "可以", "能", "会", "要", "还", "又", "中", "上", "下", "等"]
 )
 
 
@@ -63,7 +61,7 @@ def words(text: str) -> list[str]:
 
 # Question words (哪座, 第几次, 多少钱 ...) and words about the document itself (这篇新闻, 讲话) never occur in answers.
 _QUESTION_WORD = re.compile(r"哪|几|谁|什么|多少|怎么|如何|为何|啥")
-META_WORDS = frozenset("这次 这篇 本次 本文 文章 新闻 报道 讲话 发言 资料 文中 文件中 请问 提到 提及".split())
+META_WORDS = frozenset(["这次", "这篇", "本次", "本文", "文章", "新闻", "报道", "讲话", "发言", "资料", "文中", "文件中", "请问", "提到", "提及"])
 
 
 def _is_query_content(word: str) -> bool:

@@ -1,7 +1,8 @@
 """Read files into raw documents: encodings, formats, and a reason for every file we skip.
 
-Supported: ``.txt .md .html .htm .docx .pdf .jsonl``. A file's document id is its path relative to the
-folder given (or its file name when a file is given); a JSONL line's id is its ``id`` field.
+Supported: ``.txt .md .html .htm .docx .pdf .jsonl``. Document ids keep where a document came from (see
+:func:`iter_documents`), and every document records its ``source``: the absolute path of its file, or the
+origin an upload was given.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .normalize import clean_text_field
+
 log = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".text"}
@@ -29,11 +32,12 @@ class RawDocument:
 
     doc_id: str
     text: str
-    source: str  # the file it came from
+    source: str  # the file it came from (absolute path), or an upload's origin
     root: str  # the folder (or file) the user named; ``--sync`` works per root
     title: str | None = None
     is_html: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
+    whole_file: bool = True  # the file is this one document (not a line of a JSONL file)
 
 
 @dataclass
@@ -44,6 +48,16 @@ class Skipped:
     reason: str
     doc_id: str | None = None  # the id the file would have had: ``--sync`` keeps its indexed version
     root: str | None = None
+    missing: bool = False  # the path the user gave does not exist
+
+
+@dataclass(frozen=True)
+class NamedFile:
+    """A file whose document id and recorded origin the caller chooses (an upload: its user's file name)."""
+
+    path: Path
+    doc_id: str
+    source: str
 
 
 class LoadError(Exception):
@@ -205,73 +219,122 @@ def _is_markup(text: str) -> bool:
     return "<html" in head or "<!doctype html" in head or len(re.findall(r"</(p|div|span|a|li)>", head)) >= 5
 
 
-def iter_jsonl(path: Path, root: str, max_chars: int) -> Iterator[RawDocument | Skipped]:
-    """One document per JSON line: ``{"id", "text", ...}``; other fields become metadata."""
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            where = f"{path}:{lineno}"
-            if not raw.strip():
-                continue
-            try:
-                line, _ = decode_bytes(raw)
-                obj = json.loads(line)
-            except (LoadError, json.JSONDecodeError) as exc:
-                yield Skipped(where, f"not a JSON object ({exc})")
-                continue
-            if not isinstance(obj, dict) or "text" not in obj or not isinstance(obj["text"], str):
-                yield Skipped(where, 'line lacks a string "text" field')
-                continue
-            doc_id = str(obj.get("id") or f"{path.name}:{lineno}")
-            text = obj.pop("text")
-            if not text.strip():
-                yield Skipped(where, f"document {doc_id} has empty text")
-                continue
-            if len(text) > max_chars:
-                yield Skipped(where, f"document {doc_id} too long ({len(text)} > {max_chars} characters)")
-                continue
-            obj.pop("id", None)
-            title = obj.get("title") if isinstance(obj.get("title"), str) else None
-            yield RawDocument(doc_id=doc_id, text=text, source=str(path), root=root, title=title,
-                              is_html=_is_markup(text), metadata=obj)
+def iter_jsonl(path: Path, root: str, max_chars: int, source: str | None = None) -> Iterator[RawDocument | Skipped]:
+    """One document per JSON line: ``{"id", "text", ...}``; other fields become metadata.
+
+    ``source`` is the origin recorded for every line (default: the file's path). A file that cannot be opened or
+    read half-way is one :class:`Skipped`, after the lines already read.
+    """
+    source = source or display_path(path)
+    lineno = 0
+    try:
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                if raw.strip():
+                    yield _jsonl_line(raw, f"{source}:{lineno}", source, root, max_chars)
+    except OSError as exc:
+        where = f"{source}:{lineno}" if lineno else source
+        yield Skipped(where, f"cannot read ({exc.strerror or exc})")
 
 
-def iter_documents(paths: list[str | os.PathLike[str]], max_file_mb: float = 64.0,
+def _jsonl_line(raw: bytes, where: str, source: str, root: str, max_chars: int) -> RawDocument | Skipped:
+    try:
+        line, _ = decode_bytes(raw)
+        obj = json.loads(line)
+    except (LoadError, json.JSONDecodeError) as exc:
+        return Skipped(where, f"not a JSON object ({exc})")
+    if not isinstance(obj, dict) or "text" not in obj or not isinstance(obj["text"], str):
+        return Skipped(where, 'line lacks a string "text" field')
+    raw_id = obj.get("id")
+    doc_id = clean_text_field(str(raw_id)).strip() if raw_id not in (None, "") else ""
+    doc_id = doc_id or where.rsplit("/", 1)[-1]  # a line without an id is named by its file and line: "news.jsonl:12"
+    text = clean_text_field(obj.pop("text"))
+    if not text.strip():
+        return Skipped(where, f"document {doc_id} has empty text")
+    if len(text) > max_chars:
+        return Skipped(where, f"document {doc_id} too long ({len(text)} > {max_chars} characters)")
+    obj.pop("id", None)
+    title = clean_text_field(obj["title"]) if isinstance(obj.get("title"), str) else None
+    return RawDocument(doc_id=doc_id, text=text, source=source, root=root, title=title, is_html=_is_markup(text),
+                       metadata=obj, whole_file=False)
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as text that can be shown and stored: a file name in GBK/GB18030 or Big5 bytes (common on disks
+    from Chinese Windows machines) is decoded as such, and bytes nothing decodes become U+FFFD."""
+    raw = os.fsencode(path)
+    for encoding in ("utf-8", "gb18030", "big5"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("utf-8", errors="replace")
+
+
+def iter_documents(paths: Sequence[str | os.PathLike[str] | NamedFile], max_file_mb: float = 64.0,
                    max_document_chars: int = 2_000_000) -> Iterator[RawDocument | Skipped]:
-    """Walk files and folders, yielding a :class:`RawDocument` or a :class:`Skipped` for each input."""
+    """Walk files and folders, yielding a :class:`RawDocument` or a :class:`Skipped` for each input; never raises
+    for one bad input.
+
+    Ids (what answers cite and ``rag show`` takes): a file in a folder given is its path relative to that folder;
+    a file given by itself is its absolute path; a :class:`NamedFile` (an upload) takes the id it was given; a
+    JSONL line takes its ``id`` field.
+    """
     max_bytes = int(max_file_mb * 1e6)
     for given in paths:
-        given_path = Path(given)
-        root = str(given_path.resolve())
-        if not given_path.exists():
-            yield Skipped(str(given), "no such file or folder")
+        if isinstance(given, NamedFile):
+            yield from _read_one(given.path, given.doc_id, given.source, given.source, max_bytes, max_document_chars)
             continue
-        if given_path.is_dir():
-            files = sorted(p for p in given_path.rglob("*") if p.is_file() and not _hidden(p.relative_to(given_path)))
-            base = given_path
-        else:
-            files, base = [given_path], given_path.parent
-        for path in files:
-            doc_id = path.relative_to(base).as_posix()
-            suffix = path.suffix.lower()
-            if suffix not in SUPPORTED_SUFFIXES:
-                yield Skipped(str(path), f"unsupported file type {suffix or '(none)'}", doc_id, root)
+        given_path = Path(given)
+        if not given_path.exists():
+            yield Skipped(display_path(given), "no such file or folder", missing=True)
+            continue
+        base = given_path.resolve()
+        root = display_path(base)
+        if not given_path.is_dir():
+            yield from _read_one(base, root, root, root, max_bytes, max_document_chars)
+            continue
+        for path in _walk(base):
+            if isinstance(path, Skipped):
+                yield path
                 continue
-            if suffix == ".jsonl":
-                yield from iter_jsonl(path, root, max_document_chars)
-                continue
-            try:
-                text, is_html = read_file(path, max_bytes)
-            except LoadError as exc:
-                yield Skipped(str(path), str(exc), doc_id, root)
-                continue
-            except OSError as exc:
-                yield Skipped(str(path), f"cannot read ({exc.strerror or exc})", doc_id, root)
-                continue
-            if len(text) > max_document_chars:
-                yield Skipped(str(path), f"too long ({len(text)} > {max_document_chars} characters)", doc_id, root)
-                continue
-            yield RawDocument(doc_id=doc_id, text=text, source=str(path), root=root, is_html=is_html)
+            doc_id = display_path(path.relative_to(base).as_posix())
+            yield from _read_one(path, doc_id, display_path(path), root, max_bytes, max_document_chars)
 
 
-def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)
+def _walk(folder: Path) -> Iterator[Path | Skipped]:
+    """Files under ``folder`` in sorted order, hidden ones left out; a subfolder that cannot be listed is a
+    :class:`Skipped` (its files keep their indexed versions)."""
+    problems: list[OSError] = []
+    found: list[Path] = []
+    for top, dirs, files in os.walk(folder, onerror=problems.append):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(top) / f for f in files if not f.startswith("."))
+    for exc in problems:
+        yield Skipped(display_path(exc.filename or folder), f"cannot list folder ({exc.strerror or exc})")
+    yield from sorted(p for p in found if p.is_file())
+
+
+def _read_one(path: Path, doc_id: str, source: str, root: str, max_bytes: int,
+              max_chars: int) -> Iterator[RawDocument | Skipped]:
+    """The document(s) of one file: one per file, or one per line of a ``.jsonl``."""
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        yield Skipped(source, f"unsupported file type {suffix or '(none)'}", doc_id, root)
+        return
+    if suffix == ".jsonl":
+        yield from iter_jsonl(path, root, max_chars, source)
+        return
+    try:
+        text, is_html = read_file(path, max_bytes)
+    except LoadError as exc:
+        yield Skipped(source, str(exc), doc_id, root)
+        return
+    except OSError as exc:
+        yield Skipped(source, f"cannot read ({exc.strerror or exc})", doc_id, root)
+        return
+    text = clean_text_field(text)
+    if len(text) > max_chars:
+        yield Skipped(source, f"too long ({len(text)} > {max_chars} characters)", doc_id, root)
+        return
+    yield RawDocument(doc_id=doc_id, text=text, source=source, root=root, is_html=is_html)

@@ -58,3 +58,18 @@ def is_traditional(text: str) -> bool:
 def match_script(text: str, like: str) -> str:
     """Convert ``text`` into the script ``like`` is written in."""
     return to_traditional(text) if is_traditional(like) else to_simplified(text)
+
+
+# Lone surrogates (invalid UTF-8 bytes decoded with surrogateescape, JSON "\ud800" escapes) cannot be encoded,
+# stored or shown; NUL and the other C0 controls but tab and line breaks have no place in text either.
+_UNUSABLE = re.compile(r"[\ud800-\udfff]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_text_field(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD and control characters (but tab and line breaks) removed."""
+    return _UNUSABLE.sub(lambda m: "\ufffd" if m.group() >= "\ud800" else "", text)
+
+
+def has_unusable(text: str) -> bool:
+    """Whether :func:`clean_text_field` would change ``text``."""
+    return _UNUSABLE.search(text) is not None

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from .config import Settings
 from .embeddings import Embedder
 from .lexical import phrase_coverage, query_bigrams, query_terms
-from .normalize import normalize
+from .normalize import clean_text_field, has_unusable, normalize
 from .rerank import CrossEncoderReranker, mmr_order
 from .store import IndexStore, StoredChunk
 
@@ -102,14 +102,23 @@ class Retriever:
         self.reranker = reranker
 
     def prepare_query(self, query: str) -> tuple[str, str | None]:
-        """Strip and bound a query; returns ``(query, note)``. Raises :class:`QueryError` when empty."""
+        """Strip, clean and bound a query; returns ``(query, note)``. Raises :class:`QueryError` when empty.
+
+        Characters that cannot be stored or shown (invalid UTF-8, lone surrogates, control characters) are
+        replaced, and the note says so.
+        """
+        notes = []
+        if has_unusable(query):
+            query = clean_text_field(query)
+            notes.append("问题中有无法识别的字符，已替换为 �")
         query = " ".join(query.split())
-        if not query:
+        if not query.strip("\ufffd "):
             raise QueryError("the question is empty")
         limit = self.settings.max_query_chars
         if len(query) > limit:
-            return query[:limit], f"问题过长（{len(query)} 字），只按前 {limit} 字检索"
-        return query, None
+            notes.append(f"问题过长（{len(query)} 字），只按前 {limit} 字检索")
+            query = query[:limit]
+        return query, "；".join(notes) or None
 
     def search(self, query: str, k: int | None = None, retriever: str | None = None) -> SearchResult:
         """Top ``k`` chunks for ``query``."""
@@ -164,7 +173,7 @@ class Retriever:
         doc_list = [(c, score) for d, score in doc_hits for c in doc_chunks.get(d, [])]
         lists = {"dense": dense_hits, "bm25": bm25_hits, "doc": doc_list, "phrase": phrase}
         weights = {"dense": s.weight_dense, "bm25": s.weight_bm25, "doc": s.weight_bm25_doc, "phrase": s.weight_phrase}
-        scores: dict[int, float] = {c: 0.0 for c in candidates}
+        scores: dict[int, float] = dict.fromkeys(candidates, 0.0)
         if s.fusion == "score":
             for name, hits in lists.items():
                 if not hits:

@@ -1,9 +1,13 @@
 """One long-lived object that the web demo (and any other front end) calls: index, models and answerer
 loaded once per process, with a lock so that several users at once never interleave their index work.
+
+Every public method takes the :class:`~rag.access.User` asking and checks their right to it first
+(:func:`rag.access.require`), so no front end can forget to.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
 import threading
@@ -12,17 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .access import Permission, User, require
 from .answer import Answer, Answerer
 from .config import Settings
 from .embeddings import EmbeddingCache, embedder_for_index
 from .generate import load_generator
 from .ingest import IngestReport, ingest
+from .loaders import NamedFile
 from .rerank import load_reranker
 from .retrieve import Retriever
-from .store import IndexStore
+from .store import IndexStore, damaged
 from .summarize import Summarizer, Summary, summarize_batch
+from .uploads import Upload
 
 log = logging.getLogger(__name__)
+UPLOAD_SCHEME = "upload://"
 
 
 @dataclass
@@ -34,6 +42,27 @@ class ServiceStats:
     embedder: str | None
     size_mb: float
     generator: str
+    read_only: bool = False
+
+
+def upload_source(user: User, upload: Upload) -> str:
+    """The origin recorded for an uploaded file: who uploaded it and what it held, so that uploading another
+    file under an existing name is a conflict (refused unless replaced), and the same file again is unchanged."""
+    digest = hashlib.sha256()
+    with open(upload.path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return f"{UPLOAD_SCHEME}{user.name}/{digest.hexdigest()[:16]}/{upload.name}"
+
+
+def describe_source(source: str) -> str:
+    """A document's origin as the page shows it: an upload's file name and uploader; a server file's name only
+    (where files lie on the server is not the web's business)."""
+    if source.startswith(UPLOAD_SCHEME):
+        user, _, rest = source[len(UPLOAD_SCHEME):].partition("/")
+        name = rest.split("/", 1)[-1]
+        return f"{name}（{user} 上传）"
+    return Path(source).name or source
 
 
 class RagService:
@@ -43,6 +72,10 @@ class RagService:
         self.settings = settings
         self._lock = threading.RLock()
         self.store = IndexStore.open(settings.index_dir, create=True, settings=settings)
+        problems = self.store.quick_check()  # a server that starts should not fail its users' first questions
+        if problems:
+            self.store.close()
+            raise damaged(settings.index_dir, problems[0])
         self.embedder = embedder_for_index(self.store.embedder, settings)
         self.cache = EmbeddingCache(settings.cache_dir, self.embedder.name, self.embedder.dim)
         self.generator = load_generator(settings)
@@ -57,76 +90,106 @@ class RagService:
             self.cache.close()
 
     # -- questions --------------------------------------------------------------------------------------------
-    def ask(self, question: str) -> Answer:
+    def ask(self, user: User | None, question: str) -> Answer:
         """Answer one question (raises ``QueryError`` for an empty one)."""
+        require(user, Permission.READ)
         with self._lock:
             return self.answerer.ask(question)
 
-    def evaluate_qa(self, items: Sequence[Any]) -> dict[str, Any]:
+    def evaluate_qa(self, user: User | None, items: Sequence[Any]) -> dict[str, Any]:
         """A QA evaluation run (see :func:`rag.evaluate.evaluate_qa`) over this index."""
         from .evaluate import evaluate_qa
 
+        require(user, Permission.READ)
         with self._lock:
             return evaluate_qa(items, self.answerer, progress=False)
 
     # -- summaries --------------------------------------------------------------------------------------------
-    def summarize(self, doc_ids: Sequence[str], length: str = "medium") -> list[Summary]:
+    def summarize(self, user: User | None, doc_ids: Sequence[str], length: str = "medium") -> list[Summary]:
         """Summaries of documents of the index (unknown ids are skipped)."""
+        require(user, Permission.READ)
         with self._lock:
             docs = [d for d in (self.store.document(i) for i in doc_ids) if d is not None]
             return [self.summarizer.summarize(d["text"], d["doc_id"], d["title"], length) for d in docs]
 
-    def summarize_topic(self, query: str, bullets: int = 5) -> Summary:
+    def summarize_topic(self, user: User | None, query: str, bullets: int = 5) -> Summary:
         """Bullets across the documents that search finds for ``query``."""
+        require(user, Permission.READ)
         with self._lock:
             return self.summarizer.summarize_topic(query, self.retriever, k=8, bullets=bullets)
 
-    def summarize_library(self, out: Path, length: str = "medium") -> dict[str, int]:
+    def summarize_library(self, user: User | None, out: Path, length: str = "medium") -> dict[str, int]:
         """Every document's summary into ``out`` (JSONL) and ``out`` with ``.md``."""
+        require(user, Permission.READ)
         with self._lock:
             items = list(self.store.iter_texts())
             return summarize_batch(iter(items), self.summarizer, out, length, total=len(items), progress=False)
 
     # -- library ----------------------------------------------------------------------------------------------
-    def ingest(self, paths: Sequence[str | Path], progress: Callable[[float, str], None] | None = None) -> IngestReport:
-        """Ingest files or folders in one run; ``progress(fraction, message)`` is told about each file read."""
+    def ingest_uploads(self, user: User | None, uploads: Sequence[Upload], *, replace: bool = False,
+                       progress: Callable[[float, str], None] | None = None) -> IngestReport:
+        """Ingest checked uploads (:func:`rag.uploads.accept_uploads`) under the names their users gave them.
+
+        An upload whose name an existing document of other content holds is refused unless ``replace``.
+        """
+        user = require(user, Permission.EDIT)
+        named = [NamedFile(u.path, u.name, upload_source(user, u)) for u in uploads]
+        report = self._ingest(named, replace, progress)
+        log.info("%s ingested %d uploads: added %s, updated %s, skipped %d", user.name, len(uploads),
+                 report.added, report.updated, len(report.skipped))
+        return report
+
+    def ingest_paths(self, user: User | None, paths: Sequence[str | Path],
+                     progress: Callable[[float, str], None] | None = None) -> IngestReport:
+        """Ingest files or folders of this machine (the sample corpus, a folder an administrator names)."""
+        require(user, Permission.ADMIN)
+        return self._ingest(list(paths), False, progress)
+
+    def _ingest(self, items: Sequence[str | Path | NamedFile], replace: bool,
+                progress: Callable[[float, str], None] | None) -> IngestReport:
         seen: list[str] = []
 
         def tell(source: str) -> None:
             seen.append(source)
             if progress:
-                progress(min(len(seen) / max(len(paths), 1), 0.99), Path(source).name)
+                progress(min(len(seen) / max(len(items), 1), 0.99), Path(source).name)
 
         with self._lock:
-            report = ingest(list(paths), self.store, self.embedder, self.settings, cache=self.cache, progress=False,
-                            on_item=tell)
+            report = ingest(list(items), self.store, self.embedder, self.settings, cache=self.cache, replace=replace,
+                            progress=False, on_item=tell)
         if progress:
             progress(1.0, "完成")
         return report
 
-    def documents(self) -> list[dict[str, Any]]:
+    def documents(self, user: User | None) -> list[dict[str, Any]]:
         """Every document with its chunk count."""
+        require(user, Permission.READ)
         with self._lock:
             return self.store.list_documents()
 
-    def document(self, doc_id: str) -> dict[str, Any] | None:
+    def document(self, user: User | None, doc_id: str) -> dict[str, Any] | None:
         """One document's cleaned text and fields."""
+        require(user, Permission.READ)
         with self._lock:
             return self.store.document(doc_id)
 
-    def remove(self, doc_id: str) -> bool:
+    def remove(self, user: User | None, doc_id: str) -> bool:
         """Remove a document; ``False`` when it was not there."""
+        user = require(user, Permission.EDIT)
         with self._lock, self.store.write_lock():
             removed = self.store.remove_documents([doc_id]) > 0
             self.store.flush()
-            return removed
+        if removed:
+            log.info("%s removed %s", user.name, doc_id)
+        return removed
 
-    def stats(self) -> ServiceStats:
+    def stats(self, user: User | None) -> ServiceStats:
         """Counts for the library tab."""
+        require(user, Permission.READ)
         with self._lock:
             data = self.store.stats()
         return ServiceStats(data["documents"], data["chunks"], data["embedder"], data["size_bytes"] / 1e6,
-                            self.generator.name if self.generator else "extractive")
+                            self.generator.name if self.generator else "extractive", data["read_only"])
 
 
 def render_answer(answer: Answer) -> str:

@@ -13,8 +13,10 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,15 +25,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .lexical import fts_match_expression
-from .vectors import VectorBackend, VectorBackendError, open_backend
+from .vectors import FAISS_NAME, FAISS_STAMP, VectorBackend, VectorBackendError, open_backend
 
 if TYPE_CHECKING:
     from .config import Settings
 
 log = logging.getLogger(__name__)
 
-# 2: removed_chunks (the log vector backends replay) and the vector_store setting; format 1 is upgraded in place.
-FORMAT_VERSION = 2
+# 2: removed_chunks (the log vector backends replay) and the vector_store setting.
+# 3: every document's source is an absolute path (or an upload's origin), indexed: ingest refuses an id that
+#    another source holds. Formats 1 and 2 are upgraded in place when opened writable, and read as they are.
+FORMAT_VERSION = 3
+READABLE_FORMATS = {"1", "2", "3"}
 DB_NAME = "index.sqlite"
 LOCK_NAME = ".write.lock"
 _REMOVED_TABLE = "CREATE TABLE IF NOT EXISTS removed_chunks (chunk_id INTEGER PRIMARY KEY, generation INTEGER NOT NULL);"
@@ -51,6 +56,7 @@ CREATE TABLE documents (
     ingested_at REAL NOT NULL
 );
 CREATE INDEX documents_root ON documents(root);
+CREATE INDEX documents_source ON documents(source);
 CREATE TABLE chunks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
@@ -81,6 +87,45 @@ class EmbedderMismatchError(StoreError):
 
 class IndexBusyError(StoreError):
     """Another process is writing to the index."""
+
+
+class IndexDamagedError(IndexFormatError):
+    """SQLite found the index damaged (a corrupted page, a broken full-text index)."""
+
+
+class IndexReadOnlyError(StoreError):
+    """A change was asked of an index that can only be read here."""
+
+
+def damaged(directory: Path, exc: BaseException) -> IndexDamagedError:
+    """The one-line error for a damaged index: what SQLite said, and what to do."""
+    return IndexDamagedError(
+        f"the index at {directory} is damaged ({exc}); `rag check --index {directory}` shows what is wrong. "
+        "Restore it from a copy made by `rag backup`, or re-ingest into a new --index folder (the embedding cache "
+        "keeps that cheap)")
+
+
+@dataclass
+class Origin:
+    """Where a stored document came from, and its content hash: what ingest compares a new version against."""
+
+    source: str
+    content_hash: str
+
+
+@dataclass
+class CheckReport:
+    """What ``rag check`` found: problems (the index is damaged) and notes (repaired on the next open)."""
+
+    index: str
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether no problem was found."""
+        return not self.problems
 
 
 @dataclass
@@ -128,47 +173,54 @@ class StoredChunk:
 class IndexStore:
     """One index directory. Open with :meth:`open`; use as a context manager to close it."""
 
-    def __init__(self, directory: Path, db: sqlite3.Connection, settings: Settings | None = None) -> None:
+    def __init__(self, directory: Path, db: sqlite3.Connection, settings: Settings | None = None, *,
+                 read_only: bool = False) -> None:
         self.directory = directory
+        self.read_only = read_only
         self._db = db
         self._settings = settings
         self._vectors: VectorBackend | None = None
         self._dirty = False
+        self._checked_for_writing = False
 
     # -- opening -----------------------------------------------------------------------------------------
     @classmethod
     def open(cls, directory: str | os.PathLike[str], *, create: bool = False,
-             settings: Settings | None = None) -> "IndexStore":
+             settings: Settings | None = None) -> IndexStore:
         """Open the index in ``directory`` (creating it when ``create``); raises :class:`StoreError` subclasses.
 
-        ``settings`` choose the vector backend of a new index (``vector_store``, ``milvus_*``) and tune FAISS
-        (``vector_index``, ``ann_min_vectors``, ``hnsw_*``); an existing index keeps the backend it was made with.
+        An index this process cannot write (a read-only mount, another user's folder) opens read-only: it answers,
+        and a change raises :class:`IndexReadOnlyError`. ``settings`` choose the vector backend of a new index
+        (``vector_store``, ``milvus_*``) and tune FAISS (``vector_index``, ``ann_min_vectors``, ``hnsw_*``); an
+        existing index keeps the backend it was made with.
         """
         directory = Path(directory)
         db_path = directory / DB_NAME
         if not db_path.exists():
             if not create:
                 raise StoreError(f"no index at {directory} (run `rag ingest PATH --index {directory}` first)")
-            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the index folder {directory} ({exc.strerror or exc})") from None
+        db, read_only = _connect(db_path)
         try:
-            db = sqlite3.connect(db_path, timeout=30, check_same_thread=False)
-            db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA journal_mode=WAL")
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not tables and create and not read_only:
+                tables = _create_schema(db, settings)
         except sqlite3.DatabaseError as exc:
-            raise IndexFormatError(f"{db_path} is not a readable index ({exc}); move it away and re-ingest") from None
+            db.close()
+            raise IndexFormatError(f"{db_path} is not a readable index ({exc}); `rag check` tells more, or re-ingest "
+                                   "into a new --index folder") from None
         if not tables:
-            if not create:
-                raise IndexFormatError(f"{db_path} is empty; re-ingest to rebuild it")
-            meta = [("format_version", str(FORMAT_VERSION)), ("generation", "0"),
-                    ("vector_store", settings.vector_store if settings else "faiss")]
-            if settings is not None and settings.vector_store == "milvus":
-                meta += [("milvus_uri", settings.milvus_uri), ("milvus_collection", settings.milvus_collection)]
-            with db:
-                db.executescript(_SCHEMA)
-                db.executemany("INSERT INTO meta VALUES (?, ?)", meta)
-        store = cls(directory, db, settings)
-        store._check_format()
+            db.close()
+            raise IndexFormatError(f"{db_path} is empty; re-ingest to rebuild it")
+        store = cls(directory, db, settings, read_only=read_only)
+        try:
+            store._check_format()
+        except Exception:
+            db.close()
+            raise
         return store
 
     def _check_format(self) -> None:
@@ -178,20 +230,37 @@ class IndexStore:
             raise IndexFormatError(f"{self.directory} is not an index of this tool or is damaged ({exc})") from None
         if version is None:
             raise IndexFormatError(f"{self.directory} has no format version: not an index of this tool")
-        if version == "1":
-            with self._db:  # format 1 lacks only the removal log, which starts empty
-                self._db.executescript(_REMOVED_TABLE)
-                self._db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
-            version = str(FORMAT_VERSION)
-        if not version.isdigit() or int(version) != FORMAT_VERSION:
+        if version not in READABLE_FORMATS:
             raise IndexFormatError(
-                f"{self.directory} uses index format {version}, this version reads format {FORMAT_VERSION}; "
-                f"re-ingest into a new --index folder (the embedding cache keeps that cheap)")
+                f"{self.directory} uses index format {version}, this version reads formats "
+                f"{', '.join(sorted(READABLE_FORMATS))}; re-ingest into a new --index folder (the embedding cache "
+                "keeps that cheap)")
         try:
             self._db.execute("SELECT count(*) FROM chunk_terms").fetchone()
             self._db.execute("SELECT count(*) FROM doc_terms").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise IndexFormatError(f"{self.directory}: damaged index ({exc}); re-ingest into a new folder") from None
+            raise damaged(self.directory, exc) from None
+        if version != str(FORMAT_VERSION) and not self.read_only:
+            try:
+                self._upgrade(int(version))
+            except sqlite3.DatabaseError as exc:
+                raise damaged(self.directory, exc) from None
+
+    def _upgrade(self, version: int) -> None:
+        """Bring a format 1 or 2 index to the current format, in one transaction."""
+        with self._db:
+            if version < 2:  # format 1 lacks only the removal log, which starts empty
+                self._db.execute(_REMOVED_TABLE)
+            # Format 3: sources become absolute paths (older releases stored them as given on the command line).
+            rows = self._db.execute("SELECT DISTINCT source, root FROM documents").fetchall()
+            for source, root in rows:
+                absolute = _absolute_source(source, root)
+                if absolute != source:
+                    self._db.execute("UPDATE documents SET source = ? WHERE source = ? AND root = ?",
+                                     (absolute, source, root))
+            self._db.execute("CREATE INDEX IF NOT EXISTS documents_source ON documents(source)")
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
+        log.info("upgraded %s from index format %d to %d", self.directory, version, FORMAT_VERSION)
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -204,7 +273,7 @@ class IndexStore:
             self._vectors.close()
         self._db.close()
 
-    def __enter__(self) -> "IndexStore":
+    def __enter__(self) -> IndexStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -213,8 +282,27 @@ class IndexStore:
     # -- writing -------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def write_lock(self) -> Iterator[None]:
-        """Hold the index's single-writer lock (another writer gets :class:`IndexBusyError`)."""
-        with open(self.directory / LOCK_NAME, "w") as fh:
+        """Hold the index's single-writer lock (another writer gets :class:`IndexBusyError`).
+
+        The first time a store is written, SQLite's quick check runs, so nothing is written into a damaged index.
+        """
+        if self.read_only:
+            raise IndexReadOnlyError(f"{self.directory} is read-only here: it can be searched and asked, not changed")
+        with self._lock_file():
+            if not self._checked_for_writing:
+                problems = self.quick_check()
+                if problems:
+                    raise damaged(self.directory, problems[0])
+                self._checked_for_writing = True
+            yield
+
+    @contextlib.contextmanager
+    def _lock_file(self) -> Iterator[None]:
+        try:
+            fh = open(self.directory / LOCK_NAME, "w")  # noqa: SIM115 (held across the yield)
+        except OSError as exc:
+            raise IndexReadOnlyError(f"cannot write to {self.directory} ({exc.strerror or exc})") from None
+        with fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -223,6 +311,14 @@ class IndexStore:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def quick_check(self) -> list[str]:
+        """SQLite's ``quick_check`` (every page and row readable; no index-to-table cross-check): problems found."""
+        try:
+            rows = [r[0] for r in self._db.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+        return [] if rows == ["ok"] else rows
 
     @property
     def embedder(self) -> tuple[str, int] | None:
@@ -242,6 +338,19 @@ class IndexStore:
                 f"{self.directory} holds vectors from {current[0]} ({current[1]}-d); refusing to mix in "
                 f"{name} ({dim}-d). Use another --index folder, or the same embedder.")
 
+    def origins(self, doc_ids: Sequence[str]) -> dict[str, Origin]:
+        """Where each of ``doc_ids`` that is in the index came from."""
+        out: dict[str, Origin] = {}
+        for part in _batches(doc_ids):
+            for doc_id, source, content_hash in self._db.execute(
+                    f"SELECT doc_id, source, content_hash FROM documents WHERE doc_id IN ({_marks(part)})", part):
+                out[doc_id] = Origin(source, content_hash)
+        return out
+
+    def doc_ids_from_source(self, source: str) -> list[str]:
+        """Documents ingested from ``source`` (a file's absolute path, or an upload's origin)."""
+        return [r[0] for r in self._db.execute("SELECT doc_id FROM documents WHERE source = ?", (source,))]
+
     def content_hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
         """Stored content hash of each of ``doc_ids`` that is in the index."""
         out: dict[str, str] = {}
@@ -255,13 +364,14 @@ class IndexStore:
         return [r[0] for r in self._db.execute("SELECT doc_id FROM documents WHERE root = ?", (root,))]
 
     def write_documents(self, docs: Sequence[DocumentRecord], chunks: Sequence[Sequence[ChunkRecord]],
-                        vectors: Sequence[np.ndarray]) -> None:
-        """Insert or replace ``docs`` with their chunks and chunk vectors, in one transaction."""
+                        vectors: Sequence[np.ndarray], also_remove: Sequence[str] = ()) -> None:
+        """Insert or replace ``docs`` with their chunks and chunk vectors, and remove the documents
+        ``also_remove``, in one transaction."""
         backend = self._backend()
         added_ids: list[int] = []
         added_vecs: list[np.ndarray] = []
         with self._db:
-            removed_ids = self._delete_documents([d.doc_id for d in docs])
+            removed_ids = self._delete_documents([d.doc_id for d in docs] + list(also_remove))
             now = time.time()
             for doc, doc_chunks, doc_vecs in zip(docs, chunks, vectors):
                 cur = self._db.execute(
@@ -377,8 +487,13 @@ class IndexStore:
 
     def removed_since(self, generation: int) -> list[int]:
         """Chunk ids removed by writes after ``generation``."""
-        return [r[0] for r in self._db.execute("SELECT chunk_id FROM removed_chunks WHERE generation > ?",
-                                               (generation,))]
+        try:
+            rows = self._db.execute("SELECT chunk_id FROM removed_chunks WHERE generation > ?", (generation,))
+        except sqlite3.OperationalError:
+            if not self.read_only:
+                raise
+            return []  # a format 1 index read where it cannot be upgraded: no removal was logged
+        return [r[0] for r in rows]
 
     def forget_removed(self, up_to_generation: int) -> None:
         """Drop removal records no snapshot newer than ``up_to_generation`` needs."""
@@ -399,7 +514,9 @@ class IndexStore:
         return self._meta(key)
 
     def set_meta(self, key: str, value: str) -> None:
-        """Store a value in the index's key-value metadata."""
+        """Store a value in the index's key-value metadata (nothing, in a read-only index)."""
+        if self.read_only:
+            return
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
@@ -510,11 +627,96 @@ class IndexStore:
         info = self.embedder
         size = sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
         backend = self._backend()
-        return {"index": str(self.directory), "format_version": FORMAT_VERSION, "documents": docs, "chunks": chunks,
-                "embedder": info[0] if info else None, "dim": info[1] if info else None,
-                "vector_store": self._meta("vector_store") or "faiss",
+        return {"index": str(self.directory), "format_version": int(self._meta("format_version") or 0),
+                "documents": docs, "chunks": chunks, "embedder": info[0] if info else None,
+                "dim": info[1] if info else None, "vector_store": self._meta("vector_store") or "faiss",
                 "vector_index": backend.kind if backend is not None else None,
-                "generation": self.generation(), "size_bytes": size}
+                "generation": self.generation(), "size_bytes": size, "read_only": self.read_only}
+
+    # -- checking and copying ------------------------------------------------------------------------------
+    def check(self) -> CheckReport:
+        """Everything ``rag check`` looks at: SQLite's integrity check, the full-text indexes, the tables against
+        each other, and the vector backend against the vectors stored in SQLite."""
+        report = CheckReport(str(self.directory))
+
+        def run(what: str, query: str, *params: Any) -> list[Any]:
+            report.checked.append(what)
+            try:
+                return self._db.execute(query, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                report.problems.append(f"{what}: {exc}")
+                return []
+
+        rows = [r[0] for r in run("SQLite integrity", "PRAGMA integrity_check")]
+        report.problems += [f"SQLite integrity: {r}" for r in rows if r != "ok"]
+        for table in ("chunk_terms", "doc_terms"):
+            if self.read_only:
+                report.notes.append(f"{table}: the full-text integrity check writes, so it was left out (read-only)")
+                continue
+            report.checked.append(f"full-text index {table}")
+            try:
+                with self._db:
+                    self._db.execute(f"INSERT INTO {table}({table}) VALUES ('integrity-check')")
+            except sqlite3.DatabaseError as exc:
+                report.problems.append(f"full-text index {table}: {exc}")
+        for what, query in (
+                ("chunks without their document", "SELECT count(*) FROM chunks c LEFT JOIN documents d USING (doc_id) "
+                                                  "WHERE d.doc_id IS NULL"),
+                ("chunks without BM25 terms", "SELECT count(*) FROM chunks WHERE id NOT IN (SELECT rowid FROM chunk_terms)"),
+                ("BM25 terms without their chunk", "SELECT count(*) FROM chunk_terms WHERE rowid NOT IN "
+                                                   "(SELECT id FROM chunks)"),
+                ("documents without BM25 terms", "SELECT count(*) FROM documents WHERE rowid NOT IN "
+                                                 "(SELECT rowid FROM doc_terms)")):
+            found = run(what, query)
+            if found and found[0][0]:
+                report.problems.append(f"{found[0][0]} {what}")
+        info = self.embedder
+        if info is not None:
+            found = run("vector sizes", "SELECT count(*) FROM chunks WHERE length(vector) != ?", 4 * info[1])
+            if found and found[0][0]:
+                report.problems.append(f"{found[0][0]} chunk vectors are not {info[1]}-d")
+        if report.problems:
+            return report  # the vector backend is derived from the tables: comparing it with damaged ones says nothing
+        report.checked.append("vector backend")
+        try:
+            backend = self._backend()
+        except (StoreError, sqlite3.DatabaseError) as exc:
+            report.problems.append(f"vector backend: {exc}")
+            return report
+        if backend is None:
+            return report
+        report.notes += backend.notes
+        live, held = self.chunk_id_set(), backend.ids()
+        if live != held:
+            report.problems.append(f"vector backend ({backend.kind}) holds {len(held - live)} vectors of removed chunks "
+                                   f"and lacks {len(live - held)} chunks' vectors")
+        return report
+
+    def backup(self, destination: str | os.PathLike[str]) -> dict[str, Any]:
+        """A consistent copy of the index in the new folder ``destination`` (SQLite's online backup, plus the FAISS
+        snapshot), taken under the write lock so no ingest changes it half-way; the copy is an index folder of its own."""
+        destination = Path(destination)
+        if (destination / DB_NAME).exists() or (destination.is_dir() and any(destination.iterdir())):
+            raise StoreError(f"{destination} is not empty; back up into a new folder")
+        destination.mkdir(parents=True, exist_ok=True)
+        lock = contextlib.nullcontext() if self.read_only else self._lock_file()
+        with lock:
+            target = sqlite3.connect(destination / DB_NAME)
+            try:
+                self._db.backup(target)
+                with target:
+                    # A Milvus collection is not copied: the copy reconciles its collection from these rows.
+                    target.execute("DELETE FROM meta WHERE key LIKE 'milvus_generation:%'")
+                    target.execute("PRAGMA journal_mode=WAL")
+            finally:
+                target.close()
+            for name in (FAISS_NAME, FAISS_STAMP):
+                if (self.directory / name).is_file():
+                    shutil.copy2(self.directory / name, destination / name)
+        size = sum(p.stat().st_size for p in destination.iterdir() if p.is_file())
+        data = self.stats()
+        return {"backup": str(destination), "documents": data["documents"], "chunks": data["chunks"],
+                "generation": data["generation"], "size_bytes": size}
 
 
 def _batches(items: Sequence[Any], size: int = 500) -> Iterator[list[Any]]:
@@ -527,3 +729,98 @@ def _batches(items: Sequence[Any], size: int = 500) -> Iterator[list[Any]]:
 def _marks(part: Sequence[Any]) -> str:
     return ",".join("?" * len(part))
 
+
+
+def _connect(db_path: Path) -> tuple[sqlite3.Connection, bool]:
+    """A connection to ``db_path`` and whether it is read-only.
+
+    Read-write (WAL) when this process may write the file and its folder; otherwise read-only, which for a WAL
+    database in a folder we cannot write needs SQLite's ``immutable`` mode, safe only when no change is waiting
+    in the ``-wal`` file.
+    """
+    folder = db_path.parent
+    if os.access(folder, os.W_OK) and (not db_path.exists() or os.access(db_path, os.W_OK)):
+        try:
+            db = sqlite3.connect(db_path, timeout=30, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise IndexFormatError(f"{db_path} cannot be opened ({exc})") from None
+        try:
+            _use_wal(db)
+            db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise IndexFormatError(f"{db_path} is not a readable index ({exc}); `rag check` tells more, or "
+                                   "re-ingest into a new --index folder") from None
+        return db, False
+    uri = "file:" + urllib.parse.quote(str(db_path.resolve())) + "?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db, True
+    except sqlite3.OperationalError:
+        pass  # a WAL database whose folder we cannot write (no -shm file can be made)
+    wal = db_path.with_name(db_path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise StoreError(f"{folder} is read-only here and changes are still waiting in {wal.name}; open it "
+                         "once where it can be written (or copy the folder) to fold them in")
+    try:
+        db = sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise IndexFormatError(f"{db_path} cannot be read ({exc})") from None
+    return db, True
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch a database to WAL (persistent, so usually already done). The switch can report "locked" at once,
+    without waiting, while another process creates the same new index; so wait here."""
+    for attempt in range(200):
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 199:
+                raise
+            time.sleep(0.05)
+
+
+def _create_schema(db: sqlite3.Connection, settings: Settings | None) -> set[str]:
+    """Create a new index's tables unless another process just did; returns the tables there now.
+
+    ``BEGIN IMMEDIATE`` takes SQLite's write lock before the tables are looked at again, so two processes
+    creating the same new index one moment apart cannot both try.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            meta = [("format_version", str(FORMAT_VERSION)), ("generation", "0"),
+                    ("vector_store", settings.vector_store if settings else "faiss")]
+            if settings is not None and settings.vector_store == "milvus":
+                meta += [("milvus_uri", settings.milvus_uri), ("milvus_collection", settings.milvus_collection)]
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.executemany("INSERT INTO meta VALUES (?, ?)", meta)
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return tables
+
+
+def _absolute_source(source: str, root: str) -> str:
+    """An older index's source (a path as typed, relative to wherever ``rag ingest`` ran) made absolute with the
+    root it was ingested under, which was always stored absolute."""
+    if not source or os.path.isabs(source) or not os.path.isabs(root):
+        return source
+    parts = Path(source).parts
+    if Path(root).name == parts[-1]:
+        return root  # the root was the file itself
+    for i in range(len(parts)):
+        candidate = Path(root, *parts[i:])
+        if candidate.exists():
+            return str(candidate)
+    return str(Path(root, parts[-1]))

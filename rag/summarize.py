@@ -10,6 +10,7 @@ dropped and reported; when nothing survives the extractive summary is used.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -64,7 +65,7 @@ class Summary:
 
 def _bigrams(text: str) -> Counter:
     chars = [c for c in normalize(text) if not c.isspace()]
-    return Counter(a + b for a, b in zip(chars, chars[1:]))
+    return Counter(a + b for a, b in itertools.pairwise(chars))
 
 
 def _cosine(a: Counter, b: Counter) -> float:

@@ -59,6 +59,7 @@ class VectorBackend(Protocol):
     """A searchable copy of the chunk vectors, kept in step with the database."""
 
     kind: str
+    notes: list[str]  # what was repaired when the backend was opened (an unreadable file rebuilt ...)
 
     def sync(self, source: VectorSource) -> None:
         """Catch up with the database's current generation."""
@@ -71,6 +72,9 @@ class VectorBackend(Protocol):
 
     def count(self) -> int:
         """Vectors searchable now."""
+
+    def ids(self) -> set[int]:
+        """The chunk ids searchable now (for ``rag check``)."""
 
     def save(self, source: VectorSource) -> None:
         """Persist what needs persisting (called by writers, under the write lock)."""
@@ -105,6 +109,7 @@ class FaissVectors:
         # What the snapshot file on disk holds, so a writer knows how far the database has moved past it.
         self._snapshot_generation = -1
         self._changed_since_snapshot = 0
+        self.notes: list[str] = []
 
     def wanted_kind(self, n: int) -> str:
         """The index type for ``n`` vectors under the configured policy."""
@@ -139,6 +144,7 @@ class FaissVectors:
             return False
         except (ValueError, RuntimeError, OSError) as exc:
             log.warning("vector file unreadable (%s); rebuilding it from the database", exc)
+            self.notes.append(f"{FAISS_NAME} was unreadable; rebuilt from the database (the next write saves it)")
             return False
         try:
             generation, max_id = int(stamp["generation"]), int(stamp["max_chunk_id"])
@@ -149,6 +155,7 @@ class FaissVectors:
             usable = False  # a stamp from an older version of this tool
         if not usable:
             log.info("vector file does not match the database; rebuilding it")
+            self.notes.append(f"{FAISS_NAME} did not match the database; rebuilt from it (the next write saves it)")
             return False
         self._index, self.kind, self._tombstones = index, stamp["kind"], tombstones
         self._set_ef_search()
@@ -206,6 +213,11 @@ class FaissVectors:
 
     def count(self) -> int:
         return 0 if self._index is None else int(self._index.ntotal) - len(self._tombstones)
+
+    def ids(self) -> set[int]:
+        if self._index is None:
+            return set()
+        return set(faiss.vector_to_array(self._index.id_map).tolist()) - self._tombstones
 
     # -- saving ---------------------------------------------------------------------------------------------
     def save(self, source: VectorSource) -> None:
@@ -282,6 +294,7 @@ class MilvusVectors:
         except Exception as exc:  # connection refused, bad token, Lite file locked by another process...
             raise VectorBackendError(f"cannot open Milvus collection {collection!r} at {uri}: {exc}") from exc
         self.uri, self.collection, self.dim = uri, collection, dim
+        self.notes: list[str] = []
         self._meta_key = f"milvus_generation:{collection}"
 
     def sync(self, source: VectorSource) -> None:
@@ -333,6 +346,9 @@ class MilvusVectors:
 
     def count(self) -> int:
         return int(self._client.get_collection_stats(self.collection)["row_count"])
+
+    def ids(self) -> set[int]:
+        return self._ids()
 
     def save(self, source: VectorSource) -> None:
         """Nothing to do: each write went to Milvus when it was committed."""

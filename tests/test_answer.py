@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 
 from rag.answer import NOT_FOUND, Answerer, Source, drop_restated_subject, focus_on_answer, grounding_guard
-from rag.extractive import (PassageText, extract_answer, extract_from_sentence, implausible_answer, missing_qualifiers,
-                            question_type, with_unit)
+from rag.extractive import (
+    PassageText,
+    extract_answer,
+    extract_from_sentence,
+    implausible_answer,
+    missing_qualifiers,
+    question_type,
+    with_unit,
+)
 from rag.metrics import contains_answer
 from rag.normalize import is_traditional, normalize
 from rag.retrieve import Retriever

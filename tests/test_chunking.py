@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from rag.chunking import chunk_text, split_sentences
@@ -37,13 +39,13 @@ def test_chunks_point_at_their_text_and_respect_size(name: str, size: int, overl
         covered.update(range(chunk.start, chunk.end))
     assert all(s.start in covered and s.end - 1 in covered for s in sentences)
     # Consecutive chunks move forward.
-    assert all(b.start > a.start for a, b in zip(chunks, chunks[1:]))
+    assert all(b.start > a.start for a, b in itertools.pairwise(chunks))
 
 
 def test_overlap_repeats_whole_trailing_sentences() -> None:
     text = "".join(f"第{i}句话写在这里。" for i in range(30))
     chunks = chunk_text(text, 50, 20)
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in itertools.pairwise(chunks):
         assert b.start < a.end  # they overlap
         assert a.end - b.start <= 20
         assert text[b.start : a.end].endswith("。")

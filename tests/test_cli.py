@@ -23,8 +23,8 @@ def test_every_subcommand_has_help() -> None:
 
 
 @pytest.fixture
-def cli_index(tmp_path, monkeypatch):
-    monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "cache"))
+def cli_index(tmp_path, monkeypatch, shared_cache):
+    monkeypatch.setenv("RAG_CACHE_DIR", str(shared_cache))
     monkeypatch.setenv("RAG_INDEX_DIR", str(tmp_path / "index"))  # the environment override is honoured
     assert main(["ingest", str(SAMPLE), "--quiet"]) == 0
     return tmp_path / "index"
@@ -129,7 +129,8 @@ def test_eval_summary_and_summarize_commands(cli_index, tmp_path, capsys) -> Non
     assert main(["summarize", "000_073935cdbaaa5940.txt", str(SAMPLE / "002_bc44dab522e6d896.txt"), "--json",
                  "--script", "simplified"]) == 0
     summaries = json.loads(capsys.readouterr().out)
-    assert [s["doc_id"] for s in summaries] == ["002_bc44dab522e6d896.txt", "000_073935cdbaaa5940.txt"]
+    assert [s["doc_id"] for s in summaries] == [str((SAMPLE / "002_bc44dab522e6d896.txt").resolve()),
+                                                "000_073935cdbaaa5940.txt"]
     assert "拉萨" in summaries[1]["summary"]  # converted from the page's Traditional script
     out = tmp_path / "all.jsonl"
     assert main(["summarize", "--batch", str(cli_index), "--out", str(out), "--length", "short"]) == 0

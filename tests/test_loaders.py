@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -33,15 +34,51 @@ def test_binary_and_undecodable_bytes_are_refused() -> None:
         decode_bytes(b"\x00\x01\x02\x03\xff\xfe\xfd" * 300)
 
 
-def test_folder_ids_are_relative_paths_and_file_ids_are_names(tmp_path: Path) -> None:
+def test_folder_ids_are_relative_paths_and_file_ids_are_full_paths(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.txt").write_text(SIMP, encoding="utf-8")
     (tmp_path / "b.md").write_text(TRAD, encoding="utf-8")
     docs, skipped = load(tmp_path)
     assert sorted(d.doc_id for d in docs) == ["b.md", "sub/a.txt"]
+    assert {d.source for d in docs} == {str(tmp_path / "b.md"), str(tmp_path / "sub" / "a.txt")}
     assert not skipped
+    # deptA/report.txt and deptB/report.txt given alone are two documents, not one name.
     docs, _ = load(SAMPLE / DOC_000)
-    assert [d.doc_id for d in docs] == [DOC_000]
+    assert [d.doc_id for d in docs] == [str((SAMPLE / DOC_000).resolve())]
+
+
+def test_file_names_in_gbk_bytes_are_read_and_named(tmp_path: Path) -> None:
+    folder = os.fsencode(tmp_path / "gbk")
+    os.mkdir(folder)
+    with open(os.path.join(folder, "精河县报告.txt".encode("gbk")), "w", encoding="utf-8") as fh:
+        fh.write(SIMP)
+    with open(os.path.join(folder, b"bad-\xff\xfe.txt"), "w", encoding="utf-8") as fh:
+        fh.write(TRAD)
+    docs, skipped = load(tmp_path / "gbk")
+    assert not skipped
+    assert sorted(d.doc_id for d in docs) == sorted(["精河县报告.txt", "bad-\ufffd\ufffd.txt"])
+    for doc in docs:
+        doc.doc_id.encode("utf-8")  # storable and printable
+        doc.source.encode("utf-8")
+
+
+def test_an_unreadable_jsonl_or_folder_is_skipped_and_the_rest_is_read(tmp_path: Path, monkeypatch) -> None:
+    import builtins
+
+    (tmp_path / "good.txt").write_text(SIMP, encoding="utf-8")
+    locked = tmp_path / "locked.jsonl"
+    locked.write_text(json.dumps({"id": "x1", "text": TRAD}, ensure_ascii=False) + "\n", encoding="utf-8")
+    real_open = builtins.open
+
+    def refusing_open(file, *args, **kwargs):  # what a mode-600 file of another user does
+        if str(file) == str(locked):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refusing_open)
+    docs, skipped = load(tmp_path)
+    assert [d.doc_id for d in docs] == ["good.txt"]
+    assert skipped[0].source == str(locked) and "Permission denied" in skipped[0].reason
 
 
 def test_bad_files_are_skipped_with_reasons_and_do_not_stop_the_batch(tmp_path: Path) -> None:
@@ -58,7 +95,7 @@ def test_bad_files_are_skipped_with_reasons_and_do_not_stop_the_batch(tmp_path: 
     assert reasons["empty.txt"] == "empty file"
     assert "binary" in reasons["binary.txt"]
     assert "too large" in reasons["huge.txt"]
-    assert "unsupported file type .png" == reasons["picture.png"]
+    assert reasons["picture.png"] == "unsupported file type .png"
     assert "docx" in reasons["broken.docx"]
     assert "PDF" in reasons["broken.pdf"]
 
@@ -91,8 +128,8 @@ def test_html_main_text_is_extracted(tmp_path: Path) -> None:
     (tmp_path / "page.html").write_text(html, encoding="gb18030")
     docs, skipped = load(tmp_path / "page.html")
     assert not skipped and docs[0].is_html
-    from rag.ingest import prepare_document
     from rag.config import Settings
+    from rag.ingest import prepare_document
 
     record = prepare_document(docs[0], Settings())
     assert "吴开华" in record.text and "网站地图" not in record.text and "ICP" not in record.text

@@ -6,8 +6,21 @@ import math
 
 import pytest
 
-from rag.metrics import (abstention_scores, answer_chars, char_f1, contains_answer, exact_match, faithfulness,
-                         mrr_at_k, ndcg_at_k, ngram_support, recall_at_k, rouge, rouge_chars, unsupported_numbers)
+from rag.metrics import (
+    abstention_scores,
+    answer_chars,
+    char_f1,
+    contains_answer,
+    exact_match,
+    faithfulness,
+    mrr_at_k,
+    ndcg_at_k,
+    ngram_support,
+    recall_at_k,
+    rouge,
+    rouge_chars,
+    unsupported_numbers,
+)
 
 
 def test_retrieval_metrics_collapse_chunks_to_documents() -> None:

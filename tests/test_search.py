@@ -94,7 +94,7 @@ def test_reciprocal_rank_fusion_by_hand() -> None:
     assert scores[3] == pytest.approx(1 / 63 + 1 / 61)
     assert scores[2] == pytest.approx(1 / 62)
     assert [i for i, _, _ in fused] == [1, 3, 2]
-    assert dict((i, by) for i, _, by in fused)[3] == ["dense", "bm25"]
+    assert {i: by for i, _, by in fused}[3] == ["dense", "bm25"]
     weighted = {i: s for i, s, _ in weighted_rrf({"dense": [1, 2], "bm25": [2]}, {"dense": 0.5, "bm25": 2.0}, k=60)}
     assert weighted[1] == pytest.approx(0.5 / 61) and weighted[2] == pytest.approx(0.5 / 62 + 2.0 / 61)
 

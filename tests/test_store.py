@@ -12,9 +12,8 @@ from rag.embeddings import EmbeddingCache
 from rag.ingest import ingest
 from rag.lexical import query_terms
 from rag.retrieve import Retriever
+from rag.store import EmbedderMismatchError, IndexBusyError, IndexFormatError, IndexStore, StoreError
 from rag.vectors import FAISS_NAME, FAISS_STAMP
-from rag.store import (EmbedderMismatchError, IndexBusyError, IndexFormatError,
-                       IndexStore, StoreError)
 from tests.conftest import DOC_000, DOC_002, SAMPLE, HashEmbedder
 
 
@@ -93,7 +92,7 @@ def test_sync_removes_documents_whose_files_left_the_folder(tmp_path, settings, 
     other = tmp_path / "other"
     write_corpus(other, 1)
     run_ingest(settings, hash_embedder, [corpus])
-    run_ingest(settings, hash_embedder, [other / "doc00.txt"])  # same id, another root: replaces it
+    run_ingest(settings, hash_embedder, [other / "doc00.txt"])  # a file given alone is named by its path
     (corpus / "doc02.txt").unlink()
     report = run_ingest(settings, hash_embedder, [corpus])
     assert report.removed == []  # without --sync nothing is removed
@@ -101,7 +100,8 @@ def test_sync_removes_documents_whose_files_left_the_folder(tmp_path, settings, 
     report = run_ingest(settings, hash_embedder, [corpus], sync=True)
     assert report.removed == ["doc02.txt"]
     with IndexStore.open(settings.index_dir) as store:
-        assert sorted(d["doc_id"] for d in store.list_documents()) == ["doc00.txt", "doc01.txt"]
+        assert sorted(d["doc_id"] for d in store.list_documents()) == sorted(
+            ["doc00.txt", "doc01.txt", str((other / "doc00.txt").resolve())])
 
 
 class FailingEmbedder(HashEmbedder):
@@ -160,7 +160,7 @@ def test_corrupted_and_foreign_indexes_get_clear_errors(tmp_path) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "index.sqlite").write_bytes(b"this is not a database" * 100)
-    with pytest.raises(IndexFormatError, match="not a readable index|damaged"):
+    with pytest.raises(IndexFormatError, match=r"not a readable index|damaged"):
         IndexStore.open(bad)
 
     old = tmp_path / "old"
@@ -184,15 +184,14 @@ def test_vectors_from_two_embedders_are_never_mixed(settings, hash_embedder) -> 
 
     with pytest.raises(EmbedderMismatchError, match="refusing to mix"):
         run_ingest(settings, Other(), [SAMPLE / DOC_002])
-    with IndexStore.open(settings.index_dir) as store:
-        with pytest.raises(EmbedderMismatchError):
-            store.search_dense(np.zeros((1, 8), dtype=np.float32), 3)
+    with IndexStore.open(settings.index_dir) as store, pytest.raises(EmbedderMismatchError):
+        store.search_dense(np.zeros((1, 8), dtype=np.float32), 3)
 
 
 def test_a_second_writer_is_refused(settings, hash_embedder) -> None:
-    with IndexStore.open(settings.index_dir, create=True) as store, store.write_lock():
-        with pytest.raises(IndexBusyError):
-            run_ingest(settings, hash_embedder, [SAMPLE / DOC_000])
+    with IndexStore.open(settings.index_dir, create=True) as store, store.write_lock(), \
+            pytest.raises(IndexBusyError):
+        run_ingest(settings, hash_embedder, [SAMPLE / DOC_000])
 
 
 def test_bad_files_are_reported_and_nothing_indexed_is_lost(tmp_path, settings, hash_embedder) -> None:

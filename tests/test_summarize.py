@@ -115,7 +115,7 @@ def test_batch_is_resumable_and_records_failures(tmp_path) -> None:
     assert all({"doc_id", "title", "summary", "generator", "sources"} <= set(r) for r in rows)
     assert out.with_suffix(".md").read_text(encoding="utf-8").startswith("# 摘要汇编")
 
-    changed = docs[:4] + [(docs[4][0], None, docs[4][2] + "\n会议还表彰了十名先进个人。")]
+    changed = [*docs[:4], (docs[4][0], None, docs[4][2] + "\n会议还表彰了十名先进个人。")]
     counts = summarize_batch(iter(changed), Summarizer(Settings()), out, progress=False)
     assert counts == {"summarised": 1, "reused": 4, "failed": 0, "seconds": counts["seconds"]}
 
