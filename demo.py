@@ -19,6 +19,7 @@ import json
 import logging
 import sqlite3
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from rag.embeddings import EmbedderError
 from rag.generate import GeneratorError
 from rag.rerank import RerankerError
 from rag.retrieve import QueryError
-from rag.service import RagService, describe_source, render_answer, render_sources, render_summary
+from rag.service import RagService, describe_source, render_answer, render_draft, render_sources, render_summary
 from rag.store import StoreError, damaged
 from rag.uploads import accept_uploads, discard_uploads
 
@@ -76,13 +77,19 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
         name = getattr(request, "username", None)
         return users.get(name) if name else None
 
-    def ask(question: str, request: gr.Request) -> tuple[str, str, str]:
-        """Answer a question: (answer Markdown, sources HTML, answer JSON)."""
+    def ask(question: str, request: gr.Request) -> Iterator[tuple[str, str, str]]:
+        """Answer a question as the model writes it, then the checked answer: (answer Markdown, sources HTML,
+        answer JSON)."""
+        draft = ""
         try:
-            answer = service.ask(who(request), question or "")
+            for item in service.ask_stream(who(request), question or ""):
+                if isinstance(item, str):
+                    draft += item
+                    yield render_draft(draft), "", "{}"
+                else:
+                    yield render_answer(item), render_sources(item), json.dumps(item.to_dict(), ensure_ascii=False)
         except Exception as exc:  # shown in the page, never as a stack trace
-            return _explain(exc, service, "回答"), "", "{}"
-        return render_answer(answer), render_sources(answer), json.dumps(answer.to_dict(), ensure_ascii=False)
+            yield _explain(exc, service, "回答"), "", "{}"
 
     def summarize(doc_ids: list[str] | None, topic: str, length: str, request: gr.Request) -> str:
         """Summaries of the chosen documents, or of a topic when one is given (Markdown)."""

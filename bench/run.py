@@ -223,14 +223,15 @@ def bench_latency(index: Path, settings: Settings, embedder, questions: list[str
         if llm:
             from rag.generate import load_generator
 
-            model_settings = settings.replace(generator="causal", generator_model="qwen-offline")
-            answerer = Answerer(retriever, model_settings, load_generator(model_settings))
+            model_settings = settings.replace(generator="llamacpp", generator_model="")
+            generator = load_generator(model_settings)  # the best offline model installed
+            answerer = Answerer(retriever, model_settings, generator)
             times = []
             for q in questions[:10]:
                 t = time.perf_counter()
                 answerer.ask(q)
                 times.append(time.perf_counter() - t)
-            out["ask local model (Qwen2.5-0.5B, 10 q)"] = percentiles(times)
+            out[f"ask {generator.name} (10 q)"] = percentiles(times)
     return out
 
 

@@ -31,7 +31,7 @@ def confidences(dataset: str, index: str, limit: int | None) -> list[tuple[bool,
         items = load_gold(dataset, limit)
         out = []
         for item, result in zip(items, retriever.search_many([i.question for i in items], settings.answer_sources)):
-            _, found = answerer.extract(result.query, result.hits)
+            found = answerer.extract(result.query, result.hits).extraction
             out.append((bool(item.answers), found.confidence if found else 0.0, found.coverage if found else 0.0))
     return out
 

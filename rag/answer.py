@@ -8,10 +8,11 @@ evidence covers too little of the question the answer is "资料中未找到答�
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 from .config import Settings
@@ -19,6 +20,7 @@ from .extractive import (
     INJECTION,
     Extraction,
     PassageText,
+    ScoredSentence,
     answer_clause,
     echoed_share,
     extract_answer,
@@ -26,12 +28,13 @@ from .extractive import (
     idf_from_counts,
     implausible_answer,
     missing_qualifiers,
+    rank_sentences,
     with_unit,
 )
 from .lexical import query_terms
 from .metrics import is_supported, ngram_support, split_claims
 from .normalize import clean_text_field, match_script, normalize
-from .retrieve import Hit, Retriever, SearchResult
+from .retrieve import Hit, Retriever
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,27 @@ class Answer:
         data["sources"] = [{k: v for k, v in s.items() if k != "marker"} | {"marker": s["marker"]}
                            for s in data["sources"]]
         return data
+
+
+@dataclass
+class Evidence:
+    """What retrieval gave one question: the numbered sources, their sentences ranked against the question, and
+    the span the extractor would answer with."""
+
+    sources: list[Source]
+    extraction: Extraction | None
+    ranked: list[ScoredSentence]
+
+
+@dataclass
+class Prepared:
+    """A question retrieved and extracted, ready for the model (see :meth:`Answerer.prepare_many`)."""
+
+    question: str  # as asked, cleaned
+    query: str  # as searched (bounded in length)
+    evidence: Evidence
+    fallback: Answer  # the extractive answer (or abstention): what is shown when the model's is not
+    seconds: float  # spent so far
 
 
 @dataclass
@@ -156,8 +180,8 @@ class Answerer:
         self.settings = settings
         self.generator = generator
 
-    def extract(self, question: str, hits: Sequence[Hit]) -> tuple[list[Source], Extraction | None]:
-        """Number the hits as sources and extract the best answer span from them (no abstention applied)."""
+    def extract(self, question: str, hits: Sequence[Hit]) -> Evidence:
+        """Number the hits as sources, rank their sentences and extract the best answer span (no abstention)."""
         sources = []
         for n, hit in enumerate(hits, 1):
             warning = "此段落含有类似指令的文字，已作为资料内容处理" if INJECTION.search(normalize(hit.text)) else None
@@ -166,8 +190,9 @@ class Answerer:
         store = self.retriever.store
         freqs = store.term_doc_freqs(query_terms(question))
         idf = idf_from_counts(lambda t: freqs.get(t, 0), max(store.chunk_count(), 1))
-        extraction = extract_answer(question, [PassageText(i, s.text, s.title) for i, s in enumerate(sources)], idf)
-        return sources, extraction
+        passages = [PassageText(i, s.text, s.title) for i, s in enumerate(sources)]
+        ranked = rank_sentences(question, passages, idf)
+        return Evidence(sources, extract_answer(question, passages, idf, ranked=ranked), ranked)
 
     def ask(self, question: str) -> Answer:
         """Answer one question."""
@@ -175,23 +200,62 @@ class Answerer:
 
     def ask_many(self, questions: Sequence[str]) -> list[Answer]:
         """Answer questions in order; retrieval is batched, models stay loaded."""
+        return [self.finish(p) for p in self.prepare_many(questions)]
+
+    def ask_stream(self, question: str) -> Iterator[str | Answer]:
+        """Answer one question as a model writes it: see :meth:`finish_stream`."""
+        return self.finish_stream(self.prepare_many([question])[0])
+
+    def prepare_many(self, questions: Sequence[str]) -> list[Prepared]:
+        """Retrieval, sentence ranking and the extractive answer of each question: all the work that reads the
+        index (so a service can hold its index lock for this part only)."""
         started = time.perf_counter()
         results = self.retriever.search_many(questions, self.settings.answer_sources)
-        retrieval = (time.perf_counter() - started) / max(1, len(questions))
-        answers = [self._answer(q, r) for q, r in zip(questions, results)]
-        for answer in answers:
-            answer.seconds += retrieval  # each question's share of the batched retrieval
-        return answers
+        retrieval = (time.perf_counter() - started) / max(1, len(questions))  # each question's share of the batch
+        prepared = []
+        for question, result in zip(questions, results):
+            began = time.perf_counter()
+            question = clean_text_field(question)  # as searched: nothing that cannot be encoded reaches the answer
+            evidence = self.extract(result.query, result.hits)  # the query as searched (length-bounded)
+            fallback = self._extractive(question, evidence.extraction, evidence.sources, result.note)
+            prepared.append(Prepared(question, result.query, evidence, fallback,
+                                     retrieval + time.perf_counter() - began))
+        return prepared
 
-    def _answer(self, question: str, result: SearchResult) -> Answer:
+    def finish(self, prepared: Prepared) -> Answer:
+        """The answer to a prepared question: the model's once it passes the checks, else the extractive one."""
         started = time.perf_counter()
-        question = clean_text_field(question)  # as searched: nothing that cannot be encoded reaches the answer
-        sources, extraction = self.extract(result.query, result.hits)  # the query as searched (length-bounded)
-        answer = self._extractive(question, extraction, sources, result.note)
+        answer = prepared.fallback
         if self.generator is not None and not answer.abstained:
-            answer = self._generated(question, result.query, sources, extraction, answer)
-        answer.seconds = time.perf_counter() - started
+            shown = self._model_input(prepared.evidence)
+            try:
+                raw: str | Exception = self.generator.answer(prepared.query, shown)
+            except Exception as exc:  # a model failing on one question must not fail the batch
+                raw = exc
+            answer = self._checked(prepared, shown, raw)
+        answer.seconds = prepared.seconds + time.perf_counter() - started
         return answer
+
+    def finish_stream(self, prepared: Prepared) -> Iterator[str | Answer]:
+        """The model's text piece by piece as it is written (unchecked: for display while it is written), then the
+        checked :class:`Answer`, always last. Without a model that streams, just the Answer."""
+        stream = getattr(self.generator, "stream_answer", None)
+        if stream is None or prepared.fallback.abstained:
+            yield self.finish(prepared)
+            return
+        started = time.perf_counter()
+        shown = self._model_input(prepared.evidence)
+        pieces: list[str] = []
+        try:
+            for piece in stream(prepared.query, shown):
+                pieces.append(piece)
+                yield piece
+            raw: str | Exception = "".join(pieces)
+        except Exception as exc:  # shown as the fallback's reason, like a failed call that does not stream
+            raw = exc
+        answer = self._checked(prepared, shown, raw)
+        answer.seconds = prepared.seconds + time.perf_counter() - started
+        yield answer
 
     def _supported(self, question: str, extraction: Extraction | None, sources: list[Source]) -> bool:
         if extraction is None:
@@ -214,14 +278,25 @@ class Answerer:
                       evidence=extraction.evidence, citations=[source.marker], sources=sources,
                       confidence=extraction.confidence, note=note)
 
-    def _generated(self, question: str, query: str, sources: list[Source], extraction: Extraction | None,
-                   fallback: Answer) -> Answer:
-        name = self.generator.name
-        top = sources[: self.settings.generator_sources]
+    def _model_input(self, evidence: Evidence) -> list[Source]:
+        """What the model reads: the best sources (at most ``generator_sources``, none scoring below
+        ``generator_min_score`` of the best), cut to their sentences that bear on the question
+        (:func:`select_sentences`) when ``generator_context_chars`` is set."""
+        top = evidence.sources[: self.settings.generator_sources]
         best = top[0].score if top else 0.0
         # The share cut-off needs positive scores (fusion's are; a reranker's logits may not be).
         shown = top[:1] + [source for source in top[1:]
                            if best <= 0 or source.score >= self.settings.generator_min_score * best]
+        if self.settings.generator_context_chars <= 0:
+            return shown
+        return select_sentences(shown, evidence.ranked, self.settings.generator_context_chars)
+
+    def _checked(self, prepared: Prepared, shown: list[Source], raw: str | Exception) -> Answer:
+        """The model's answer once the guard and the plausibility checks pass it; else the extractive answer,
+        saying why."""
+        name = self.generator.name
+        question, query, fallback = prepared.question, prepared.query, prepared.fallback
+        extraction, sources = prepared.evidence.extraction, prepared.evidence.sources
 
         def fall_back(reason: str, dropped: list[str] | None = None) -> Answer:
             fallback.generator = f"extractive (fallback: {reason})"
@@ -229,12 +304,10 @@ class Answerer:
                 fallback.dropped = dropped
             return fallback
 
-        shown_texts = [source.text for source in shown]
-        try:
-            raw = self.generator.answer(query, shown)
-        except Exception as exc:  # a model failing on one question must not fail the batch
-            log.warning("%s failed (%s); using the extractive answer", name, exc)
+        if isinstance(raw, Exception):
+            log.warning("%s failed (%s); using the extractive answer", name, raw)
             return fall_back(f"{name} failed")
+        shown_texts = [source.text for source in shown]
         if NOT_FOUND in normalize(raw):
             return fall_back(f"{name} found no answer")
         guarded = grounding_guard(raw, shown, self.settings.guard_min_support)
@@ -245,6 +318,9 @@ class Answerer:
             span, said = normalize(extraction.answer), normalize(answer_text)
             if span and span in said and len(span) < len(said):
                 # The model's sentence contains the extracted span: keep the concise span it confirms.
+                answer_text, name = extraction.answer, f"{name}+span"
+            elif extraction.typed and said and said in span and len(said) < len(span) <= max(2 * len(said), len(said) + 12):
+                # The model clipped the span it confirms ("十三次" of "第十三次", "业务培训" of "……建设业务培训").
                 answer_text, name = extraction.answer, f"{name}+span"
             else:
                 answer_text = focus_on_answer(drop_restated_subject(answer_text, query), query)
@@ -263,3 +339,34 @@ class Answerer:
         return Answer(question, match_script(answer_text, question), False, name,
                       evidence=extraction.evidence if extraction else "", citations=guarded.citations,
                       sources=sources, confidence=fallback.confidence, note=fallback.note, dropped=guarded.dropped)
+
+
+def select_sentences(shown: Sequence[Source], ranked: Sequence[ScoredSentence], budget: int) -> list[Source]:
+    """``shown`` cut to the sentences that cover the question best, within ``budget`` characters in all.
+
+    Sentences are taken best first (the best one always); each passage keeps its chosen sentences in their
+    order, with "……" where text was left out, under its own marker, so the model's ``[n]`` still names the
+    passage a user sees. A passage none of whose sentences is chosen is not shown.
+    """
+    by_marker = {source.marker: source for source in shown}
+    chosen: dict[int, list[ScoredSentence]] = {}
+    used = 0
+    for sentence in ranked:
+        marker = sentence.rank + 1  # sources are numbered from 1 in retrieval order
+        if marker not in by_marker or sentence.coverage <= 0:
+            continue
+        if used and used + len(sentence.text) > budget:
+            continue
+        chosen.setdefault(marker, []).append(sentence)
+        used += len(sentence.text)
+    out = []
+    for source in shown:
+        sentences = sorted(chosen.get(source.marker, []), key=lambda x: x.start)
+        if not sentences:
+            continue
+        parts, end = [], 0
+        for sentence in sentences:
+            parts.append(("" if sentence.start <= end or not parts else "……") + sentence.text.strip())
+            end = sentence.end
+        out.append(dataclasses.replace(source, text="".join(parts), support=None))
+    return out or list(shown[:1])

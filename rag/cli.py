@@ -20,9 +20,10 @@ from . import __version__
 from .access import ROLES, AccessError, UserStore
 from .config import ConfigError, Settings, load_settings
 from .embeddings import EmbedderError, EmbeddingCache, embedder_for_index, load_embedder
-from .generate import GeneratorError
+from .generate import GENERATORS, GeneratorError
 from .ingest import ingest
 from .jsonl import DatasetError, read_jsonl
+from .models import OFFLINE_MODELS
 from .normalize import clean_text_field, has_unusable
 from .rerank import RerankerError, load_reranker
 from .retrieve import RETRIEVERS, QueryError, Retriever, SearchResult
@@ -204,6 +205,22 @@ def _open_answerer(settings: Settings):
     return store, Answerer(retriever, settings, load_generator(settings))
 
 
+def _stream_answer(answerer, question: str):
+    """Print the model's answer as it is written, then return the checked answer (printed in full after it)."""
+    answer, streamed = None, False
+    for item in answerer.ask_stream(question):
+        if isinstance(item, str):
+            if not streamed:
+                print("模型作答（未核对）：", end="", flush=True)
+                streamed = True
+            print(item, end="", flush=True)
+        else:
+            answer = item
+    if streamed:
+        print("\n")
+    return answer
+
+
 def _print_answer(answer) -> None:
     if answer.note:
         print(f"注意：{answer.note}")
@@ -233,7 +250,9 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     store, answerer = _open_answerer(settings)
     with store:
         if args.question:
-            answer = answerer.ask(decode_argument(args.question))
+            question = decode_argument(args.question)
+            streamed = args.stream and not args.json
+            answer = _stream_answer(answerer, question) if streamed else answerer.ask(question)
             _print_json(answer.to_dict()) if args.json else _print_answer(answer)
             return 0
         questions = _read_questions(args.batch)
@@ -456,12 +475,14 @@ def _publish(args: argparse.Namespace, report: dict[str, Any], markdown: str, pa
 def cmd_eval_qa(args: argparse.Namespace, settings: Settings) -> int:
     from .evaluate import evaluate_qa, load_gold, plot_qa, qa_markdown, write_report
 
-    items = load_gold(args.dataset, args.limit)
+    items = load_gold(args.dataset, args.limit, args.sample, args.seed)
     store, answerer = _open_answerer(settings)
     with store:
         report = evaluate_qa(items, answerer)
-    used = {"generator": settings.generator, "generator_model": settings.generator_model,
-            "abstain_threshold": settings.abstain_threshold, "answer_sources": settings.answer_sources}
+    used = {"generator": answerer.generator.name if answerer.generator else "extractive",
+            "generator_model": settings.generator_model, "generator_context_chars": settings.generator_context_chars,
+            "abstain_threshold": settings.abstain_threshold, "answer_sources": settings.answer_sources,
+            "sample": args.sample, "seed": args.seed if args.sample else None}
     _publish(args, report, *write_report(report, Path(args.out), qa_markdown, plot_qa, **_context(args, settings),
                                          settings=used))
     return 0
@@ -502,10 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="machine-readable JSON output")
 
     def generator_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--generator", choices=["auto", "extractive", "seq2seq", "causal"],
-                       help="answer/summary generator (default from config: auto)")
+        p.add_argument("--generator", choices=["auto", "extractive", *GENERATORS],
+                       help="answer/summary generator (default from config: auto = the best offline model installed, "
+                       "else extractive)")
         p.add_argument("--generator-model", metavar="NAME_OR_PATH",
-                       help="hub name, directory or .gguf file of the model; qwen-offline for the bundled one")
+                       help=f"an offline model ({', '.join(OFFLINE_MODELS)}), a .gguf file, a hub name or a directory")
 
     def dataset_flags(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument("--dataset", required=True, metavar="FILE", help=what)
@@ -547,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
                        '"question"}; output lines {"id", "question", "answer", "abstained", "generator", "sources"}).')
     p.add_argument("question", nargs="?", help="the question (either script)")
     generator_flags(p)
+    p.add_argument("--stream", action="store_true",
+                   help="print the model's answer as it is written, then the checked answer (not with --json)")
     p.add_argument("--batch", metavar="FILE", help="JSONL file of questions")
     p.add_argument("--out", metavar="FILE", help="where --batch writes its JSONL answers")
     p.set_defaults(func=cmd_ask)
@@ -627,6 +651,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "abstention precision/recall, citation precision, faithfulness and latency.")
     dataset_flags(e, "gold JSONL file")
     e.add_argument("--limit", type=int, help="only the first N questions (quick runs)")
+    e.add_argument("--sample", type=int, metavar="N", help="N questions drawn at random (see --seed)")
+    e.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     generator_flags(e)
     e.set_defaults(func=cmd_eval_qa)
     e = eval_sub.add_parser("summary", parents=[common], help="ROUGE, key facts, boilerplate, faithfulness",

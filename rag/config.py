@@ -74,12 +74,19 @@ class Settings:
     max_query_chars: int = 512
     # Answering.
     answer_sources: int = 5
-    generator: str = "auto"  # auto | extractive | seq2seq | causal
-    generator_model: str = ""  # hub name, local directory, .gguf file, or "qwen-offline" (the bundled model)
+    # auto: the best offline model installed (llama.cpp), else extractive | extractive | llamacpp | seq2seq | causal
+    generator: str = "auto"
+    # An offline model (qwen2.5-coder-1.5b, qwen2.5-coder-0.5b), a .gguf file, a hub name or a local directory.
+    generator_model: str = ""
+    llm_context: int = 4096  # llama.cpp context window, in tokens
+    llm_threads: int = 0  # llama.cpp threads; 0 = every core
     max_new_tokens: int = 64
     max_input_tokens: int = 768
     generator_sources: int = 3  # small models answer better from fewer passages ...
     generator_min_score: float = 0.5  # ... so passages scoring below this share of the best one are not shown
+    # ... and of those only the sentences that cover the question best, this many characters in all (0 = whole
+    # passages): what a model must read is most of its latency on a CPU.
+    generator_context_chars: int = 240
     summary_new_tokens: int = 200
     # Below this evidence confidence (see rag.extractive.Extraction.confidence) we answer "资料中未找到答案".
     # Calibrated with eval/calibrate_abstention.py on dev data.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import random
 import re
 import subprocess
 import time
@@ -49,8 +50,14 @@ class GoldItem:
     kind: str | None = None  # question type, when the gold file says
 
 
-def load_gold(path: str | Path, limit: int | None = None) -> list[GoldItem]:
-    """Read a gold JSONL file (first ``limit`` lines when given)."""
+def load_gold(path: str | Path, limit: int | None = None, sample: int | None = None,
+              seed: int = 0) -> list[GoldItem]:
+    """Read a gold JSONL file: the first ``limit`` lines, or ``sample`` lines drawn at random with ``seed``
+    (the same lines, in file order, for the same file and seed)."""
+    if sample:
+        items = load_gold(path)
+        keep = set(random.Random(seed).sample(range(len(items)), min(sample, len(items))))
+        return [item for i, item in enumerate(items) if i in keep]
     items: list[GoldItem] = []
     for lineno, obj in read_jsonl(path):
         try:

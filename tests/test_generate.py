@@ -85,4 +85,4 @@ def test_unloadable_models(tmp_path) -> None:
         load_generator(Settings(generator="causal"))
     # auto falls back to extractive (None) when the configured model cannot be loaded.
     assert load_generator(Settings(generator="auto", generator_model=str(tmp_path / "nothing"))) is None
-    assert load_generator(Settings()) is None
+    assert load_generator(Settings(generator="extractive")) is None

