@@ -290,8 +290,16 @@ def _print_summary(summary) -> None:
     print()
 
 
-def cmd_summarize(args: argparse.Namespace, settings: Settings) -> int:
+def _summary_model(args: argparse.Namespace, settings: Settings):
+    """The model that writes summaries: the one --generator names, or with summarize_with_model the answers' one;
+    else none (extracted summaries)."""
     from .generate import load_generator
+
+    asked = getattr(args, "generator", None) is not None or getattr(args, "generator_model", None) is not None
+    return load_generator(settings) if asked or settings.summarize_with_model else None
+
+
+def cmd_summarize(args: argparse.Namespace, settings: Settings) -> int:
     from .summarize import Summarizer, summarize_batch
 
     modes = sum(bool(x) for x in (args.targets, args.query, args.batch))
@@ -299,7 +307,7 @@ def cmd_summarize(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("give documents or paths, or --query TOPIC, or --batch FOLDER_OR_INDEX")
     if args.batch and not args.out:
         raise UsageError("--batch needs --out FILE")
-    summarizer = Summarizer(settings, load_generator(settings))
+    summarizer = Summarizer(settings, _summary_model(args, settings))
     if args.query:
         store, retriever = _open_for_reading(settings)
         with store:
@@ -490,7 +498,6 @@ def cmd_eval_qa(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_eval_summary(args: argparse.Namespace, settings: Settings) -> int:
     from .evaluate import evaluate_summaries, plot_summary, summary_markdown, write_report
-    from .generate import load_generator
     from .summarize import Summarizer
 
     items = [obj for _, obj in read_jsonl(args.dataset)]
@@ -499,7 +506,7 @@ def cmd_eval_summary(args: argparse.Namespace, settings: Settings) -> int:
     with IndexStore.open(settings.index_dir, settings=settings) as store:
         documents = {item["doc_id"]: store.document(item["doc_id"]) for item in items}
     documents = {k: v for k, v in documents.items() if v is not None}
-    report = evaluate_summaries(items, documents, Summarizer(settings, load_generator(settings)), args.length)
+    report = evaluate_summaries(items, documents, Summarizer(settings, _summary_model(args, settings)), args.length)
     _publish(args, report, *write_report(report, Path(args.out), summary_markdown, plot_summary,
                                          **_context(args, settings)))
     return 0

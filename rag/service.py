@@ -81,7 +81,7 @@ class RagService:
         self.generator = load_generator(settings)
         self.retriever = Retriever(self.store, self.embedder, settings, load_reranker(settings))
         self.answerer = Answerer(self.retriever, settings, self.generator)
-        self.summarizer = Summarizer(settings, self.generator)
+        self.summarizer = Summarizer(settings, self.generator if settings.summarize_with_model else None)
 
     def close(self) -> None:
         """Save and close the index."""

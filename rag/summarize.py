@@ -195,8 +195,14 @@ class Summarizer:
                              sources)
         if self.generator is None:
             return extractive
+        reading = self.settings.summary_input_chars
+        if reading and len(text) > reading:
+            # What the model reads is its time on a CPU: the document's key sentences, in order, not all of it.
+            text_for_model = "".join(text[a:b] for a, b in extractive_summary(text, reading, title))
+        else:
+            text_for_model = text
         try:
-            draft = self._map_reduce(text, max_chars)
+            draft = self._map_reduce(text_for_model, max_chars)
         except Exception as exc:  # a model failing on one document must not fail a batch
             log.warning("%s failed on %s (%s); extractive summary used", self.generator.name, doc_id, exc)
             extractive.generator = f"extractive (fallback: {self.generator.name} failed)"

@@ -139,3 +139,25 @@ def test_a_streamed_answer_the_guard_refuses_is_replaced_by_the_fallback(sample_
     final = items[-1]
     assert final.generator.startswith("extractive (fallback: guard refused") and final.answer == "39.61%"
     assert final.dropped == ["女性公务员比例达到52.3%。"]
+
+
+def test_rag_ask_streams_then_prints_the_checked_answer(model_cache, shared_cache, tmp_path, monkeypatch,
+                                                         capsys) -> None:
+    from rag.cli import main
+    from tests.conftest import SAMPLE
+
+    if not (shared_cache / "models").exists():
+        (shared_cache / "models").symlink_to(model_cache / "models")  # the embedding cache and the model, together
+    monkeypatch.setenv("RAG_CACHE_DIR", str(shared_cache))
+    monkeypatch.setenv("RAG_INDEX_DIR", str(tmp_path / "index"))
+    monkeypatch.setenv("RAG_LLM_CONTEXT", "2048")
+    assert main(["ingest", str(SAMPLE), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["ask", "精河县妇女儿童工作会议由谁主持？", "--stream", "--generator", "llamacpp",
+                 "--generator-model", SMALL.name]) == 0
+    out = capsys.readouterr().out
+    streamed, _, checked = out.partition("\n\n")
+    assert streamed.startswith("模型作答（未核对）：") and "答案：" in checked and "生成方式：" in checked
+    assert main(["ask", "精河县妇女儿童工作会议由谁主持？", "--stream", "--json", "--generator", "llamacpp",
+                 "--generator-model", SMALL.name]) == 0
+    assert capsys.readouterr().out.lstrip().startswith("{")  # --json is never streamed
