@@ -173,7 +173,8 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
             return _explain(exc, service, "读取文档")
         if doc is None:
             return _error(f"没有文档 {doc_id!r}")
-        head = f"### {doc['title'] or doc['doc_id']}\n\n<small>{doc['doc_id']} · 来源 {describe_source(doc['source'])}</small>\n\n"
+        origin = describe_source(doc["source"])
+        head = f"### {doc['title'] or doc['doc_id']}\n\n<small>{doc['doc_id']} · 来源 {origin}</small>\n\n"
         return head + doc["text"].replace("\n", "\n\n")
 
     def remove_document(doc_id: str, request: gr.Request) -> tuple[str, list[list[Any]], str]:

@@ -111,8 +111,8 @@ def run_model(spec: str, threads: int, settings: Settings, retriever: Retriever,
             doc = retriever.store.document(path.name)
             t = time.perf_counter()
             summary = summarizer.summarize(doc["text"], doc["doc_id"], doc["title"], "medium")
-            docs.append({"doc_id": doc["doc_id"], "chars": len(doc["text"]), "seconds": round(time.perf_counter() - t, 1),
-                         "generator": summary.generator, "summary_chars": len(summary.summary)})
+            docs.append({"doc_id": doc["doc_id"], "chars": len(doc["text"]), "generator": summary.generator,
+                         "seconds": round(time.perf_counter() - t, 1), "summary_chars": len(summary.summary)})
         row["summaries"] = docs
     return row
 

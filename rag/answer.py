@@ -319,7 +319,8 @@ class Answerer:
             if span and span in said and len(span) < len(said):
                 # The model's sentence contains the extracted span: keep the concise span it confirms.
                 answer_text, name = extraction.answer, f"{name}+span"
-            elif extraction.typed and said and said in span and len(said) < len(span) <= max(2 * len(said), len(said) + 12):
+            elif (extraction.typed and said and said in span
+                  and len(said) < len(span) <= max(2 * len(said), len(said) + 12)):
                 # The model clipped the span it confirms ("十三次" of "第十三次", "业务培训" of "……建设业务培训").
                 answer_text, name = extraction.answer, f"{name}+span"
             else:

@@ -93,8 +93,8 @@ class Seq2SeqGenerator:
         try:
             from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
         except ImportError as exc:
-            raise GeneratorError("the seq2seq generator needs transformers and torch (pip install 'rag-zh[transformers]')") \
-                from exc
+            raise GeneratorError("the seq2seq generator needs transformers and torch "
+                                 "(pip install 'rag-zh[transformers]')") from exc
         _torch_threads(settings)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model)
@@ -141,8 +141,8 @@ class CausalGenerator:
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:
-            raise GeneratorError("the causal generator needs transformers and torch (pip install 'rag-zh[transformers]')") \
-                from exc
+            raise GeneratorError("the causal generator needs transformers and torch "
+                                 "(pip install 'rag-zh[transformers]')") from exc
         _torch_threads(settings)
         label = model
         offline = offline_model(model)

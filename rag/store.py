@@ -662,7 +662,8 @@ class IndexStore:
         for what, query in (
                 ("chunks without their document", "SELECT count(*) FROM chunks c LEFT JOIN documents d USING (doc_id) "
                                                   "WHERE d.doc_id IS NULL"),
-                ("chunks without BM25 terms", "SELECT count(*) FROM chunks WHERE id NOT IN (SELECT rowid FROM chunk_terms)"),
+                ("chunks without BM25 terms", "SELECT count(*) FROM chunks WHERE id NOT IN "
+                                              "(SELECT rowid FROM chunk_terms)"),
                 ("BM25 terms without their chunk", "SELECT count(*) FROM chunk_terms WHERE rowid NOT IN "
                                                    "(SELECT id FROM chunks)"),
                 ("documents without BM25 terms", "SELECT count(*) FROM documents WHERE rowid NOT IN "
@@ -688,13 +689,13 @@ class IndexStore:
         report.notes += backend.notes
         live, held = self.chunk_id_set(), backend.ids()
         if live != held:
-            report.problems.append(f"vector backend ({backend.kind}) holds {len(held - live)} vectors of removed chunks "
-                                   f"and lacks {len(live - held)} chunks' vectors")
+            report.problems.append(f"vector backend ({backend.kind}) holds {len(held - live)} vectors of removed "
+                                   f"chunks and lacks {len(live - held)} chunks' vectors")
         return report
 
     def backup(self, destination: str | os.PathLike[str]) -> dict[str, Any]:
         """A consistent copy of the index in the new folder ``destination`` (SQLite's online backup, plus the FAISS
-        snapshot), taken under the write lock so no ingest changes it half-way; the copy is an index folder of its own."""
+        snapshot), taken under the write lock so no ingest changes it half-way; the copy is an index of its own."""
         destination = Path(destination)
         if (destination / DB_NAME).exists() or (destination.is_dir() and any(destination.iterdir())):
             raise StoreError(f"{destination} is not empty; back up into a new folder")

@@ -272,8 +272,8 @@ class Summarizer:
             if len(picked) >= bullets:
                 break
         body = "\n".join(f"- {p['text']}" for p in picked)
-        generator = "extractive" if self.generator is None else f"extractive (fallback: check refused {self.generator.name})"
-        return Summary(None, query, body, generator if dropped else "extractive", bullets=picked, dropped=dropped)
+        generator = f"extractive (fallback: check refused {self.generator.name})" if dropped else "extractive"
+        return Summary(None, query, body, generator, bullets=picked, dropped=dropped)
 
     def _model_topic(self, query: str, hits: Sequence[Any], bullets: int, script: str | None) -> Summary:
         from .answer import Source, grounding_guard

@@ -95,7 +95,8 @@ def test_an_older_index_keeps_its_documents_and_ids(env, tmp_path) -> None:
     assert main(["ingest", str(SAMPLE / DOC_002), "--quiet"]) == 0
     db = sqlite3.connect(env / "index" / "index.sqlite")
     new_id = str((SAMPLE / DOC_002).resolve())
-    db.execute("UPDATE documents SET doc_id = ?, source = ? WHERE doc_id = ?", (DOC_002, f"data/sample/{DOC_002}", new_id))
+    db.execute("UPDATE documents SET doc_id = ?, source = ? WHERE doc_id = ?",
+               (DOC_002, f"data/sample/{DOC_002}", new_id))
     db.execute("UPDATE chunks SET doc_id = ? WHERE doc_id = ?", (DOC_002, new_id))
     db.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
     db.commit()
@@ -304,7 +305,7 @@ def test_a_document_repeating_the_question_is_not_an_answer(env, capsys) -> None
             assert answer["sources"][answer["citations"][0] - 1]["doc_id"] != "faq.txt"
 
 
-# -- 9. pipes and exit codes --------------------------------------------------------------------------------------------
+# -- 9. pipes and exit codes ---------------------------------------------------------------------------------------
 def test_a_closed_pipe_is_not_a_traceback(env) -> None:
     assert main(["ingest", str(SAMPLE), "--quiet"]) == 0
     result = subprocess.run(f'"{sys.executable}" -m rag.cli status --documents | head -1', shell=True, cwd=ROOT,
