@@ -56,6 +56,13 @@ class Source:
     support: list[int] | None = None  # [start, end) in ``text`` of what supports the answer
     warning: str | None = None
 
+    @classmethod
+    def from_hit(cls, marker: int, hit: Hit) -> Source:
+        """A retrieved chunk as source ``[marker]``, warned about when it holds text that tries to steer a model."""
+        warning = "此段落含有类似指令的文字，已作为资料内容处理" if INJECTION.search(normalize(hit.text)) else None
+        return cls(marker, hit.doc_id, hit.chunk_id, hit.score, hit.text, hit.start, hit.end, hit.title,
+                   warning=warning)
+
 
 @dataclass
 class Answer:
@@ -182,11 +189,7 @@ class Answerer:
 
     def extract(self, question: str, hits: Sequence[Hit]) -> Evidence:
         """Number the hits as sources, rank their sentences and extract the best answer span (no abstention)."""
-        sources = []
-        for n, hit in enumerate(hits, 1):
-            warning = "此段落含有类似指令的文字，已作为资料内容处理" if INJECTION.search(normalize(hit.text)) else None
-            sources.append(Source(n, hit.doc_id, hit.chunk_id, hit.score, hit.text, hit.start, hit.end, hit.title,
-                                  warning=warning))
+        sources = [Source.from_hit(n, hit) for n, hit in enumerate(hits, 1)]
         store = self.retriever.store
         freqs = store.term_doc_freqs(query_terms(question))
         idf = idf_from_counts(lambda t: freqs.get(t, 0), max(store.chunk_count(), 1))

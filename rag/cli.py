@@ -347,9 +347,7 @@ def cmd_summarize(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     with IndexStore.open(settings.index_dir, settings=settings) as store:
-        problems = store.quick_check()
-        if problems:
-            raise damaged(settings.index_dir, problems[0])
+        store.ensure_intact()
         stats = {**store.stats(), "integrity": "ok"}
         docs = store.list_documents() if args.documents else None
     if args.json:
@@ -398,8 +396,9 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
         listed = users.list()
         if args.json:
             _print_json([{"name": u.name, "role": u.role} for u in listed])
-        for user in [] if args.json else listed:
-            print(f"{user.name}\t{user.role}")
+        else:
+            for user in listed:
+                print(f"{user.name}\t{user.role}")
         return 0
     if args.user_command == "remove":
         users.remove(args.name)
@@ -428,7 +427,7 @@ def _read_password(from_stdin: bool) -> str:
 
 def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
     with IndexStore.open(settings.index_dir, settings=settings) as store, store.write_lock():
-        existing = set(store.content_hashes(args.doc_ids))
+        existing = set(store.origins(args.doc_ids))
         missing = [d for d in args.doc_ids if d not in existing]
         store.remove_documents(sorted(existing))
         store.flush()  # while holding the write lock

@@ -73,11 +73,13 @@ class LlamaCppGenerator:
         """An upper bound of ``text``'s length in the model's tokens."""
         return _chars_as_tokens(text)
 
-    def _answer_messages(self, question: str, sources: Sequence[Any]) -> list[dict[str, str]]:
-        skeleton = self.template.format(sources="", question=question)
-        budget = max(0, self.max_input - self.count_tokens(self.system + skeleton))
-        user = self.template.format(sources=format_sources(sources, self.count_tokens, budget), question=question)
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+    def _with_sources(self, system: str, template: str, sources: Sequence[Any], **fields: Any) -> list[dict[str, str]]:
+        """The chat messages of ``template`` filled with ``fields`` and the numbered ``sources``, cut to the input
+        budget."""
+        skeleton = template.format(sources="", **fields)
+        budget = max(0, self.max_input - self.count_tokens(system + skeleton))
+        user = template.format(sources=format_sources(sources, self.count_tokens, budget), **fields)
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     def _request(self, messages: list[dict[str, str]], max_tokens: int, stream: bool = False) -> dict[str, Any]:
         return {"messages": messages, "max_tokens": max_tokens, "temperature": 0.0, "top_k": 1,
@@ -95,11 +97,13 @@ class LlamaCppGenerator:
 
     def answer(self, question: str, sources: Sequence[Any]) -> str:
         """The model's answer to ``question`` from the numbered ``sources``."""
-        return self._complete(self._answer_messages(question, sources), self.max_new_tokens)
+        return self._complete(self._with_sources(self.system, self.template, sources, question=question),
+                              self.max_new_tokens)
 
     def stream_answer(self, question: str, sources: Sequence[Any]) -> Iterator[str]:
         """The answer as it is generated, piece by piece (joined, the same text :meth:`answer` gives)."""
-        yield from self._stream(self._answer_messages(question, sources), self.max_new_tokens)
+        yield from self._stream(self._with_sources(self.system, self.template, sources, question=question),
+                                self.max_new_tokens)
 
     def _stream(self, messages: list[dict[str, str]], max_tokens: int) -> Iterator[str]:
         pieces: queue.Queue[Any] = queue.Queue()
@@ -137,11 +141,7 @@ class LlamaCppGenerator:
 
     def summarize_sources(self, topic: str, sources: Sequence[Any], bullets: int) -> str:
         """Points about ``topic`` from the numbered ``sources``, one a line, each ending with its ``[n]``."""
-        skeleton = self.topic_template.format(topic=topic, sources="", bullets=bullets)
-        budget = max(0, self.max_input - self.count_tokens(self.summary_system + skeleton))
-        user = self.topic_template.format(topic=topic, sources=format_sources(sources, self.count_tokens, budget),
-                                          bullets=bullets)
-        messages = [{"role": "system", "content": self.summary_system}, {"role": "user", "content": user}]
+        messages = self._with_sources(self.summary_system, self.topic_template, sources, topic=topic, bullets=bullets)
         return self._complete(messages, self.summary_new_tokens)
 
     def summarize(self, text: str, max_chars: int) -> str:

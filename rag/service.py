@@ -25,7 +25,7 @@ from .ingest import IngestReport, ingest
 from .loaders import NamedFile
 from .rerank import load_reranker
 from .retrieve import Retriever
-from .store import IndexStore, damaged
+from .store import IndexStore, StoreError
 from .summarize import Summarizer, Summary, summarize_batch
 from .uploads import Upload
 
@@ -48,11 +48,9 @@ class ServiceStats:
 def upload_source(user: User, upload: Upload) -> str:
     """The origin recorded for an uploaded file: who uploaded it and what it held, so that uploading another
     file under an existing name is a conflict (refused unless replaced), and the same file again is unchanged."""
-    digest = hashlib.sha256()
     with open(upload.path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return f"{UPLOAD_SCHEME}{user.name}/{digest.hexdigest()[:16]}/{upload.name}"
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    return f"{UPLOAD_SCHEME}{user.name}/{digest[:16]}/{upload.name}"
 
 
 def describe_source(source: str) -> str:
@@ -72,10 +70,11 @@ class RagService:
         self.settings = settings
         self._lock = threading.RLock()
         self.store = IndexStore.open(settings.index_dir, create=True, settings=settings)
-        problems = self.store.quick_check()  # a server that starts should not fail its users' first questions
-        if problems:
+        try:
+            self.store.ensure_intact()  # a server that starts should not fail its users' first questions
+        except StoreError:
             self.store.close()
-            raise damaged(settings.index_dir, problems[0])
+            raise
         self.embedder = embedder_for_index(self.store.embedder, settings)
         self.cache = EmbeddingCache(settings.cache_dir, self.embedder.name, self.embedder.dim)
         self.generator = load_generator(settings)

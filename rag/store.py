@@ -290,9 +290,7 @@ class IndexStore:
             raise IndexReadOnlyError(f"{self.directory} is read-only here: it can be searched and asked, not changed")
         with self._lock_file():
             if not self._checked_for_writing:
-                problems = self.quick_check()
-                if problems:
-                    raise damaged(self.directory, problems[0])
+                self.ensure_intact()
                 self._checked_for_writing = True
             yield
 
@@ -320,6 +318,12 @@ class IndexStore:
             return [str(exc)]
         return [] if rows == ["ok"] else rows
 
+    def ensure_intact(self) -> None:
+        """Raise :class:`IndexDamagedError` (one line: the damage and what to do) when the quick check finds any."""
+        problems = self.quick_check()
+        if problems:
+            raise damaged(self.directory, problems[0])
+
     @property
     def embedder(self) -> tuple[str, int] | None:
         """``(name, dim)`` of the embedder this index was built with, or ``None`` while it is empty."""
@@ -339,7 +343,7 @@ class IndexStore:
                 f"{name} ({dim}-d). Use another --index folder, or the same embedder.")
 
     def origins(self, doc_ids: Sequence[str]) -> dict[str, Origin]:
-        """Where each of ``doc_ids`` that is in the index came from."""
+        """Where each of ``doc_ids`` that is in the index came from (the ids missing from it are left out)."""
         out: dict[str, Origin] = {}
         for part in _batches(doc_ids):
             for doc_id, source, content_hash in self._db.execute(
@@ -350,14 +354,6 @@ class IndexStore:
     def doc_ids_from_source(self, source: str) -> list[str]:
         """Documents ingested from ``source`` (a file's absolute path, or an upload's origin)."""
         return [r[0] for r in self._db.execute("SELECT doc_id FROM documents WHERE source = ?", (source,))]
-
-    def content_hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
-        """Stored content hash of each of ``doc_ids`` that is in the index."""
-        out: dict[str, str] = {}
-        for part in _batches(doc_ids):
-            out.update(self._db.execute(
-                f"SELECT doc_id, content_hash FROM documents WHERE doc_id IN ({_marks(part)})", part))
-        return out
 
     def doc_ids_under(self, root: str) -> list[str]:
         """Documents that were ingested from the folder or file ``root``."""
@@ -398,7 +394,7 @@ class IndexStore:
         """Delete documents with their chunks, vectors and BM25 terms; returns how many existed."""
         backend = self._backend()
         with self._db:
-            existing = len(self.content_hashes(doc_ids))
+            existing = len(self.origins(doc_ids))
             removed_ids = self._delete_documents(doc_ids)
             self._bump_generation(removed_ids)
         self._apply(backend, removed_ids, [], [])

@@ -278,8 +278,7 @@ class Summarizer:
     def _model_topic(self, query: str, hits: Sequence[Any], bullets: int, script: str | None) -> Summary:
         from .answer import Source, grounding_guard
 
-        sources = [Source(n, h.doc_id, h.chunk_id, h.score, h.text, h.start, h.end, h.title)
-                   for n, h in enumerate(hits[:6], 1)]
+        sources = [Source.from_hit(n, hit) for n, hit in enumerate(hits[:6], 1)]
         try:
             draft = self.generator.summarize_sources(query, sources, bullets)
         except Exception as exc:  # the extractive bullets stand in

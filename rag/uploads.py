@@ -37,6 +37,13 @@ def _inside(path: Path, folder: Path) -> bool:
     return path != folder and path.is_relative_to(folder)
 
 
+def _in_uploads(given: str | os.PathLike[str], root: Path) -> Path | None:
+    """Where ``given`` really lies when that is inside the upload folder ``root`` (resolved), else ``None``; a
+    symbolic link never counts, wherever it points."""
+    real = Path(os.path.realpath(given))
+    return real if not Path(given).is_symlink() and _inside(real, root) else None
+
+
 def accept_uploads(paths: Iterable[str | os.PathLike[str]], upload_root: str | os.PathLike[str],
                    max_bytes: int) -> tuple[list[Upload], list[Refused]]:
     """Split ``paths`` into the uploads that may be read and the refused ones (with a reason each)."""
@@ -44,10 +51,9 @@ def accept_uploads(paths: Iterable[str | os.PathLike[str]], upload_root: str | o
     accepted: list[Upload] = []
     refused: list[Refused] = []
     for given in paths:
-        given = Path(given)
-        name = given.name or str(given)
-        real = Path(os.path.realpath(given))
-        if given.is_symlink() or not _inside(real, root):
+        name = Path(given).name or str(given)
+        real = _in_uploads(given, root)
+        if real is None:
             log.warning("refused a file outside the upload folder: %s", given)
             refused.append(Refused(name, "不是本次上传的文件"))
             continue
@@ -70,8 +76,8 @@ def discard_uploads(paths: Iterable[str | os.PathLike[str]], upload_root: str | 
     ``upload_root``, so a crafted path can never make us delete anything else."""
     root = Path(os.path.realpath(upload_root))
     for given in paths:
-        real = Path(os.path.realpath(given))
-        if Path(given).is_symlink() or not _inside(real, root):
+        real = _in_uploads(given, root)
+        if real is None:
             continue
         try:
             if real.is_file():
