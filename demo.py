@@ -1,38 +1,55 @@
-"""The Gradio web demo: 问答 (Q&A with sources), 摘要 (summaries), 文档库 (library) and 评测 (evaluation).
+"""The office's web page and API in one process: the Gradio page at / (问答, 对话, 摘要, 文档库, 反馈, 评测, 管理) and
+the OpenAI-compatible HTTP API at /v1 (rag/api.py), both over one :class:`rag.service.RagService`.
 
     python demo.py                     # index/ (built from data/sample when empty), http://127.0.0.1:7860
     python demo.py --port 8000 --index /data/index --host 0.0.0.0    # needs users: rag user add NAME
 
-Every handler is also an API endpoint (``gradio_client``): /ask, /ingest, /documents, /show_document,
-/remove_document, /summarize, /summarize_library, /evaluate. Models and the index are loaded once per process.
+Every page handler is also a Gradio endpoint (``gradio_client``), taking the library as its last input. Models and
+libraries are loaded once per process.
 
 Safe by default: the page asks for a user name and password whenever it is reachable from another machine (or
-users are configured at all), changing the library needs an editor, and endpoints that take files read only
-files uploaded with the request, within ``max_upload_mb``, and delete them once read.
+users are configured at all), the API wants a user's key, rights are checked per library by the service, and
+endpoints that take files read only files uploaded with the request, within ``max_upload_mb``, and delete them
+once read.
 """
-
 from __future__ import annotations
 
 import argparse
+import html
 import ipaddress
 import json
 import logging
+import re
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import uvicorn
+from fastapi import FastAPI
 from gradio.utils import get_upload_folder
 
-from rag.access import LOCAL_USER, AccessDenied, AccessError, User, UserStore
+from rag.access import LOCAL_USER, AccessDenied, AccessError, Permission, User, UserStore, require
+from rag.answer import Answer
+from rag.api import install_api
 from rag.config import Settings, load_settings
 from rag.embeddings import EmbedderError
 from rag.generate import GeneratorError
+from rag.libraries import DEFAULT_LIBRARY, LibraryError
 from rag.rerank import RerankerError
 from rag.retrieve import QueryError
-from rag.service import RagService, describe_source, render_answer, render_draft, render_sources, render_summary
+from rag.service import (
+    RagService,
+    describe_source,
+    render_answer,
+    render_draft,
+    render_sources,
+    render_summary,
+    render_turn,
+)
 from rag.store import StoreError, damaged
 from rag.uploads import accept_uploads, discard_uploads
 
@@ -68,7 +85,8 @@ def _explain(exc: Exception, service: RagService, doing: str) -> str:
 
 def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
     """The Blocks app around one :class:`RagService`; with ``users`` every request acts as its signed-in user,
-    without them as :data:`rag.access.LOCAL_USER` (the page is then reachable from this machine only)."""
+    without them as :data:`rag.access.LOCAL_USER` (the page is then reachable from this machine only). Every
+    handler takes the library chosen at the top of the page as its last input."""
     max_bytes = int(service.settings.max_upload_mb * 1e6)
 
     def who(request: gr.Request | None) -> User | None:
@@ -77,83 +95,163 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
         name = getattr(request, "username", None)
         return users.get(name) if name else None
 
-    def ask(question: str, request: gr.Request) -> Iterator[tuple[str, str, str]]:
+    # -- 问答 -------------------------------------------------------------------------------------------------
+    def ask(question: str, more: list[str] | None, library: str,
+            request: gr.Request) -> Iterator[tuple[str, str, str, Answer | None]]:
         """Answer a question as the model writes it, then the checked answer: (answer Markdown, sources HTML,
-        answer JSON)."""
+        answer JSON, the answer kept for feedback). ``more``: other libraries to search as well."""
         draft = ""
+        libraries = list(dict.fromkeys([library, *(more or [])]))
         try:
-            for item in service.ask_stream(who(request), question or ""):
+            for item in service.ask_stream(who(request), question or "", libraries):
                 if isinstance(item, str):
                     draft += item
-                    yield render_draft(draft), "", "{}"
+                    yield render_draft(draft), "", "{}", None
                 else:
-                    yield render_answer(item), render_sources(item), json.dumps(item.to_dict(), ensure_ascii=False)
+                    yield (render_answer(item), render_sources(item), json.dumps(item.to_dict(), ensure_ascii=False),
+                           item)
         except Exception as exc:  # shown in the page, never as a stack trace
-            yield _explain(exc, service, "回答"), "", "{}"
+            yield _explain(exc, service, "回答"), "", "{}", None
 
-    def summarize(doc_ids: list[str] | None, topic: str, length: str, request: gr.Request) -> str:
+    def rate(rating: int) -> Any:
+        def give(answer: Answer | None, comment: str, library: str, request: gr.Request) -> str:
+            """Store 👍/👎 and a comment on the answer shown (Markdown message)."""
+            if answer is None:
+                return _error("还没有可评价的回答")
+            try:
+                service.give_feedback(who(request), answer, rating, comment or "", library=library)
+            except Exception as exc:
+                return _explain(exc, service, "保存评价")
+            return "已记录，谢谢！" + ("（👍）" if rating > 0 else "（👎）")
+        return give
+
+    # -- 对话 -------------------------------------------------------------------------------------------------
+    def chat(message: str, history: list[dict] | None, conversation_id: str | None, library: str,
+             request: gr.Request) -> Iterator[tuple[list[dict], str, str | None, Answer | None]]:
+        """One turn: (chat messages, the turn's sources HTML, conversation id, the answer kept for feedback)."""
+        shown = [*(history or []), {"role": "user", "content": message or ""}]
+        draft = ""
+        try:
+            for item in service.chat_stream(who(request), message or "", conversation_id or None, library):
+                if isinstance(item, str):
+                    draft += item
+                    yield [*shown, {"role": "assistant", "content": render_draft(draft)}], "", conversation_id, None
+                else:
+                    yield ([*shown, {"role": "assistant", "content": render_turn(item.turn, item.answer)}],
+                           render_sources(item.answer), item.conversation_id, item.answer)
+        except Exception as exc:
+            yield [*shown, {"role": "assistant", "content": _explain(exc, service, "回答")}], "", conversation_id, None
+
+    def conversations(library: str, request: gr.Request) -> gr.Dropdown:
+        try:
+            listed = service.conversation_list(who(request), library)
+        except AccessDenied:
+            listed = []
+        return gr.Dropdown(choices=[(f"{c.title or c.id}（{c.turns} 问）", c.id) for c in listed], value=None)
+
+    def open_conversation(conversation_id: str | None, library: str,
+                          request: gr.Request) -> tuple[list[dict], str, str | None]:
+        """A stored conversation back in the chat: (messages, sources HTML, conversation id)."""
+        if not conversation_id:
+            return [], "", None
+        try:
+            turns = service.conversation(who(request), conversation_id, library)
+        except Exception as exc:
+            return [{"role": "assistant", "content": _explain(exc, service, "读取对话")}], "", None
+        messages = []
+        for turn in turns:
+            messages += [{"role": "user", "content": turn.question},
+                         {"role": "assistant", "content": render_turn(turn)}]
+        return messages, "", conversation_id
+
+    # -- 摘要 -------------------------------------------------------------------------------------------------
+    def summarize(doc_ids: list[str] | None, topic: str, length: str, library: str, request: gr.Request) -> str:
         """Summaries of the chosen documents, or of a topic when one is given (Markdown)."""
         try:
             if topic and topic.strip():
-                return render_summary(service.summarize_topic(who(request), topic.strip()))
+                return render_summary(service.summarize_topic(who(request), topic.strip(), library=library))
             if not doc_ids:
                 return _error("请选择文档或输入主题")
-            return "\n\n---\n\n".join(render_summary(s) for s in service.summarize(who(request), doc_ids, length))
+            summaries = service.summarize(who(request), doc_ids, length, library=library)
+            return "\n\n---\n\n".join(render_summary(s) for s in summaries)
         except Exception as exc:
             return _explain(exc, service, "生成摘要")
 
-    def summarize_all(length: str, request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[str, list[str]]:
+    def summarize_all(length: str, library: str, request: gr.Request,
+                      progress: gr.Progress = gr.Progress()) -> tuple[str, list[str]]:
         """Summaries of the whole library: (message, [JSONL path, Markdown path]) for download."""
         progress(0.1, desc="正在生成摘要")
         out = Path(tempfile.mkdtemp(prefix="rag-summaries-")) / "summaries.jsonl"
         try:
-            counts = service.summarize_library(who(request), out, length)
+            counts = service.summarize_library(who(request), out, length, library=library)
         except Exception as exc:
             return _explain(exc, service, "生成摘要"), []
         return (f"完成：{counts['summarised']} 篇，失败 {counts['failed']} 篇，用时 {counts['seconds']} 秒。",
                 [str(out), str(out.with_suffix(".md"))])
 
-    def documents(request: gr.Request) -> list[list[Any]]:
+    # -- 文档库 -----------------------------------------------------------------------------------------------
+    def documents(library: str, request: gr.Request) -> list[list[Any]]:
         """The library as rows: id, title, chunks, characters."""
         try:
-            listed = service.documents(who(request))
-        except AccessDenied:
+            listed = service.documents(who(request), library)
+        except (AccessDenied, LibraryError):
             return []
         return [[d["doc_id"], d["title"] or "", d["chunks"], d["chars"]] for d in listed]
 
-    def stats(request: gr.Request) -> str:
-        """Index statistics as Markdown."""
+    def stats(library: str, request: gr.Request) -> str:
+        """Library statistics as Markdown."""
         try:
-            s = service.stats(who(request))
-        except AccessDenied as exc:
+            s = service.stats(who(request), library)
+        except (AccessDenied, LibraryError) as exc:
             return _error(str(exc))
         read_only = " · **只读**" if s.read_only else ""
-        return (f"文档 **{s.documents}** 篇 · 段落 **{s.chunks}** 个 · 向量模型 `{s.embedder}` · "
-                f"索引 {s.size_mb:.1f} MB · 回答方式 `{s.generator}`{read_only}")
+        return (f"文档库 **{html.escape(library)}** · 文档 **{s.documents}** 篇 · 段落 **{s.chunks}** 个 · "
+                f"向量模型 `{s.embedder}` · 索引 {s.size_mb:.1f} MB · 回答方式 `{s.generator}`{read_only}")
 
-    def doc_choices(request: gr.Request) -> gr.Dropdown:
-        return gr.Dropdown(choices=[row[0] for row in documents(request)])
+    def doc_choices(library: str, request: gr.Request) -> gr.Dropdown:
+        return gr.Dropdown(choices=[row[0] for row in documents(library, request)], value=[])
 
-    def library_view(request: gr.Request) -> tuple[list[list[Any]], str]:
+    def library_view(library: str, request: gr.Request) -> tuple[list[list[Any]], str]:
         """The library rows and statistics."""
-        return documents(request), stats(request)
+        return documents(library, request), stats(library, request)
 
-    def page_view(request: gr.Request) -> tuple[list[list[Any]], str, gr.Dropdown]:
-        return documents(request), stats(request), doc_choices(request)
+    def readable(request: gr.Request, chosen: str | None = None) -> tuple[list[str], str]:
+        """The libraries this user may read, and which of them to show (``chosen`` when it is one)."""
+        names = service.library_names(who(request))
+        fallback = DEFAULT_LIBRARY if DEFAULT_LIBRARY in names or not names else names[0]
+        return names, chosen if chosen in names else fallback
 
-    def ingest(files: list[Any] | None, replace: bool, request: gr.Request,
+    def library_choices(request: gr.Request, chosen: str | None = None) -> tuple[gr.Dropdown, gr.Dropdown]:
+        """The picker at the top and the "search also" list."""
+        names, value = readable(request, chosen)
+        return gr.Dropdown(choices=names, value=value), gr.Dropdown(choices=names, value=[])
+
+    def page_view(request: gr.Request) -> tuple[Any, ...]:
+        picker, more = library_choices(request)
+        library = readable(request)[1]
+        user = who(request)
+        signed_in = f"当前用户：**{html.escape(user.name)}**（{user.role}）" if user else ""
+        return (picker, more, documents(library, request), stats(library, request), doc_choices(library, request),
+                conversations(library, request), signed_in)
+
+    def switch_library(library: str, request: gr.Request) -> tuple[Any, ...]:
+        """Everything that shows one library, for the library just chosen; the chat starts anew."""
+        return (documents(library, request), stats(library, request), doc_choices(library, request),
+                conversations(library, request), [], None, "", feedback_rows(library, request))
+
+    def ingest(files: list[Any] | None, replace: bool, library: str, request: gr.Request,
                progress: gr.Progress = gr.Progress()) -> tuple[str, list[list[Any]], str]:
-        """Add uploaded files to the index: (report Markdown, library rows, statistics)."""
+        """Add uploaded files to the library: (report Markdown, library rows, statistics)."""
         paths = [getattr(f, "name", f) for f in (files or [])]
         if not paths:
-            return _error("请先选择文件"), documents(request), stats(request)
+            return _error("请先选择文件"), documents(library, request), stats(library, request)
         upload_root = get_upload_folder()
         try:
             uploads, refused = accept_uploads(paths, upload_root, max_bytes)
-            report = service.ingest_uploads(who(request), uploads, replace=bool(replace),
+            report = service.ingest_uploads(who(request), uploads, replace=bool(replace), library=library,
                                             progress=lambda frac, msg: progress(frac, desc=f"正在处理 {msg}"))
         except Exception as exc:
-            return _explain(exc, service, "导入"), documents(request), stats(request)
+            return _explain(exc, service, "导入"), documents(library, request), stats(library, request)
         finally:
             discard_uploads(paths, upload_root)
         lines = [f"新增 {len(report.added)} 篇，更新 {len(report.updated)} 篇，未变 {report.unchanged} 篇，"
@@ -163,12 +261,12 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
         lines += [f"- 跳过 {describe_source(s['source'])}：{s['reason']}" for s in report.skipped]
         if report.conflicts:
             lines.append("\n同名文档已存在且内容不同，未覆盖；如确需覆盖，请勾选“替换同名文档”后重新导入。")
-        return "\n".join(lines), documents(request), stats(request)
+        return "\n".join(lines), documents(library, request), stats(library, request)
 
-    def show_document(doc_id: str, request: gr.Request) -> str:
+    def show_document(doc_id: str, library: str, request: gr.Request) -> str:
         """A document's cleaned text (what answers cite)."""
         try:
-            doc = service.document(who(request), (doc_id or "").strip())
+            doc = service.document(who(request), (doc_id or "").strip(), library)
         except Exception as exc:
             return _explain(exc, service, "读取文档")
         if doc is None:
@@ -177,17 +275,101 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
         head = f"### {doc['title'] or doc['doc_id']}\n\n<small>{doc['doc_id']} · 来源 {origin}</small>\n\n"
         return head + doc["text"].replace("\n", "\n\n")
 
-    def remove_document(doc_id: str, request: gr.Request) -> tuple[str, list[list[Any]], str]:
+    def remove_document(doc_id: str, library: str, request: gr.Request) -> tuple[str, list[list[Any]], str]:
         """Remove a document: (message, library rows, statistics)."""
         doc_id = (doc_id or "").strip()
         try:
-            message = f"已删除 {doc_id}" if doc_id and service.remove(who(request), doc_id) else \
+            message = f"已删除 {doc_id}" if doc_id and service.remove(who(request), doc_id, library) else \
                 _error(f"没有文档 {doc_id!r}")
         except Exception as exc:
             message = _explain(exc, service, "删除文档")
-        return message, documents(request), stats(request)
+        return message, documents(library, request), stats(library, request)
 
-    def evaluate(gold_file: Any, limit: float | None, request: gr.Request) -> tuple[str, list[str]]:
+    def chunk_rows(doc_id: str, library: str, request: gr.Request) -> tuple[list[list[Any]], str]:
+        """A document's chunks as indexed: (rows: id, start, end, excluded, text; message)."""
+        try:
+            chunks = service.chunks(who(request), (doc_id or "").strip(), library)
+        except Exception as exc:
+            return [], _explain(exc, service, "读取段落")
+        if chunks is None:
+            return [], _error(f"没有文档 {doc_id!r}")
+        excluded = sum(c.excluded for c in chunks)
+        return ([[c.chunk_id, c.start, c.end, "已排除" if c.excluded else "", c.text] for c in chunks],
+                f"{len(chunks)} 个段落，其中 {excluded} 个已排除在检索之外。")
+
+    def set_excluded(excluded: bool) -> Any:
+        def change(doc_id: str, ids: str, library: str, request: gr.Request) -> tuple[list[list[Any]], str]:
+            """Exclude chunks from search (or include them again), then show the document's chunks."""
+            try:
+                chosen = [int(x) for x in re.split(r"[,，\s]+", ids or "") if x]
+                changed = service.set_excluded(who(request), chosen, excluded, library)
+            except ValueError:
+                return chunk_rows(doc_id, library, request)[0], _error("段落编号应为数字，用逗号分隔")
+            except Exception as exc:
+                return chunk_rows(doc_id, library, request)[0], _explain(exc, service, "修改段落")
+            rows, message = chunk_rows(doc_id, library, request)
+            return rows, f"{'排除' if excluded else '恢复'}了 {changed} 个段落。{message}"
+        return change
+
+    def rechunk(doc_id: str, size: float | None, overlap: float | None, library: str,
+                request: gr.Request) -> tuple[list[list[Any]], str]:
+        """Cut a document again with other chunk settings, then show its chunks."""
+        try:
+            report = service.rechunk(who(request), (doc_id or "").strip(), int(size or 0), int(overlap or 0), library)
+        except Exception as exc:
+            return chunk_rows(doc_id, library, request)[0], _explain(exc, service, "重新切分")
+        rows, message = chunk_rows(doc_id, library, request)
+        return rows, f"已重新切分：{report.chunks_before} → {report.chunks_after} 个段落。{message}"
+
+    # -- 管理 -------------------------------------------------------------------------------------------------
+    def manage(action: str) -> Any:
+        def run(name: str, new_name: str, library: str, request: gr.Request) -> tuple[str, Any, Any, list]:
+            """Create, rename or delete a library (administrators): (message, picker, search-also, audit rows)."""
+            user = who(request)
+            name, new_name = (name or "").strip(), (new_name or "").strip()
+            chosen = library
+            try:
+                if action == "create":
+                    message, chosen = f"已创建文档库 {service.create_library(user, name)}", name
+                elif action == "rename":
+                    message, chosen = f"已将 {name} 改名为 {service.rename_library(user, name, new_name)}", new_name
+                else:
+                    service.delete_library(user, name)
+                    message = f"已删除文档库 {name}（已移入回收站，可由管理员恢复）"
+            except Exception as exc:
+                message = _error(str(exc)) if isinstance(exc, LibraryError) else _explain(exc, service, "管理文档库")
+            return (message, *library_choices(request, chosen), audit_rows(request))
+        return run
+
+    def audit_rows(request: gr.Request) -> list[list[Any]]:
+        try:
+            events = service.audit_log(who(request), 100)
+        except AccessDenied:
+            return []
+        return [[time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time)), e.user, e.action, e.library or "",
+                 json.dumps(e.detail, ensure_ascii=False)[:300]] for e in events]
+
+    # -- 反馈 -------------------------------------------------------------------------------------------------
+    def feedback_rows(library: str, request: gr.Request) -> list[list[Any]]:
+        try:
+            require(who(request), Permission.EDIT, library)
+        except AccessDenied:
+            return []
+        return [[time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created or 0)), "👍" if r.rating > 0 else "👎",
+                 r.user, r.question, r.answer, r.comment] for r in service.feedback.list(library=library, limit=200)]
+
+    def export_feedback(library: str, request: gr.Request) -> tuple[str, list[str]]:
+        """The library's rated answers as a gold-file draft: (message, [JSONL path])."""
+        out = Path(tempfile.mkdtemp(prefix="rag-feedback-")) / f"feedback-{library}.jsonl"
+        try:
+            counts = service.export_feedback(who(request), out, library)
+        except Exception as exc:
+            return _explain(exc, service, "导出反馈"), []
+        return (f"已导出 {counts['written']} 题（👍 {counts['positive']}，👎 {counts['negative']}，"
+                f"待人工核对 {counts['needs_review']}）：可直接用于 `rag eval qa --dataset`。", [str(out)])
+
+    # -- 评测 -------------------------------------------------------------------------------------------------
+    def evaluate(gold_file: Any, limit: float | None, library: str, request: gr.Request) -> tuple[str, list[str]]:
         """Run the QA evaluation on an uploaded gold file (or the bundled one): (report Markdown, plot paths)."""
         from rag.evaluate import load_gold, plot_qa, qa_markdown, write_report
 
@@ -201,29 +383,71 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
                     return _error(f"{refused[0].name}：{refused[0].reason}"), []
                 path, name = accepted[0].path, accepted[0].name
             items = load_gold(path, int(limit) if limit else None)
-            report = service.evaluate_qa(who(request), items)
+            report = service.evaluate_qa(who(request), items, library)
         except Exception as exc:
             return _explain(exc, service, "评测"), []
         finally:
             if given:
                 discard_uploads([given], upload_root)
         markdown, written = write_report(report, Path(tempfile.mkdtemp(prefix="rag-eval-")), qa_markdown, plot_qa,
-                                         dataset=name, index=str(service.settings.index_dir))
+                                         dataset=name, index=library)
         return markdown, [str(p) for p in written if p.suffix == ".png"]
 
     with gr.Blocks(title="中文资料问答") as app:
-        gr.Markdown("# 中文资料问答与评测\n简体、繁体均可提问；答案附带出处，资料不足时如实说明。")
+        with gr.Row():
+            gr.Markdown("# 中文资料问答与评测\n简体、繁体均可提问；答案附带出处，资料不足时如实说明。")
+            with gr.Column(scale=0, min_width=260):
+                library = gr.Dropdown([DEFAULT_LIBRARY], value=DEFAULT_LIBRARY, label="文档库", elem_id="library-pick")
+                signed_in = gr.Markdown(elem_id="signed-in")
         with gr.Tab("问答"):
             with gr.Row():
                 question = gr.Textbox(label="问题", placeholder="输入问题后按回车", scale=5, elem_id="question")
                 ask_button = gr.Button("提问", variant="primary", scale=1, elem_id="ask")
+            more = gr.Dropdown([], value=[], multiselect=True, label="同时检索这些文档库（可选）", elem_id="more-libraries")
             gr.Examples(EXAMPLES, inputs=question, label="示例问题")
             answer_md = gr.Markdown(elem_id="answer")
+            shown_answer = gr.State(None)
+            with gr.Row():
+                comment = gr.Textbox(label="评价说明（可选）", scale=4, elem_id="comment")
+                up = gr.Button("👍 有用", scale=1, elem_id="thumbs-up")
+                down = gr.Button("👎 有误", scale=1, elem_id="thumbs-down")
+            rated = gr.Markdown(elem_id="rated")
             gr.Markdown("#### 出处")
             sources_html = gr.HTML(elem_id="sources")
             answer_json = gr.Code(label="JSON", language="json", visible=False)
-            ask_button.click(ask, question, [answer_md, sources_html, answer_json], api_name="ask")
-            question.submit(ask, question, [answer_md, sources_html, answer_json], api_visibility="private")
+            outputs = [answer_md, sources_html, answer_json, shown_answer]
+            ask_button.click(ask, [question, more, library], outputs, api_name="ask")
+            question.submit(ask, [question, more, library], outputs, api_visibility="private")
+            up.click(rate(1), [shown_answer, comment, library], rated, api_visibility="private")
+            down.click(rate(-1), [shown_answer, comment, library], rated, api_visibility="private")
+        with gr.Tab("对话"):
+            conversation_id = gr.State(None)
+            chat_answer = gr.State(None)
+            with gr.Row():
+                past = gr.Dropdown([], label="我的对话", scale=4, elem_id="conversations")
+                new_chat = gr.Button("新对话", scale=1, elem_id="new-chat")
+            chatbot = gr.Chatbot(label="对话（追问会结合上文理解）", height=420, elem_id="chat")
+            with gr.Row():
+                message = gr.Textbox(label="问题", placeholder="输入问题后按回车；可以追问，如“那甘孜州呢？”", scale=5,
+                                     elem_id="chat-input")
+                send = gr.Button("发送", variant="primary", scale=1, elem_id="chat-send")
+            with gr.Row():
+                chat_comment = gr.Textbox(label="对最新回答的评价说明（可选）", scale=4, elem_id="chat-comment")
+                chat_up = gr.Button("👍 有用", scale=1, elem_id="chat-up")
+                chat_down = gr.Button("👎 有误", scale=1, elem_id="chat-down")
+            chat_rated = gr.Markdown(elem_id="chat-rated")
+            gr.Markdown("#### 最新回答的出处")
+            chat_sources = gr.HTML(elem_id="chat-sources")
+            chat_outputs = [chatbot, chat_sources, conversation_id, chat_answer]
+            for trigger, visibility in ((send.click, "public"), (message.submit, "private")):
+                trigger(chat, [message, chatbot, conversation_id, library], chat_outputs, api_name="chat",
+                        api_visibility=visibility).then(lambda: "", None, message, api_visibility="private").then(
+                    conversations, library, past, api_visibility="private")
+            new_chat.click(lambda: ([], "", None, None), None, chat_outputs, api_visibility="private")
+            past.select(open_conversation, [past, library], [chatbot, chat_sources, conversation_id],
+                        api_visibility="private")
+            chat_up.click(rate(1), [chat_answer, chat_comment, library], chat_rated, api_visibility="private")
+            chat_down.click(rate(-1), [chat_answer, chat_comment, library], chat_rated, api_visibility="private")
         with gr.Tab("摘要"):
             with gr.Row():
                 chosen = gr.Dropdown([], multiselect=True, label="文档", elem_id="summary-docs")
@@ -231,12 +455,12 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
                 length = gr.Radio(["short", "medium", "long"], value="medium", label="长度")
             summary_button = gr.Button("生成摘要", variant="primary", elem_id="summarize")
             summary_md = gr.Markdown(elem_id="summary")
-            summary_button.click(summarize, [chosen, topic, length], summary_md, api_name="summarize")
+            summary_button.click(summarize, [chosen, topic, length, library], summary_md, api_name="summarize")
             with gr.Row():
                 batch_button = gr.Button("为全部文档生成摘要")
                 batch_md = gr.Markdown()
             batch_files = gr.File(label="下载（JSONL / Markdown）", file_count="multiple")
-            batch_button.click(summarize_all, length, [batch_md, batch_files], api_name="summarize_library")
+            batch_button.click(summarize_all, [length, library], [batch_md, batch_files], api_name="summarize_library")
         with gr.Tab("文档库"):
             stats_md = gr.Markdown(elem_id="stats")
             with gr.Row():
@@ -247,20 +471,52 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
                     replace = gr.Checkbox(label="替换同名文档", value=False, elem_id="replace")
                     ingest_button = gr.Button("导入", variant="primary", elem_id="ingest")
             ingest_md = gr.Markdown(elem_id="ingest-report")
-            library = gr.Dataframe(headers=["文档", "标题", "段落数", "字数"], interactive=False, elem_id="library")
+            table = gr.Dataframe(headers=["文档", "标题", "段落数", "字数"], interactive=False, elem_id="library")
             with gr.Row():
                 doc_id = gr.Textbox(label="文档 ID", elem_id="doc-id")
                 show_button = gr.Button("查看清洗后的正文")
+                chunks_button = gr.Button("查看段落", elem_id="show-chunks")
                 remove_button = gr.Button("删除文档", variant="stop")
             remove_md = gr.Markdown()
             doc_md = gr.Markdown(elem_id="document")
-            ingest_button.click(ingest, [uploads, replace], [ingest_md, library, stats_md], api_name="ingest").then(
-                doc_choices, None, chosen, api_visibility="private")
-            show_button.click(show_document, doc_id, doc_md, api_name="show_document")
-            remove_button.click(remove_document, doc_id, [remove_md, library, stats_md], api_name="remove_document").then(
-                doc_choices, None, chosen, api_visibility="private")
+            with gr.Accordion("段落（编辑者可排除段落或重新切分）", open=False):
+                chunk_md = gr.Markdown(elem_id="chunk-report")
+                chunk_table = gr.Dataframe(headers=["段落", "起", "止", "状态", "正文"], interactive=False,
+                                           elem_id="chunks", wrap=True)
+                with gr.Row():
+                    chunk_ids = gr.Textbox(label="段落编号（逗号分隔）", elem_id="chunk-ids")
+                    exclude_button = gr.Button("排除出检索", elem_id="exclude")
+                    include_button = gr.Button("恢复检索", elem_id="include")
+                with gr.Row():
+                    size = gr.Number(value=service.settings.chunk_size, label="段落长度（字）", precision=0)
+                    overlap = gr.Number(value=service.settings.chunk_overlap, label="重叠（字）", precision=0)
+                    rechunk_button = gr.Button("按此设置重新切分", elem_id="rechunk")
+            ingest_button.click(ingest, [uploads, replace, library], [ingest_md, table, stats_md],
+                                api_name="ingest").then(doc_choices, library, chosen, api_visibility="private")
+            show_button.click(show_document, [doc_id, library], doc_md, api_name="show_document")
+            remove_button.click(remove_document, [doc_id, library], [remove_md, table, stats_md],
+                                api_name="remove_document").then(doc_choices, library, chosen,
+                                                                 api_visibility="private")
+            chunks_button.click(chunk_rows, [doc_id, library], [chunk_table, chunk_md], api_name="chunks")
+            exclude_button.click(set_excluded(True), [doc_id, chunk_ids, library], [chunk_table, chunk_md],
+                                 api_name="exclude_chunks")
+            include_button.click(set_excluded(False), [doc_id, chunk_ids, library], [chunk_table, chunk_md],
+                                 api_name="include_chunks")
+            rechunk_button.click(rechunk, [doc_id, size, overlap, library], [chunk_table, chunk_md],
+                                 api_name="rechunk")
             refresh = gr.Button("刷新", size="sm")
-            refresh.click(library_view, None, [library, stats_md], api_name="documents")
+            refresh.click(library_view, library, [table, stats_md], api_name="documents")
+        with gr.Tab("反馈"):
+            gr.Markdown("用户对回答的 👍/👎 与说明（本文档库；编辑者可见）。导出为金标准草稿后可直接用于评测。")
+            feedback_table = gr.Dataframe(headers=["时间", "评价", "用户", "问题", "回答", "说明"], interactive=False,
+                                          elem_id="feedback", wrap=True)
+            with gr.Row():
+                feedback_refresh = gr.Button("刷新", size="sm")
+                export_button = gr.Button("导出金标准草稿", variant="primary", elem_id="export-feedback")
+            export_md = gr.Markdown(elem_id="export-report")
+            export_file = gr.File(label="下载（JSONL）", file_count="multiple", elem_id="export-file")
+            feedback_refresh.click(feedback_rows, library, feedback_table, api_visibility="private")
+            export_button.click(export_feedback, library, [export_md, export_file], api_name="export_feedback")
         with gr.Tab("评测"):
             gr.Markdown("上传金标准问题集（JSONL：`id`, `question`, `answers`, `doc_ids`），或直接使用内置的样例问题集。")
             with gr.Row():
@@ -269,9 +525,31 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
                 eval_button = gr.Button("开始评测", variant="primary")
             eval_md = gr.Markdown()
             plots = gr.Gallery(label="图表", columns=2, height=360)
-            eval_button.click(evaluate, [gold, limit], [eval_md, plots], api_name="evaluate")
-        # Filled per visitor, with what their rights let them see.
-        app.load(page_view, None, [library, stats_md, chosen], api_visibility="private")
+            eval_button.click(evaluate, [gold, limit, library], [eval_md, plots], api_name="evaluate")
+        with gr.Tab("管理"):
+            gr.Markdown("管理文档库（仅管理员）。删除的文档库移入回收站，不会直接抹去。用户与权限用 `rag user` 命令管理。")
+            with gr.Row():
+                lib_name = gr.Textbox(label="文档库名称", elem_id="lib-name")
+                lib_new = gr.Textbox(label="新名称（改名时）", elem_id="lib-new")
+            with gr.Row():
+                create_button = gr.Button("新建", variant="primary", elem_id="lib-create")
+                rename_button = gr.Button("改名", elem_id="lib-rename")
+                delete_button = gr.Button("删除", variant="stop", elem_id="lib-delete")
+            manage_md = gr.Markdown(elem_id="manage-report")
+            gr.Markdown("#### 操作记录")
+            audit_table = gr.Dataframe(headers=["时间", "用户", "操作", "文档库", "详情"], interactive=False,
+                                       elem_id="audit", wrap=True)
+            for button, action in ((create_button, "create"), (rename_button, "rename"), (delete_button, "delete")):
+                button.click(manage(action), [lib_name, lib_new, library], [manage_md, library, more, audit_table],
+                             api_name=f"library_{action}")
+            audit_refresh = gr.Button("刷新记录", size="sm")
+            audit_refresh.click(audit_rows, None, audit_table, api_visibility="private")
+        # Filled per visitor, with what their rights let them see; refilled when the library changes.
+        app.load(page_view, None, [library, more, table, stats_md, chosen, past, signed_in],
+                 api_visibility="private").then(audit_rows, None, audit_table, api_visibility="private").then(
+                 feedback_rows, library, feedback_table, api_visibility="private")
+        library.change(switch_library, library, [table, stats_md, chosen, past, chatbot, conversation_id, chat_sources,
+                                                 feedback_table], api_visibility="private")
     return app
 
 
@@ -280,7 +558,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="中文资料问答 web demo")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--share", action="store_true", help="ask Gradio for a public link (needs internet)")
     parser.add_argument("--index", help="index folder (default from config: index/)")
     parser.add_argument("--config", help="TOML config file")
     args = parser.parse_args()
@@ -289,16 +566,24 @@ def main() -> None:
         settings = settings.replace(index_dir=Path(args.index))
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
-        users = login_users(settings, args.host, args.share)
+        users = login_users(settings, args.host)
         service = open_service(settings)
-    except (StoreError, EmbedderError, GeneratorError, RerankerError, AccessError) as exc:
+    except (StoreError, EmbedderError, GeneratorError, RerankerError, AccessError, LibraryError) as exc:
         raise SystemExit(f"demo: error: {exc}") from None
-    app = build_app(service, users)
+    # Open event streams (the page's queue) would hold a graceful shutdown forever: give them 5 s.
+    uvicorn.run(serve(service, users), host=args.host, port=args.port, log_level="warning",
+                timeout_graceful_shutdown=5)
+
+
+def serve(service: RagService, users: UserStore | None) -> FastAPI:
+    """One FastAPI app for a process: the HTTP API under /v1 (:mod:`rag.api`) and the page at /."""
+    app = FastAPI(title="rag-zh", docs_url="/v1/docs", openapi_url="/v1/openapi.json", redoc_url=None)
+    install_api(app, service, users)
+    blocks = build_app(service, users).queue(default_concurrency_limit=4)
     auth = (lambda name, password: users.authenticate(name, password) is not None) if users else None
-    app.queue(default_concurrency_limit=4).launch(
-        server_name=args.host, server_port=args.port, share=args.share, css=CSS, show_error=False, auth=auth,
-        auth_message="请输入用户名和密码（管理员用 rag user add 创建用户）",
-        max_file_size=int(settings.max_upload_mb * 1e6))
+    return gr.mount_gradio_app(app, blocks, path="/", auth=auth, css=CSS, show_error=False,
+                               auth_message="请输入用户名和密码（管理员用 rag user add 创建用户）",
+                               max_file_size=int(service.settings.max_upload_mb * 1e6))
 
 
 def is_local(host: str) -> bool:
@@ -311,23 +596,25 @@ def is_local(host: str) -> bool:
         return False
 
 
-def login_users(settings: Settings, host: str, share: bool) -> UserStore | None:
+def login_users(settings: Settings, host: str) -> UserStore | None:
     """The users who sign in, or ``None`` when nobody needs to: the page is reachable from this machine only and
     no users are configured. Reachable from elsewhere with no users is refused (:class:`AccessError`)."""
     users = UserStore(settings.users_file)
     if users.exists():
         return users
-    if share or not is_local(host):
-        raise AccessError(f"--host {host}{' --share' if share else ''} makes the page reachable from other machines, "
+    if not is_local(host):
+        raise AccessError(f"--host {host} makes the page reachable from other machines, "
                           f"so it needs users to sign in, and {settings.users_file} has none: add one with "
                           "`rag user add NAME --role editor`")
     return None
 
 
 def open_service(settings: Settings) -> RagService:
-    """The service over ``settings.index_dir``, first filled with the sample corpus when it is empty."""
+    """The service over every library; the default one (``settings.index_dir``) is first filled with the sample
+    corpus when it is empty."""
     service = RagService(settings)
-    if service.stats(LOCAL_USER).documents == 0 and SAMPLE.is_dir() and not service.store.read_only:
+    stats = service.stats(LOCAL_USER)
+    if stats.documents == 0 and SAMPLE.is_dir() and not stats.read_only:
         log.info("index %s is empty: ingesting the sample corpus %s", settings.index_dir, SAMPLE)
         service.ingest_paths(LOCAL_USER, [SAMPLE])
     return service

@@ -27,13 +27,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rag.answer import Answer, Answerer  # noqa: E402
+from rag.answer import Answer  # noqa: E402
 from rag.config import Settings, load_settings  # noqa: E402
-from rag.embeddings import EmbeddingCache, embedder_for_index, load_embedder  # noqa: E402
+from rag.embeddings import EmbeddingCache, load_embedder  # noqa: E402
 from rag.evaluate import load_gold, run_info  # noqa: E402
-from rag.generate import load_generator  # noqa: E402
 from rag.ingest import ingest  # noqa: E402
-from rag.retrieve import Retriever  # noqa: E402
+from rag.pipeline import Pipeline  # noqa: E402
 from rag.store import IndexStore  # noqa: E402
 from rag.summarize import Summarizer  # noqa: E402
 
@@ -63,7 +62,7 @@ def sample_index(settings: Settings) -> Path:
     return index
 
 
-def run_model(spec: str, threads: int, settings: Settings, retriever: Retriever, questions: list[str],
+def run_model(spec: str, threads: int, settings: Settings, index: Path, questions: list[str],
               summaries: bool) -> dict[str, Any]:
     """One model at one thread count: load time, answers, tokens per second, optionally summaries."""
     kind, _, name = spec.rpartition(":")
@@ -71,10 +70,15 @@ def run_model(spec: str, threads: int, settings: Settings, retriever: Retriever,
     model_settings = settings.replace(generator=generator_kind, generator_model=name, llm_threads=threads,
                                       threads=threads)
     started = time.perf_counter()
-    generator = load_generator(model_settings)
-    row: dict[str, Any] = {"model": spec, "runtime": generator_kind, "threads": threads,
-                           "load_s": round(time.perf_counter() - started, 2)}
-    answerer = Answerer(retriever, model_settings, generator)
+    with Pipeline.open(model_settings, index_dir=index, reranker=None) as pipeline:
+        load_s = time.perf_counter() - started
+        return _run_model(spec, generator_kind, threads, load_s, pipeline, questions, summaries)
+
+
+def _run_model(spec: str, generator_kind: str, threads: int, load_s: float, pipeline: Pipeline,
+               questions: list[str], summaries: bool) -> dict[str, Any]:
+    generator, answerer, retriever = pipeline.generator, pipeline.answerer, pipeline.retriever
+    row: dict[str, Any] = {"model": spec, "runtime": generator_kind, "threads": threads, "load_s": round(load_s, 2)}
     answerer.ask(questions[0])  # warm: the first request also fills the prompt cache with the system message
     latency, first, prompt_tps, gen_tps, prompt_n, cached, from_model = [], [], [], [], [], [], 0
     for question in questions:
@@ -105,7 +109,7 @@ def run_model(spec: str, threads: int, settings: Settings, retriever: Retriever,
                 "cached_tokens_median": statistics.median(cached) if cached else None,
                 "answers_from_model": from_model, "questions": len(questions)})
     if summaries:
-        summarizer = Summarizer(model_settings, generator)
+        summarizer = Summarizer(pipeline.settings, generator)
         docs = []
         for path in sorted(SAMPLE.glob("*.txt")):
             doc = retriever.store.document(path.name)
@@ -154,13 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     index = args.index or sample_index(settings)
     questions = [g.question for g in load_gold(GOLD) if g.answers][: args.n]
     rows = []
-    with IndexStore.open(index, settings=settings) as store:
-        retriever = Retriever(store, embedder_for_index(store.embedder, settings), settings)
-        for spec in args.models.split(","):
-            counts = [int(t) for t in args.threads.split(",")] if not spec.startswith("transformers:") else [2]
-            for threads in counts:
-                log.info("%s with %d threads", spec, threads)
-                rows.append(run_model(spec, threads, settings, retriever, questions, args.summaries))
+    for spec in args.models.split(","):
+        counts = [int(t) for t in args.threads.split(",")] if not spec.startswith("transformers:") else [2]
+        for threads in counts:
+            log.info("%s with %d threads", spec, threads)
+            rows.append(run_model(spec, threads, settings, index, questions, args.summaries))
     report = {"run": run_info(), "questions": len(questions), "rows": rows,
               "settings": {"generator_context_chars": settings.generator_context_chars,
                            "generator_sources": settings.generator_sources, "llm_context": settings.llm_context}}

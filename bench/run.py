@@ -43,6 +43,7 @@ from rag.evaluate import load_gold, run_info  # noqa: E402
 from rag.ingest import ingest, make_chunks, prepare_document  # noqa: E402
 from rag.loaders import RawDocument, iter_documents  # noqa: E402
 from rag.metrics import recall_at_k, unique_in_order  # noqa: E402
+from rag.pipeline import Pipeline  # noqa: E402
 from rag.retrieve import Retriever  # noqa: E402
 from rag.store import IndexStore  # noqa: E402
 
@@ -200,11 +201,9 @@ def embedding_sweep(texts: list[str], work: Path) -> list[dict[str, Any]]:
 
 # -- sections --------------------------------------------------------------------------------------------------
 def bench_latency(index: Path, settings: Settings, embedder, questions: list[str], llm: bool) -> dict[str, Any]:
-    from rag.answer import Answerer
-
     out: dict[str, Any] = {}
-    with IndexStore.open(index, settings=settings) as store:
-        retriever = Retriever(store, embedder, settings)
+    with Pipeline.open(settings, index_dir=index, generator=None, embedders={(embedder.name, embedder.dim): embedder}) as pipeline:
+        retriever = pipeline.retriever
         retriever.search(questions[0])  # first call loads jieba's dictionary and the vector file
         for mode in ("bm25", "dense", "hybrid"):
             times = []
@@ -213,25 +212,21 @@ def bench_latency(index: Path, settings: Settings, embedder, questions: list[str
                 retriever.search(q, 5, mode)
                 times.append(time.perf_counter() - t)
             out[f"search {mode}"] = percentiles(times)
-        answerer = Answerer(retriever, settings.replace(generator="extractive"))
         times = []
         for q in questions:
             t = time.perf_counter()
-            answerer.ask(q)
+            pipeline.answerer.ask(q)
             times.append(time.perf_counter() - t)
         out["ask extractive"] = percentiles(times)
-        if llm:
-            from rag.generate import load_generator
-
-            model_settings = settings.replace(generator="llamacpp", generator_model="")
-            generator = load_generator(model_settings)  # the best offline model installed
-            answerer = Answerer(retriever, model_settings, generator)
+    if llm:
+        model_settings = settings.replace(generator="llamacpp", generator_model="")  # the best offline model installed
+        with Pipeline.open(model_settings, index_dir=index, embedders={(embedder.name, embedder.dim): embedder}) as pipeline:
             times = []
             for q in questions[:10]:
                 t = time.perf_counter()
-                answerer.ask(q)
+                pipeline.answerer.ask(q)
                 times.append(time.perf_counter() - t)
-            out[f"ask {generator.name} (10 q)"] = percentiles(times)
+            out[f"ask {pipeline.generator.name} (10 q)"] = percentiles(times)
     return out
 
 

@@ -14,20 +14,16 @@ import argparse
 import json
 from pathlib import Path
 
-from rag.answer import Answerer
 from rag.config import load_settings
-from rag.embeddings import embedder_for_index
 from rag.evaluate import load_gold, run_info
-from rag.retrieve import Retriever
-from rag.store import IndexStore
+from rag.pipeline import Pipeline
 
 
 def confidences(dataset: str, index: str, limit: int | None) -> list[tuple[bool, float, float]]:
     """``(answerable, confidence, coverage)`` for each question of ``dataset`` answered over ``index``."""
     settings = load_settings().replace(index_dir=Path(index))
-    with IndexStore.open(settings.index_dir, settings=settings) as store:
-        retriever = Retriever(store, embedder_for_index(store.embedder, settings), settings)
-        answerer = Answerer(retriever, settings)
+    with Pipeline.open(settings, generator=None) as pipeline:
+        retriever, answerer = pipeline.retriever, pipeline.answerer
         items = load_gold(dataset, limit)
         out = []
         for item, result in zip(items, retriever.search_many([i.question for i in items], settings.answer_sources)):

@@ -28,18 +28,20 @@ class Permission(enum.Enum):
     """Something a user may be allowed to do."""
 
     READ = "read"  # ask, search, summarise, read documents
-    EDIT = "edit"  # ingest and remove documents
-    ADMIN = "admin"  # manage users
+    EDIT = "edit"  # ingest and remove documents, exclude chunks
+    ADMIN = "admin"  # manage users and libraries
 
 
 ROLES: dict[str, frozenset[Permission]] = {
+    "none": frozenset(),  # for a library a user must not see (or, as a user's role, every library not granted)
     "viewer": frozenset({Permission.READ}),
     "editor": frozenset({Permission.READ, Permission.EDIT}),
     "admin": frozenset(Permission),
 }
 
 # What each permission is called in an error message (the page is Chinese).
-_ACTION = {Permission.READ: "查阅资料", Permission.EDIT: "修改文档库", Permission.ADMIN: "管理用户"}
+_ACTION = {Permission.READ: "查阅资料", Permission.EDIT: "修改文档库", Permission.ADMIN: "管理用户和文档库"}
+_ACTION_IN = {Permission.READ: "查阅文档库 {}", Permission.EDIT: "修改文档库 {}", Permission.ADMIN: "管理用户和文档库"}
 
 _NAME = re.compile(r"[\w.@-]{1,64}")
 MIN_PASSWORD = 8
@@ -57,25 +59,35 @@ class AccessDenied(PermissionError):
 
 @dataclass(frozen=True)
 class User:
-    """Someone signed in (or the local user), with the role that decides their rights."""
+    """Someone signed in (or the local user): a role for every library, and other roles for some libraries."""
 
     name: str
     role: str
+    grants: tuple[tuple[str, str], ...] = ()  # (library, role) pairs that override ``role`` in that library
 
-    def can(self, permission: Permission) -> bool:
-        """Whether this user's role grants ``permission``."""
-        return permission in ROLES.get(self.role, frozenset())
+    def role_in(self, library: str | None) -> str:
+        """The role that decides this user's rights in ``library`` (``None``: the role itself)."""
+        return dict(self.grants).get(library, self.role) if library is not None else self.role
+
+    def can(self, permission: Permission, library: str | None = None) -> bool:
+        """Whether this user may do ``permission`` in ``library``; managing users and libraries is never a
+        library's to grant, only the user's own role."""
+        role = self.role if permission is Permission.ADMIN else self.role_in(library)
+        return permission in ROLES.get(role, frozenset())
 
 
 LOCAL_USER = User("本机用户", "admin")
 
 
-def require(user: User | None, permission: Permission) -> User:
-    """``user`` when it may do ``permission``; raises :class:`AccessDenied` otherwise (``None`` = not signed in)."""
+def require(user: User | None, permission: Permission, library: str | None = None) -> User:
+    """``user`` when it may do ``permission`` (in ``library``); raises :class:`AccessDenied` otherwise (``None`` =
+    not signed in). Every front end's rights are checked here and nowhere else."""
     if user is None:
         raise AccessDenied(f"请先登录后再{_ACTION[permission]}")
-    if not user.can(permission):
-        raise AccessDenied(f"用户 {user.name}（{user.role}）无权{_ACTION[permission]}")
+    if not user.can(permission, library):
+        action = _ACTION_IN[permission].format(library) if library is not None else _ACTION[permission]
+        role = user.role if permission is Permission.ADMIN else user.role_in(library)
+        raise AccessDenied(f"用户 {user.name}（{role}）无权{action}")
     return user
 
 
@@ -146,26 +158,76 @@ class UserStore:
 
     def list(self) -> list[User]:
         """Every user, by name."""
-        return [User(name, record.get("role", "viewer")) for name, record in sorted(self._read().items())]
+        return [_user(name, record) for name, record in sorted(self._read().items())]
 
     def get(self, name: str | None) -> User | None:
         """The user called ``name``, or ``None``."""
         record = self._read().get(name or "")
-        return User(name, record.get("role", "viewer")) if record and name else None
+        return _user(name, record) if record and name else None
 
     def add(self, name: str, password: str, role: str = "viewer", *, replace: bool = False) -> User:
         """Create a user (or, with ``replace``, set an existing one's password and role)."""
         if not _NAME.fullmatch(name):
             raise AccessError(f"user name {name!r}: use 1–64 letters, digits, '.', '@', '-' or '_'")
-        if role not in ROLES:
-            raise AccessError(f"unknown role {role!r} (use {', '.join(ROLES)})")
+        _check_role(role)
         if len(password) < MIN_PASSWORD:
             raise AccessError(f"the password needs at least {MIN_PASSWORD} characters")
         with self._editing() as users:
             if name in users and not replace:
                 raise AccessError(f"user {name!r} already exists (use `rag user passwd` to change the password)")
-            users[name] = {"password": hash_password(password), "role": role, "created": time.time()}
-        return User(name, role)
+            kept = {k: v for k, v in users.get(name, {}).items() if k in ("libraries", "keys")}
+            users[name] = {**kept, "password": hash_password(password), "role": role, "created": time.time()}
+        return self.get(name) or User(name, role)
+
+    def grant(self, name: str, library: str, role: str | None) -> User:
+        """Give ``name`` the role ``role`` in ``library`` (``None``: their own role again)."""
+        if role is not None:
+            _check_role(role)
+        with self._editing() as users:
+            record = _record(users, name)
+            grants = record.setdefault("libraries", {})
+            if role is None:
+                grants.pop(library, None)
+            else:
+                grants[library] = role
+        return self.get(name) or User(name, "viewer")
+
+    def rename_library(self, old: str, new: str) -> None:
+        """Carry every user's role in library ``old`` over to its new name."""
+        with self._editing() as users:
+            for record in users.values():
+                grants = record.get("libraries") or {}
+                if old in grants:
+                    grants[new] = grants.pop(old)
+
+    def create_key(self, name: str, label: str = "") -> str:
+        """A new API key for ``name``, shown this once: only its SHA-256 is stored (keys are random, 256 bits)."""
+        secret = "rag-" + secrets.token_urlsafe(32)
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        with self._editing() as users:
+            record = _record(users, name)
+            record.setdefault("keys", []).append({"sha256": digest, "label": label[:64], "created": time.time()})
+        return secret
+
+    def revoke_keys(self, name: str) -> int:
+        """Delete every API key of ``name``; how many there were."""
+        with self._editing() as users:
+            return len(_record(users, name).pop("keys", None) or [])
+
+    def authenticate_key(self, key: str) -> User | None:
+        """The user an API key belongs to, or ``None``."""
+        if not key.startswith("rag-"):
+            return None
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        try:
+            users = self._read()
+        except AccessError:
+            return None
+        for name, record in users.items():
+            for stored in record.get("keys", []) if isinstance(record, dict) else []:
+                if hmac.compare_digest(str(stored.get("sha256", "")), digest):
+                    return _user(name, record)
+        return None
 
     def set_password(self, name: str, password: str) -> None:
         """Change an existing user's password."""
@@ -188,4 +250,22 @@ class UserStore:
             return None
         stored = record.get("password", "") if isinstance(record, dict) else ""
         ok = verify_password(password, stored or _DUMMY_HASH)
-        return User(name, record.get("role", "viewer")) if ok and stored else None
+        return _user(name, record) if ok and stored and isinstance(record, dict) else None
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise AccessError(f"unknown role {role!r} (use {', '.join(ROLES)})")
+
+
+def _record(users: dict[str, dict], name: str) -> dict:
+    record = users.get(name)
+    if not isinstance(record, dict):
+        raise AccessError(f"no user {name!r}")
+    return record
+
+
+def _user(name: str, record: dict) -> User:
+    grants = record.get("libraries") or {}
+    pairs = tuple(sorted((str(k), str(v)) for k, v in grants.items())) if isinstance(grants, dict) else ()
+    return User(name, str(record.get("role", "viewer")), pairs)

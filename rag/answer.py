@@ -34,7 +34,7 @@ from .extractive import (
 from .lexical import query_terms
 from .metrics import is_supported, ngram_support, split_claims
 from .normalize import clean_text_field, match_script, normalize
-from .retrieve import Hit, Retriever
+from .retrieve import Hit, Retriever, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,14 @@ class Source:
     title: str | None = None
     support: list[int] | None = None  # [start, end) in ``text`` of what supports the answer
     warning: str | None = None
+    library: str | None = None  # the library it came from, when a question spans several
 
     @classmethod
     def from_hit(cls, marker: int, hit: Hit) -> Source:
         """A retrieved chunk as source ``[marker]``, warned about when it holds text that tries to steer a model."""
         warning = "此段落含有类似指令的文字，已作为资料内容处理" if INJECTION.search(normalize(hit.text)) else None
         return cls(marker, hit.doc_id, hit.chunk_id, hit.score, hit.text, hit.start, hit.end, hit.title,
-                   warning=warning)
+                   warning=warning, library=hit.library)
 
 
 @dataclass
@@ -215,15 +216,15 @@ class Answerer:
         started = time.perf_counter()
         results = self.retriever.search_many(questions, self.settings.answer_sources)
         retrieval = (time.perf_counter() - started) / max(1, len(questions))  # each question's share of the batch
-        prepared = []
-        for question, result in zip(questions, results):
-            began = time.perf_counter()
-            question = clean_text_field(question)  # as searched: nothing that cannot be encoded reaches the answer
-            evidence = self.extract(result.query, result.hits)  # the query as searched (length-bounded)
-            fallback = self._extractive(question, evidence.extraction, evidence.sources, result.note)
-            prepared.append(Prepared(question, result.query, evidence, fallback,
-                                     retrieval + time.perf_counter() - began))
-        return prepared
+        return [self.prepare_result(question, result, retrieval) for question, result in zip(questions, results)]
+
+    def prepare_result(self, question: str, result: SearchResult, seconds: float = 0.0) -> Prepared:
+        """:meth:`prepare_many` for a question already searched (a search across several libraries)."""
+        began = time.perf_counter()
+        question = clean_text_field(question)  # as searched: nothing that cannot be encoded reaches the answer
+        evidence = self.extract(result.query, result.hits)  # the query as searched (length-bounded)
+        fallback = self._extractive(question, evidence.extraction, evidence.sources, result.note)
+        return Prepared(question, result.query, evidence, fallback, seconds + time.perf_counter() - began)
 
     def finish(self, prepared: Prepared) -> Answer:
         """The answer to a prepared question: the model's once it passes the checks, else the extractive one."""

@@ -66,16 +66,21 @@ def _cut_long(text: str, span: Span, size: int) -> list[Span]:
     return pieces
 
 
+def check_chunk_settings(size: int, overlap: int) -> None:
+    """Raise :class:`ValueError` (the message is meant for users) unless ``size`` and ``overlap`` can cut a text."""
+    if size <= 0:
+        raise ValueError("chunk size must be positive")
+    if not 0 <= overlap < size:
+        raise ValueError("chunk overlap must be at least 0 and smaller than the chunk size")
+
+
 def chunk_text(text: str, size: int = 300, overlap: int = 60) -> list[Chunk]:
     """Pack sentences into chunks of at most ``size`` characters.
 
     Consecutive chunks share whole trailing sentences worth at most ``overlap`` characters. A sentence is
     only cut when it alone is longer than ``size``.
     """
-    if size <= 0:
-        raise ValueError("chunk size must be positive")
-    if not 0 <= overlap < size:
-        raise ValueError("chunk overlap must be at least 0 and smaller than the chunk size")
+    check_chunk_settings(size, overlap)
     units: list[Span] = []
     for sentence in split_sentences(text):
         units.extend(_cut_long(text, sentence, size) if sentence.end - sentence.start > size else [sentence])

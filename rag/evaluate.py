@@ -53,13 +53,18 @@ class GoldItem:
 def load_gold(path: str | Path, limit: int | None = None, sample: int | None = None,
               seed: int = 0) -> list[GoldItem]:
     """Read a gold JSONL file: the first ``limit`` lines, or ``sample`` lines drawn at random with ``seed``
-    (the same lines, in file order, for the same file and seed)."""
+    (the same lines, in file order, for the same file and seed). Lines marked ``"needs_review": true`` are
+    drafts and are skipped, with one warning."""
     if sample:
         items = load_gold(path)
         keep = set(random.Random(seed).sample(range(len(items)), min(sample, len(items))))
         return [item for i, item in enumerate(items) if i in keep]
     items: list[GoldItem] = []
+    drafts = 0
     for lineno, obj in read_jsonl(path):
+        if obj.get("needs_review"):  # a draft (e.g. from rated answers) that no person has checked: not gold yet
+            drafts += 1
+            continue
         try:
             items.append(GoldItem(id=str(obj["id"]), question=str(obj["question"]),
                                   answers=[str(a) for a in obj.get("answers", [])],
@@ -68,6 +73,9 @@ def load_gold(path: str | Path, limit: int | None = None, sample: int | None = N
             raise DatasetError(f"{path}:{lineno}: not a gold line (missing {exc})") from None
         if limit and len(items) >= limit:
             break
+    if drafts:
+        log.warning("%s: skipped %d item%s marked needs_review (drafts, not gold)", path, drafts,
+                    "" if drafts == 1 else "s")
     return items
 
 

@@ -2,7 +2,8 @@
 
 Unchanged documents (same content hash) are skipped; changed ones are replaced whole; batches are
 committed one transaction at a time, so a run that is killed keeps what it finished and the next run
-picks up where it stopped.
+picks up where it stopped. :func:`rechunk_document` re-chunks one stored document with chunk settings of its own,
+which later ingests of its file keep.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .chunking import chunk_text
+from .chunking import check_chunk_settings, chunk_text
 from .cleaning import clean_text
 from .config import Settings
 from .embeddings import Embedder, EmbeddingCache, embed_with_cache, text_hash
-from .lexical import tokenize, tokenize_spans
+from .lexical import document_terms, tokenize, word_spans
 from .loaders import NamedFile, RawDocument, Skipped, html_to_text, iter_documents
 from .normalize import normalize
 from .store import ChunkRecord, DocumentRecord, IndexStore, StoreError
@@ -66,6 +67,12 @@ class PreparedDocument:
     replaces: list[str] = field(default_factory=list)  # other ids of the same file, removed when this is written
 
 
+def content_hash(text: str, title: str | None, chunk_size: int, chunk_overlap: int) -> str:
+    """What a document's stored version is compared by: its cleaned text and title, the chunk settings it is cut
+    with, and the pipeline version; any change means it is chunked and embedded again."""
+    return text_hash(f"{PIPELINE_VERSION}|{chunk_size}|{chunk_overlap}|{title or ''}|{text}")
+
+
 def prepare_document(raw: RawDocument, settings: Settings) -> DocumentRecord | None:
     """Clean a raw document; ``None`` when nothing is left of it."""
     text, title, meta = raw.text, raw.title, dict(raw.metadata)
@@ -77,10 +84,9 @@ def prepare_document(raw: RawDocument, settings: Settings) -> DocumentRecord | N
     if not cleaned.text.strip():
         return None
     title = title or cleaned.title
-    key = f"{PIPELINE_VERSION}|{settings.chunk_size}|{settings.chunk_overlap}|{title or ''}|{cleaned.text}"
     return DocumentRecord(doc_id=raw.doc_id, root=raw.root, source=raw.source, text=cleaned.text,
-                          content_hash=text_hash(key), title=title, date=cleaned.date or meta.get("date"),
-                          publisher=cleaned.source, metadata=meta)
+                          content_hash=content_hash(cleaned.text, title, settings.chunk_size, settings.chunk_overlap),
+                          title=title, date=cleaned.date or meta.get("date"), publisher=cleaned.source, metadata=meta)
 
 
 def index_text_for(chunk_text_: str, title: str | None) -> str:
@@ -97,10 +103,9 @@ def make_chunks(doc: DocumentRecord, settings: Settings) -> list[ChunkRecord]:
     when the chunk is indexed under its title), so overlapping chunks cost no second pass of jieba.
     """
     title_terms = tokenize(doc.title) if doc.title else []
-    normalized = normalize(doc.text)
-    spans = sorted(tokenize_spans(normalized), key=lambda s: s[1]) if len(normalized) == len(doc.text) else None
+    spans = word_spans(doc.text)
     starts = [a for _, a, _ in spans] if spans is not None else []
-    doc.terms = title_terms + ([w for w, _, _ in spans] if spans is not None else tokenize(normalized, normalized=True))
+    doc.terms = document_terms(doc.text, doc.title, spans=spans)
     out = []
     for c in chunk_text(doc.text, settings.chunk_size, settings.chunk_overlap):
         index_text = index_text_for(c.text, doc.title)
@@ -191,6 +196,65 @@ def ingest(paths: Sequence[str | Path | NamedFile], store: IndexStore, embedder:
     return report
 
 
+@dataclass
+class RechunkReport:
+    """What :func:`rechunk_document` did."""
+
+    doc_id: str
+    chunk_size: int
+    chunk_overlap: int
+    chunks_before: int
+    chunks_after: int
+    chunks_embedded: int  # the others' vectors came from the embedding cache
+    exclusions_dropped: int  # old chunks that were excluded from search; the new chunks all start included
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def rechunk_document(store: IndexStore, doc_id: str, embedder: Embedder, settings: Settings, chunk_size: int,
+                     chunk_overlap: int, cache: EmbeddingCache | None = None) -> RechunkReport:
+    """Cut one stored document again with ``chunk_size`` and ``chunk_overlap``, from its stored cleaned text.
+
+    Its chunks, their BM25 terms and vectors are replaced in one transaction under the write lock (searches see
+    the old chunks or the new, never neither), and the vector backend is brought up to date before the lock is
+    released. The document keeps its id, source, root, title, date, publisher, metadata and text; its
+    ``ingested_at`` becomes now. Chunk ids are never reused, so the new chunks have new ids, and **exclusions of
+    the old chunks are dropped**: every new chunk is searchable (the report counts what was dropped).
+
+    The settings are recorded with the document: ``rag ingest`` (``--sync`` included) of its unchanged file leaves
+    it as it is, a changed file from the same source is cut with these settings too, and only a replacement from
+    another source (``--replace``) or :meth:`IndexStore.remove_documents` forgets them. They are recorded even when
+    they equal ``settings``', so a later change of the index-wide settings does not re-cut this document.
+
+    ``settings`` give the embedding batch size; ``cache`` saves embedding unchanged chunk texts again. Raises
+    :class:`ValueError` for unusable chunk settings, :class:`StoreError` for a document not in the index (and
+    the store's errors: read-only, busy, another embedder).
+    """
+    check_chunk_settings(chunk_size, chunk_overlap)
+    with store.write_lock():
+        store.bind_embedder(embedder.name, embedder.dim)
+        doc = store.document(doc_id)
+        before = store.chunks_of(doc_id)
+        if doc is None or before is None:
+            raise StoreError(f"no document {doc_id!r} in {store.directory}")
+        record = DocumentRecord(
+            doc_id=doc["doc_id"], root=doc["root"], source=doc["source"], text=doc["text"],
+            content_hash=content_hash(doc["text"], doc["title"], chunk_size, chunk_overlap), title=doc["title"],
+            date=doc["date"], publisher=doc["publisher"], metadata=doc["metadata"], chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap)
+        chunks = make_chunks(record, settings.replace(chunk_size=chunk_size, chunk_overlap=chunk_overlap))
+        vectors, embedded = embed_with_cache(embedder, cache, [c.index_text for c in chunks], settings.embed_batch_size)
+        store.write_documents([record], [chunks], [vectors])
+        store.flush()
+    report = RechunkReport(doc_id, chunk_size, chunk_overlap, len(before), len(chunks), embedded,
+                           sum(c.excluded for c in before))
+    log.info("re-chunked %s: %d → %d chunks (size %d, overlap %d)", doc_id, report.chunks_before, report.chunks_after,
+             chunk_size, chunk_overlap)
+    return report
+
+
 @dataclass(frozen=True)
 class NotWritten:
     """Why a document read in this run is not written."""
@@ -215,7 +279,16 @@ def _timed(items: Iterator[RawDocument | Skipped], seconds: dict[str, float]) ->
 
 def _prepare(item: RawDocument, store: IndexStore, settings: Settings, taken: dict[str, str], replace: bool,
              seconds: dict[str, float]) -> PreparedDocument | NotWritten:
-    """The document cleaned and chunked, ready for its vectors; or why it is not written."""
+    """The document cleaned and chunked, ready for its vectors; or why it is not written.
+
+    A document given chunk settings of its own (:func:`rechunk_document`) keeps them while it comes from the same
+    source, so its unchanged file stays unchanged and a changed one is cut the same way; a replacement from
+    another source (``replace``) is cut with ``settings``.
+    """
+    stored = store.origins([item.doc_id]).get(item.doc_id)
+    own = stored.chunking if stored is not None and stored.source == item.source else None
+    if own is not None:
+        settings = settings.replace(chunk_size=own[0], chunk_overlap=own[1])
     t0 = time.perf_counter()
     record = prepare_document(item, settings)
     seconds["load_clean"] += time.perf_counter() - t0
@@ -225,7 +298,8 @@ def _prepare(item: RawDocument, store: IndexStore, settings: Settings, taken: di
         return NotWritten(f"the id {record.doc_id!r} was already read from {taken[record.doc_id]} in this run; "
                           "this one is not used", conflict=True)
     taken[record.doc_id] = record.source
-    stored = store.origins([record.doc_id]).get(record.doc_id)
+    if own is not None:
+        record.chunk_size, record.chunk_overlap = own
     if stored is not None and stored.source != record.source and not replace:
         return NotWritten(f"the id {record.doc_id!r} already belongs to {stored.source}; not replaced (ask for "
                           "--replace to overwrite it, or ingest the file under another name)", conflict=True)

@@ -6,8 +6,10 @@ same transactions as the documents and chunks it scores.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
+from collections.abc import Sequence
 
 from .normalize import normalize
 
@@ -52,6 +54,55 @@ def tokenize_spans(text: str, mode: str = "search") -> list[tuple[str, int, int]
     """jieba words of already normalised ``text`` with their character offsets, punctuation dropped; ``mode``
     "search" adds the shorter words inside long ones, "default" cuts each stretch of text once."""
     return [(w, a, b) for w, a, b in _jieba().tokenize(text, mode=mode) if _WORD.search(w)]
+
+
+def word_spans(text: str) -> list[tuple[str, int, int]] | None:
+    """Search-mode words of ``text``'s normalised form with their offsets, in text order; ``None`` when normalising
+    changes the text's length, since the offsets would then not fit ``text``."""
+    normalized = normalize(text)
+    if len(normalized) != len(text):
+        return None
+    return sorted(tokenize_spans(normalized), key=lambda s: s[1])
+
+
+def document_terms(text: str, title: str | None, keep: Sequence[tuple[int, int]] | None = None,
+                   spans: list[tuple[str, int, int]] | None = None) -> list[str]:
+    """The BM25 words of a whole document: its title's, then its text's.
+
+    With ``keep`` (``[start, end)`` ranges of ``text``: the chunks still searchable), only the words inside those
+    ranges count, and the title's only when some range is kept; so text excluded from search does not make its
+    document match. ``spans`` are :func:`word_spans` of ``text`` when the caller has them already.
+    """
+    if keep is not None and not keep:
+        return []
+    title_terms = tokenize(title) if title else []
+    if spans is None:
+        spans = word_spans(text)
+    if keep is None:
+        if spans is None:
+            return title_terms + tokenize(text)
+        return title_terms + [w for w, _, _ in spans]
+    regions = _merged(keep)
+    if spans is None:
+        return title_terms + [w for a, b in regions for w in tokenize(text[a:b])]
+    starts = [a for a, _ in regions]
+    kept = []
+    for w, a, b in spans:
+        i = bisect.bisect_right(starts, a) - 1
+        if i >= 0 and b <= regions[i][1]:
+            kept.append(w)
+    return title_terms + kept
+
+
+def _merged(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Overlapping or touching ``[start, end)`` ranges joined, in order."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def words(text: str) -> list[str]:

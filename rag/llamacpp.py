@@ -24,6 +24,10 @@ from .generate import GeneratorError, format_sources, read_prompt
 log = logging.getLogger(__name__)
 
 GGUF_MAGIC = b"GGUF"
+# A standalone question is short: a follow-up's rewrite needs few tokens, and each prior turn is cut to this many
+# characters in the prompt (what a follow-up points at is near the start of a question or answer).
+REWRITE_NEW_TOKENS = 48
+REWRITE_HISTORY_CHARS = 200
 
 
 def _chars_as_tokens(text: str) -> int:
@@ -67,6 +71,8 @@ class LlamaCppGenerator:
         self.summary_system = read_prompt("summarize_system.txt")
         self.summary_template = read_prompt("summarize_user.txt")
         self.topic_template = read_prompt("summarize_topic_user.txt")
+        self.rewrite_system = read_prompt("rewrite_question_system.txt")
+        self.rewrite_template = read_prompt("rewrite_question_user.txt")
         self.last_timings: dict[str, Any] = {}
 
     def count_tokens(self, text: str) -> int:
@@ -149,6 +155,17 @@ class LlamaCppGenerator:
         user = self.summary_template.format(text=text, max_chars=max_chars)
         messages = [{"role": "system", "content": self.summary_system}, {"role": "user", "content": user}]
         return self._complete(messages, self.summary_new_tokens)
+
+    def rewrite_question(self, question: str, history: Sequence[tuple[str, str]]) -> str:
+        """``question``, a follow-up in a conversation of (question, answer) ``history`` pairs (oldest first),
+        rewritten to stand alone. Unchecked: :func:`rag.conversation.rewrite_followup` checks it."""
+        lines = []
+        for asked, answered in history:
+            lines += [f"问：{asked[:REWRITE_HISTORY_CHARS]}", f"答：{answered[:REWRITE_HISTORY_CHARS] or '（未找到答案）'}"]
+        user = self.rewrite_template.format(history="\n".join(lines), question=question[:REWRITE_HISTORY_CHARS])
+        messages = [{"role": "system", "content": self.rewrite_system}, {"role": "user", "content": user}]
+        text = self._complete(messages, REWRITE_NEW_TOKENS)
+        return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def _check_gguf(path: Path) -> None:

@@ -41,6 +41,7 @@ class Hit:
     end: int
     title: str | None = None
     retrievers: list[str] = field(default_factory=list)  # which of dense / bm25 found it
+    library: str | None = None  # set when a search spans several libraries
 
     def to_dict(self) -> dict:
         """JSON-ready form (``doc_id``, ``chunk_id``, ``score``, ``text`` first: other tools rely on them)."""

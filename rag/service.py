@@ -1,8 +1,9 @@
-"""One long-lived object that the web demo (and any other front end) calls: index, models and answerer
-loaded once per process, with a lock so that several users at once never interleave their index work.
+"""One long-lived object that every front end calls (the web page, its HTTP API, the ``rag`` command line):
+libraries, models and answerers loaded once per process, with a lock per library so that several users at once
+never interleave their index work.
 
-Every public method takes the :class:`~rag.access.User` asking and checks their right to it first
-(:func:`rag.access.require`), so no front end can forget to.
+Every public method takes the :class:`~rag.access.User` asking (and the library) and checks their right to it
+first (:func:`rag.access.require`), so no front end can forget to.
 """
 
 from __future__ import annotations
@@ -16,21 +17,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .access import Permission, User, require
-from .answer import Answer, Answerer
+from .access import Permission, User, UserStore, require
+from .answer import Answer, Prepared
+from .audit import AuditEvent, AuditLog
 from .config import Settings
-from .embeddings import EmbeddingCache, embedder_for_index
-from .generate import load_generator
-from .ingest import IngestReport, ingest
+from .conversation import ConversationInfo, ConversationStore, Turn, rewrite_followup
+from .embeddings import Embedder, EmbeddingCache
+from .feedback import Feedback, FeedbackStore, export_gold
+from .generate import Generator, load_generator
+from .ingest import IngestReport, RechunkReport, ingest, rechunk_document
+from .libraries import DEFAULT_LIBRARY, Libraries, LibraryError
 from .loaders import NamedFile
-from .rerank import load_reranker
-from .retrieve import Retriever
-from .store import IndexStore, StoreError
-from .summarize import Summarizer, Summary, summarize_batch
+from .normalize import normalize
+from .pipeline import LOAD, Pipeline
+from .retrieve import SearchResult
+from .store import ChunkView, IndexStore, StoreError
+from .summarize import Summary, summarize_batch
 from .uploads import Upload
 
 log = logging.getLogger(__name__)
 UPLOAD_SCHEME = "upload://"
+
+
+@dataclass
+class ChatTurn:
+    """A conversation's newest turn: the conversation, the stored turn and the full answer."""
+
+    conversation_id: str
+    turn: Turn
+    answer: Answer
 
 
 @dataclass
@@ -64,96 +79,270 @@ def describe_source(source: str) -> str:
 
 
 class RagService:
-    """Index + embedder + answerer, opened once; every public method is safe to call from many threads."""
+    """Every library of an installation behind one object that checks rights; safe to call from many threads.
 
-    def __init__(self, settings: Settings) -> None:
+    Each library's :class:`~rag.pipeline.Pipeline` is opened at its first use and kept; the chat model and the
+    embedders are loaded once and shared by all libraries. Work on one library's index holds that library's lock
+    (the model, which has its own queue, runs outside it), so users of different libraries never wait on each
+    other's index work.
+    """
+
+    def __init__(self, settings: Settings, *, generator: Generator | None = LOAD, create: bool = True) -> None:
+        """``generator``: see :meth:`Pipeline.open`; ``create``: make the default library when it does not
+        exist (a server's first start), rather than answer that there is none (the command line)."""
         self.settings = settings
-        self._lock = threading.RLock()
-        self.store = IndexStore.open(settings.index_dir, create=True, settings=settings)
+        self.libraries = Libraries(settings)
+        self.users = UserStore(settings.users_file)
+        self.audit = AuditLog(settings.state_root / "audit.jsonl")
+        self.feedback = FeedbackStore(settings.state_root / "feedback.sqlite")
+        self.conversations = ConversationStore(settings.state_root / "conversations.sqlite")
+        if create and not self.libraries.exists(DEFAULT_LIBRARY):
+            IndexStore.open(self.libraries.path(DEFAULT_LIBRARY), create=True, settings=settings).close()
+        self.generator = load_generator(settings) if generator is LOAD else generator
+        self._pipelines: dict[str, Pipeline] = {}
+        self._locks: dict[str, threading.RLock] = {}
+        self._embedders: dict[Any, Embedder] = {}
+        self._opening = threading.Lock()
+        self._ingesting = threading.Lock()  # one ingest at a time: they share the embedder and its cache
+        self._caches: dict[tuple[str, int], EmbeddingCache] = {}  # one per embedder, shared by its libraries
+
+    def pipeline(self, library: str) -> Pipeline:
+        """Library ``library``'s pipeline, opened (and checked) at first use; no rights are checked here."""
+        with self._opening:
+            if library not in self._pipelines:
+                found = self.libraries.get(library)
+                pipeline = Pipeline.open(self.libraries.settings_for(library), index_dir=found.path,
+                                         generator=self.generator, embedders=self._embedders)
+                try:
+                    pipeline.store.ensure_intact()  # a damaged library should fail here, not on a user's question
+                except StoreError:
+                    pipeline.close()
+                    raise
+                self._pipelines[library] = pipeline
+                self._locks[library] = threading.RLock()
+            return self._pipelines[library]
+
+    def _lock(self, library: str) -> threading.RLock:
+        self.pipeline(library)
+        return self._locks[library]
+
+    def _library(self, user: User | None, permission: Permission, library: str) -> tuple[User, Pipeline]:
+        """The user (when allowed) and the library's pipeline: the rights check every method starts with."""
+        user = require(user, permission, library)
         try:
-            self.store.ensure_intact()  # a server that starts should not fail its users' first questions
-        except StoreError:
-            self.store.close()
+            return user, self.pipeline(library)
+        except LibraryError:
             raise
-        self.embedder = embedder_for_index(self.store.embedder, settings)
-        self.cache = EmbeddingCache(settings.cache_dir, self.embedder.name, self.embedder.dim)
-        self.generator = load_generator(settings)
-        self.retriever = Retriever(self.store, self.embedder, settings, load_reranker(settings))
-        self.answerer = Answerer(self.retriever, settings, self.generator)
-        self.summarizer = Summarizer(settings, self.generator if settings.summarize_with_model else None)
+        except StoreError as exc:
+            raise StoreError(f"文档库 {library}：{exc}") from None
 
     def close(self) -> None:
-        """Save and close the index."""
-        with self._lock:
-            self.store.close()
-            self.cache.close()
+        """Save and close every open library."""
+        with self._opening:
+            for library, pipeline in self._pipelines.items():
+                with self._locks[library]:
+                    pipeline.close()
+            self._pipelines.clear()
+            for cache in self._caches.values():
+                cache.close()
+            self._caches.clear()
+        self.conversations.close()
+
+    # -- libraries --------------------------------------------------------------------------------------------
+    def library_names(self, user: User | None) -> list[str]:
+        """The libraries ``user`` may read."""
+        if user is None:
+            return []
+        return [name for name in self.libraries.names() if user.can(Permission.READ, name)]
+
+    def create_library(self, user: User | None, name: str) -> str:
+        """A new, empty library (administrators only)."""
+        user = require(user, Permission.ADMIN)
+        self.libraries.create(name)
+        self.audit.record(AuditEvent(user.name, "library.create", name))
+        return name
+
+    def rename_library(self, user: User | None, old: str, new: str) -> str:
+        """Rename a library; users' roles in it follow it."""
+        user = require(user, Permission.ADMIN)
+        with self._opening:
+            pipeline = self._pipelines.pop(old, None)
+            lock = self._locks.pop(old, None)
+        if pipeline is not None and lock is not None:
+            with lock:
+                pipeline.close()
+        self.libraries.rename(old, new)
+        self.users.rename_library(old, new)
+        self.audit.record(AuditEvent(user.name, "library.rename", new, {"from": old}))
+        return new
+
+    def delete_library(self, user: User | None, name: str) -> Path:
+        """Move a library to the trash folder (administrators only); where it went."""
+        user = require(user, Permission.ADMIN)
+        with self._opening:
+            pipeline = self._pipelines.pop(name, None)
+            lock = self._locks.pop(name, None)
+        if pipeline is not None and lock is not None:
+            with lock:
+                pipeline.close()
+        moved = self.libraries.delete(name)
+        self.audit.record(AuditEvent(user.name, "library.delete", name, {"moved_to": str(moved)}))
+        return moved
 
     # -- questions --------------------------------------------------------------------------------------------
-    def ask(self, user: User | None, question: str) -> Answer:
-        """Answer one question (raises ``QueryError`` for an empty one)."""
-        require(user, Permission.READ)
-        with self._lock:  # the index is read under the lock; the model, which has its own queue, outside it
-            prepared = self.answerer.prepare_many([question])[0]
-        return self.answerer.finish(prepared)
+    def _prepare(self, user: User | None, question: str, library: str | Sequence[str]) -> tuple[Pipeline, Prepared]:
+        names = [library] if isinstance(library, str) else list(dict.fromkeys(library))
+        if not names:
+            raise LibraryError("请至少选择一个文档库")
+        pipelines = [self._library(user, Permission.READ, name)[1] for name in names]
+        if len(names) == 1:
+            with self._locks[names[0]]:  # the index is read under the lock; the model runs outside it
+                return pipelines[0], pipelines[0].answerer.prepare_many([question])[0]
+        return pipelines[0], pipelines[0].answerer.prepare_result(question, self._search_across(question, names))
 
-    def ask_stream(self, user: User | None, question: str) -> Iterator[str | Answer]:
+    def _search_across(self, query: str, names: Sequence[str], k: int | None = None) -> SearchResult:
+        """The best hits of several libraries: each library's own, labelled with it, merged by fused score."""
+        k = k or self.settings.answer_sources
+        results = []
+        for name in names:
+            with self._locks[name]:
+                result = self._pipelines[name].retriever.search(query, k)
+            for hit in result.hits:
+                hit.library = name
+            results.append(result)
+        hits = sorted((h for r in results for h in r.hits), key=lambda h: -h.score)[:k]
+        return SearchResult(results[0].query, hits, results[0].retriever, results[0].note)
+
+    def ask(self, user: User | None, question: str, library: str | Sequence[str] = DEFAULT_LIBRARY) -> Answer:
+        """Answer one question from one library or several (raises ``QueryError`` for an empty one)."""
+        pipeline, prepared = self._prepare(user, question, library)
+        return pipeline.answerer.finish(prepared)
+
+    def ask_stream(self, user: User | None, question: str,
+                   library: str | Sequence[str] = DEFAULT_LIBRARY) -> Iterator[str | Answer]:
         """Answer one question as the model writes it: text pieces, then the checked :class:`Answer` (see
         :meth:`rag.answer.Answerer.finish_stream`)."""
-        require(user, Permission.READ)
-        with self._lock:
-            prepared = self.answerer.prepare_many([question])[0]
-        yield from self.answerer.finish_stream(prepared)
+        pipeline, prepared = self._prepare(user, question, library)
+        yield from pipeline.answerer.finish_stream(prepared)
 
-    def evaluate_qa(self, user: User | None, items: Sequence[Any]) -> dict[str, Any]:
-        """A QA evaluation run (see :func:`rag.evaluate.evaluate_qa`) over this index."""
+    # -- conversations ----------------------------------------------------------------------------------------
+    def chat_stream(self, user: User | None, question: str, conversation_id: str | None = None,
+                    library: str = DEFAULT_LIBRARY) -> Iterator[str | ChatTurn]:
+        """One turn of a user's conversation: the follow-up rewritten to stand alone with the turns before it (by
+        the chat model when one is loaded, else by rules), answered from ``library`` as the model writes it
+        (text pieces), then the :class:`ChatTurn`, stored so that the conversation survives a restart. A new
+        conversation is started when ``conversation_id`` is ``None``."""
+        user = require(user, Permission.READ, library)
+        if conversation_id is None:
+            conversation_id = self.conversations.create(user.name, library, title=question.strip()[:40])
+        history = self.conversations.turns(user.name, conversation_id)  # raises when it is not theirs
+        standalone = rewrite_followup(question, history, self.generator)
+        answer = None
+        for item in self.ask_stream(user, standalone, library):
+            if isinstance(item, str):
+                yield item
+            else:
+                answer = item
+        assert answer is not None
+        turn = Turn.from_answer(question, answer)
+        self.conversations.append(user.name, conversation_id, turn)
+        yield ChatTurn(conversation_id, turn, answer)
+
+    def chat(self, user: User | None, question: str, conversation_id: str | None = None,
+             library: str = DEFAULT_LIBRARY) -> ChatTurn:
+        """:meth:`chat_stream` without the pieces."""
+        *_, last = self.chat_stream(user, question, conversation_id, library)
+        assert isinstance(last, ChatTurn)
+        return last
+
+    def conversation_list(self, user: User | None, library: str | None = None) -> list[ConversationInfo]:
+        """The user's own conversations (in ``library``), newest first."""
+        user = require(user, Permission.READ, library)
+        return self.conversations.list(user.name, library)
+
+    def conversation(self, user: User | None, conversation_id: str, library: str = DEFAULT_LIBRARY) -> list[Turn]:
+        """The turns of one of the user's own conversations in ``library``."""
+        user = require(user, Permission.READ, library)
+        return self.conversations.turns(user.name, conversation_id)
+
+    def ask_many(self, user: User | None, questions: Sequence[str], library: str = DEFAULT_LIBRARY) -> list[Answer]:
+        """Answer questions in order from one library (retrieval batched; for ``rag ask --batch``)."""
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            prepared = pipeline.answerer.prepare_many(questions)
+        return [pipeline.answerer.finish(p) for p in prepared]
+
+    def search(self, user: User | None, query: str, library: str | Sequence[str] = DEFAULT_LIBRARY,
+               k: int | None = None, retriever: str | None = None) -> SearchResult:
+        """The passages search finds for ``query`` in one library or several."""
+        names = [library] if isinstance(library, str) else list(dict.fromkeys(library))
+        for name in names:
+            self._library(user, Permission.READ, name)
+        if len(names) == 1:
+            with self._locks[names[0]]:
+                return self._pipelines[names[0]].retriever.search(query, k or self.settings.top_k, retriever)
+        return self._search_across(query, names, k or self.settings.top_k)
+
+    def evaluate_qa(self, user: User | None, items: Sequence[Any], library: str = DEFAULT_LIBRARY) -> dict[str, Any]:
+        """A QA evaluation run (see :func:`rag.evaluate.evaluate_qa`) over a library."""
         from .evaluate import evaluate_qa
 
-        require(user, Permission.READ)
-        with self._lock:
-            return evaluate_qa(items, self.answerer, progress=False)
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            return evaluate_qa(items, pipeline.answerer, progress=False)
 
     # -- summaries --------------------------------------------------------------------------------------------
-    def summarize(self, user: User | None, doc_ids: Sequence[str], length: str = "medium") -> list[Summary]:
-        """Summaries of documents of the index (unknown ids are skipped)."""
-        require(user, Permission.READ)
-        with self._lock:
-            docs = [d for d in (self.store.document(i) for i in doc_ids) if d is not None]
-            return [self.summarizer.summarize(d["text"], d["doc_id"], d["title"], length) for d in docs]
+    def summarize(self, user: User | None, doc_ids: Sequence[str], length: str = "medium",
+                  library: str = DEFAULT_LIBRARY) -> list[Summary]:
+        """Summaries of documents of a library (unknown ids are skipped)."""
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            docs = [d for d in (pipeline.store.document(i) for i in doc_ids) if d is not None]
+            return [pipeline.summarizer.summarize(d["text"], d["doc_id"], d["title"], length) for d in docs]
 
-    def summarize_topic(self, user: User | None, query: str, bullets: int = 5) -> Summary:
+    def summarize_topic(self, user: User | None, query: str, bullets: int = 5,
+                        library: str = DEFAULT_LIBRARY) -> Summary:
         """Bullets across the documents that search finds for ``query``."""
-        require(user, Permission.READ)
-        with self._lock:
-            return self.summarizer.summarize_topic(query, self.retriever, k=8, bullets=bullets)
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            return pipeline.summarizer.summarize_topic(query, pipeline.retriever, k=8, bullets=bullets)
 
-    def summarize_library(self, user: User | None, out: Path, length: str = "medium") -> dict[str, int]:
+    def summarize_library(self, user: User | None, out: Path, length: str = "medium",
+                          library: str = DEFAULT_LIBRARY) -> dict[str, int]:
         """Every document's summary into ``out`` (JSONL) and ``out`` with ``.md``."""
-        require(user, Permission.READ)
-        with self._lock:
-            items = list(self.store.iter_texts())
-            return summarize_batch(iter(items), self.summarizer, out, length, total=len(items), progress=False)
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            items = list(pipeline.store.iter_texts())
+            return summarize_batch(iter(items), pipeline.summarizer, out, length, total=len(items), progress=False)
 
-    # -- library ----------------------------------------------------------------------------------------------
+    # -- documents --------------------------------------------------------------------------------------------
     def ingest_uploads(self, user: User | None, uploads: Sequence[Upload], *, replace: bool = False,
-                       progress: Callable[[float, str], None] | None = None) -> IngestReport:
+                       progress: Callable[[float, str], None] | None = None,
+                       library: str = DEFAULT_LIBRARY) -> IngestReport:
         """Ingest checked uploads (:func:`rag.uploads.accept_uploads`) under the names their users gave them.
 
         An upload whose name an existing document of other content holds is refused unless ``replace``.
         """
-        user = require(user, Permission.EDIT)
+        user, pipeline = self._library(user, Permission.EDIT, library)
         named = [NamedFile(u.path, u.name, upload_source(user, u)) for u in uploads]
-        report = self._ingest(named, replace, progress)
-        log.info("%s ingested %d uploads: added %s, updated %s, skipped %d", user.name, len(uploads),
-                 report.added, report.updated, len(report.skipped))
+        report = self._ingest(pipeline, library, named, replace, progress)
+        self.audit.record(AuditEvent(user.name, "ingest", library, {
+            "files": [u.name for u in uploads], "added": report.added, "updated": report.updated,
+            "skipped": [item["source"] for item in report.skipped], "replace": replace}))
         return report
 
     def ingest_paths(self, user: User | None, paths: Sequence[str | Path],
-                     progress: Callable[[float, str], None] | None = None) -> IngestReport:
+                     progress: Callable[[float, str], None] | None = None,
+                     library: str = DEFAULT_LIBRARY) -> IngestReport:
         """Ingest files or folders of this machine (the sample corpus, a folder an administrator names)."""
-        require(user, Permission.ADMIN)
-        return self._ingest(list(paths), False, progress)
+        user = require(user, Permission.ADMIN)
+        _, pipeline = self._library(user, Permission.EDIT, library)
+        report = self._ingest(pipeline, library, list(paths), False, progress)
+        self.audit.record(AuditEvent(user.name, "ingest", library, {
+            "paths": [str(p) for p in paths], "added": report.added, "updated": report.updated}))
+        return report
 
-    def _ingest(self, items: Sequence[str | Path | NamedFile], replace: bool,
+    def _ingest(self, pipeline: Pipeline, library: str, items: Sequence[str | Path | NamedFile], replace: bool,
                 progress: Callable[[float, str], None] | None) -> IngestReport:
         seen: list[str] = []
 
@@ -162,40 +351,94 @@ class RagService:
             if progress:
                 progress(min(len(seen) / max(len(items), 1), 0.99), Path(source).name)
 
-        with self._lock:
-            report = ingest(list(items), self.store, self.embedder, self.settings, cache=self.cache, replace=replace,
-                            progress=False, on_item=tell)
+        with self._ingesting, self._locks[library]:
+            report = ingest(list(items), pipeline.store, pipeline.embedder, pipeline.settings,
+                            cache=self._cache(pipeline), replace=replace, progress=False, on_item=tell)
         if progress:
             progress(1.0, "完成")
         return report
 
-    def documents(self, user: User | None) -> list[dict[str, Any]]:
-        """Every document with its chunk count."""
-        require(user, Permission.READ)
-        with self._lock:
-            return self.store.list_documents()
+    def _cache(self, pipeline: Pipeline) -> EmbeddingCache:
+        """The embedding cache of the pipeline's embedder (one per embedder, shared by its libraries)."""
+        key = (pipeline.embedder.name, pipeline.embedder.dim)
+        with self._opening:
+            if key not in self._caches:
+                self._caches[key] = EmbeddingCache(self.settings.cache_dir, *key)
+            return self._caches[key]
 
-    def document(self, user: User | None, doc_id: str) -> dict[str, Any] | None:
+    def documents(self, user: User | None, library: str = DEFAULT_LIBRARY) -> list[dict[str, Any]]:
+        """Every document of a library with its chunk count."""
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            return pipeline.store.list_documents()
+
+    def document(self, user: User | None, doc_id: str, library: str = DEFAULT_LIBRARY) -> dict[str, Any] | None:
         """One document's cleaned text and fields."""
-        require(user, Permission.READ)
-        with self._lock:
-            return self.store.document(doc_id)
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            return pipeline.store.document(doc_id)
 
-    def remove(self, user: User | None, doc_id: str) -> bool:
+    def remove(self, user: User | None, doc_id: str, library: str = DEFAULT_LIBRARY) -> bool:
         """Remove a document; ``False`` when it was not there."""
-        user = require(user, Permission.EDIT)
-        with self._lock, self.store.write_lock():
-            removed = self.store.remove_documents([doc_id]) > 0
-            self.store.flush()
+        user, pipeline = self._library(user, Permission.EDIT, library)
+        with self._locks[library], pipeline.store.write_lock():
+            removed = pipeline.store.remove_documents([doc_id]) > 0
+            pipeline.store.flush()
         if removed:
-            log.info("%s removed %s", user.name, doc_id)
+            self.audit.record(AuditEvent(user.name, "remove", library, {"doc_id": doc_id}))
         return removed
 
-    def stats(self, user: User | None) -> ServiceStats:
+    def chunks(self, user: User | None, doc_id: str, library: str = DEFAULT_LIBRARY) -> list[ChunkView] | None:
+        """A document's chunks as indexed (offsets into its cleaned text, excluded or not); ``None`` when there is
+        no such document."""
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            return pipeline.store.chunks_of(doc_id)
+
+    def set_excluded(self, user: User | None, chunk_ids: Sequence[int], excluded: bool,
+                     library: str = DEFAULT_LIBRARY) -> int:
+        """Exclude chunks from search (boilerplate, a wrong table) or include them again; how many changed."""
+        user, pipeline = self._library(user, Permission.EDIT, library)
+        with self._locks[library]:
+            changed = pipeline.store.set_excluded(chunk_ids, excluded)
+        if changed:
+            self.audit.record(AuditEvent(user.name, "exclude" if excluded else "include", library,
+                                         {"chunk_ids": [int(c) for c in chunk_ids], "changed": changed}))
+        return changed
+
+    def rechunk(self, user: User | None, doc_id: str, chunk_size: int, chunk_overlap: int,
+                library: str = DEFAULT_LIBRARY) -> RechunkReport:
+        """Cut one document again with other chunk settings (see :func:`rag.ingest.rechunk_document`)."""
+        user, pipeline = self._library(user, Permission.EDIT, library)
+        with self._ingesting, self._locks[library]:
+            report = rechunk_document(pipeline.store, doc_id, pipeline.embedder, pipeline.settings, chunk_size,
+                                      chunk_overlap, cache=self._cache(pipeline))
+        self.audit.record(AuditEvent(user.name, "rechunk", library, report.to_dict()))
+        return report
+
+    # -- feedback ---------------------------------------------------------------------------------------------
+    def give_feedback(self, user: User | None, answer: Answer, rating: int, comment: str = "", correction: str = "",
+                      library: str = DEFAULT_LIBRARY, question: str | None = None) -> int:
+        """Store 👍 (1) or 👎 (-1) on an answer given in ``library``; its id."""
+        user = require(user, Permission.READ, library)
+        return self.feedback.add(Feedback.from_answer(answer, user=user.name, library=library, rating=rating,
+                                                      comment=comment, correction=correction, question=question))
+
+    def export_feedback(self, user: User | None, out: Path, library: str = DEFAULT_LIBRARY) -> dict[str, int]:
+        """A library's rated answers as a gold-file draft for ``rag eval qa`` (editors of the library)."""
+        require(user, Permission.EDIT, library)
+        return export_gold(self.feedback.list(library=library, limit=None), out)
+
+    def audit_log(self, user: User | None, limit: int = 200, library: str | None = None) -> list[AuditEvent]:
+        """The newest changes (administrators only)."""
+        require(user, Permission.ADMIN)
+        return self.audit.read(limit, library)
+
+    def stats(self, user: User | None, library: str = DEFAULT_LIBRARY) -> ServiceStats:
         """Counts for the library tab."""
-        require(user, Permission.READ)
-        with self._lock:
-            data = self.store.stats()
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            data = pipeline.store.stats()
         return ServiceStats(data["documents"], data["chunks"], data["embedder"], data["size_bytes"] / 1e6,
                             self.generator.name if self.generator else "extractive", data["read_only"])
 
@@ -217,6 +460,21 @@ def render_answer(answer: Answer) -> str:
     if answer.dropped:
         body += "\n\n> 已删除无依据的内容：" + html.escape(" / ".join(answer.dropped))
     return body + f"\n\n<small>生成方式：{html.escape(answer.generator)}</small>"
+
+
+def render_turn(turn: Turn, answer: Answer | None = None) -> str:
+    """A conversation turn as the chat shows it: how a follow-up was understood, the answer with its citation
+    markers, and which passages they name (the full passages are shown beside the chat)."""
+    head = ""
+    if normalize(turn.standalone) != normalize(turn.question):
+        head = f"<small>理解为：{html.escape(turn.standalone)}</small>\n\n"
+    if answer is not None:
+        return head + render_answer(answer)
+    markers = "".join(f"[{m}]" for m in turn.citations)
+    cited = [s for s in turn.sources if s.get("marker") in turn.citations]
+    listed = "；".join(f"[{s['marker']}] {html.escape(str(s.get('title') or s['doc_id']))}" for s in cited)
+    return (head + f"{html.escape(turn.answer)} {markers}" + (f"\n\n<small>出处：{listed}</small>" if listed else "")
+            + f"\n\n<small>生成方式：{html.escape(turn.generator)}</small>")
 
 
 def render_draft(text: str) -> str:

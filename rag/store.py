@@ -15,16 +15,17 @@ import logging
 import os
 import shutil
 import sqlite3
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .lexical import fts_match_expression
+from .lexical import document_terms, fts_match_expression
 from .vectors import FAISS_NAME, FAISS_STAMP, VectorBackend, VectorBackendError, open_backend
 
 if TYPE_CHECKING:
@@ -34,12 +35,20 @@ log = logging.getLogger(__name__)
 
 # 2: removed_chunks (the log vector backends replay) and the vector_store setting.
 # 3: every document's source is an absolute path (or an upload's origin), indexed: ingest refuses an id that
-#    another source holds. Formats 1 and 2 are upgraded in place when opened writable, and read as they are.
-FORMAT_VERSION = 3
-READABLE_FORMATS = {"1", "2", "3"}
+#    another source holds.
+# 4: chunks an editor excluded from search (excluded_chunks), and a document's own chunk settings
+#    (documents.chunk_size, chunk_overlap; NULL: the index's settings). A release that reads only formats up to 3
+#    refuses a format 4 index rather than searching the excluded chunks.
+# Formats 1 to 3 are upgraded in place when opened writable, and read as they are.
+FORMAT_VERSION = 4
+READABLE_FORMATS = {"1", "2", "3", "4"}
 DB_NAME = "index.sqlite"
 LOCK_NAME = ".write.lock"
 _REMOVED_TABLE = "CREATE TABLE IF NOT EXISTS removed_chunks (chunk_id INTEGER PRIMARY KEY, generation INTEGER NOT NULL);"
+# An excluded chunk keeps its row, BM25 terms and vector (so every check and vector backend stays as it is); the
+# store's search methods leave it out, and its document's whole-text BM25 terms are recomputed without it.
+_EXCLUDED_TABLE = ("CREATE TABLE IF NOT EXISTS excluded_chunks "
+                   "(chunk_id INTEGER PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE);")
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,7 +62,9 @@ CREATE TABLE documents (
     content_hash TEXT NOT NULL,
     text TEXT NOT NULL,
     metadata TEXT NOT NULL,
-    ingested_at REAL NOT NULL
+    ingested_at REAL NOT NULL,
+    chunk_size INTEGER,
+    chunk_overlap INTEGER
 );
 CREATE INDEX documents_root ON documents(root);
 CREATE INDEX documents_source ON documents(source);
@@ -70,7 +81,7 @@ CREATE TABLE chunks (
 CREATE INDEX chunks_doc ON chunks(doc_id);
 CREATE VIRTUAL TABLE chunk_terms USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
 CREATE VIRTUAL TABLE doc_terms USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
-""" + _REMOVED_TABLE
+""" + _REMOVED_TABLE + _EXCLUDED_TABLE
 
 
 class StoreError(RuntimeError):
@@ -107,10 +118,12 @@ def damaged(directory: Path, exc: BaseException) -> IndexDamagedError:
 
 @dataclass
 class Origin:
-    """Where a stored document came from, and its content hash: what ingest compares a new version against."""
+    """Where a stored document came from, its content hash, and the chunk settings it was given of its own (by
+    ``rechunk_document``): what ingest compares a new version against."""
 
     source: str
     content_hash: str
+    chunking: tuple[int, int] | None = None  # (chunk_size, chunk_overlap); None: the index's settings
 
 
 @dataclass
@@ -142,6 +155,9 @@ class DocumentRecord:
     publisher: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     terms: list[str] = field(default_factory=list)  # BM25 words of the whole document
+    # Chunk settings of this document's own (``rechunk_document``); None: whatever the index is ingested with.
+    chunk_size: int | None = None
+    chunk_overlap: int | None = None
 
 
 @dataclass
@@ -170,6 +186,24 @@ class StoredChunk:
     title: str | None
 
 
+@dataclass
+class ChunkView:
+    """A chunk as an editor sees it: where it lies in its document's cleaned text (``text ==
+    document_text[start:end]``) and whether it is excluded from search."""
+
+    chunk_id: int
+    doc_id: str
+    ordinal: int  # position in the document, from 0
+    start: int
+    end: int
+    text: str
+    excluded: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
 class IndexStore:
     """One index directory. Open with :meth:`open`; use as a context manager to close it."""
 
@@ -182,6 +216,8 @@ class IndexStore:
         self._vectors: VectorBackend | None = None
         self._dirty = False
         self._checked_for_writing = False
+        self._format = FORMAT_VERSION  # what this connection's tables are (older only when read where read-only)
+        self._lock_owner: int | None = None  # the thread holding the write lock through this store
 
     # -- opening -----------------------------------------------------------------------------------------
     @classmethod
@@ -240,26 +276,43 @@ class IndexStore:
             self._db.execute("SELECT count(*) FROM doc_terms").fetchone()
         except sqlite3.DatabaseError as exc:
             raise damaged(self.directory, exc) from None
+        self._format = int(version)
         if version != str(FORMAT_VERSION) and not self.read_only:
             try:
-                self._upgrade(int(version))
+                self._upgrade()
             except sqlite3.DatabaseError as exc:
                 raise damaged(self.directory, exc) from None
 
-    def _upgrade(self, version: int) -> None:
-        """Bring a format 1 or 2 index to the current format, in one transaction."""
+    def _upgrade(self) -> None:
+        """Bring a format 1, 2 or 3 index to the current format, in one transaction (DDL included, so an upgrade
+        that fails half-way leaves the old format whole)."""
         with self._db:
+            # The write lock of SQLite first: another process opening the same old index waits, then finds it done.
+            self._db.execute("BEGIN IMMEDIATE")
+            version = int(self._meta("format_version") or FORMAT_VERSION)
+            if version == FORMAT_VERSION:
+                self._format = version
+                return
             if version < 2:  # format 1 lacks only the removal log, which starts empty
                 self._db.execute(_REMOVED_TABLE)
-            # Format 3: sources become absolute paths (older releases stored them as given on the command line).
-            rows = self._db.execute("SELECT DISTINCT source, root FROM documents").fetchall()
-            for source, root in rows:
-                absolute = _absolute_source(source, root)
-                if absolute != source:
-                    self._db.execute("UPDATE documents SET source = ? WHERE source = ? AND root = ?",
-                                     (absolute, source, root))
-            self._db.execute("CREATE INDEX IF NOT EXISTS documents_source ON documents(source)")
+            if version < 3:
+                # Sources become absolute paths (older releases stored them as given on the command line).
+                rows = self._db.execute("SELECT DISTINCT source, root FROM documents").fetchall()
+                for source, root in rows:
+                    absolute = _absolute_source(source, root)
+                    if absolute != source:
+                        self._db.execute("UPDATE documents SET source = ? WHERE source = ? AND root = ?",
+                                         (absolute, source, root))
+                self._db.execute("CREATE INDEX IF NOT EXISTS documents_source ON documents(source)")
+            if version < 4:
+                # No chunk is excluded and every document follows the index's chunk settings: nothing to fill in.
+                self._db.execute(_EXCLUDED_TABLE)
+                columns = {r[1] for r in self._db.execute("PRAGMA table_info(documents)")}
+                for column in ("chunk_size", "chunk_overlap"):
+                    if column not in columns:
+                        self._db.execute(f"ALTER TABLE documents ADD COLUMN {column} INTEGER")
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
+        self._format = FORMAT_VERSION
         log.info("upgraded %s from index format %d to %d", self.directory, version, FORMAT_VERSION)
 
     def _meta(self, key: str) -> str | None:
@@ -285,14 +338,23 @@ class IndexStore:
         """Hold the index's single-writer lock (another writer gets :class:`IndexBusyError`).
 
         The first time a store is written, SQLite's quick check runs, so nothing is written into a damaged index.
+        The thread holding the lock may take it again through the same store (a method that locks, such as
+        :meth:`set_excluded`, called inside a longer edit); any other thread or store is refused.
         """
         if self.read_only:
             raise IndexReadOnlyError(f"{self.directory} is read-only here: it can be searched and asked, not changed")
+        if self._lock_owner == threading.get_ident():
+            yield
+            return
         with self._lock_file():
             if not self._checked_for_writing:
                 self.ensure_intact()
                 self._checked_for_writing = True
-            yield
+            self._lock_owner = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._lock_owner = None
 
     @contextlib.contextmanager
     def _lock_file(self) -> Iterator[None]:
@@ -345,10 +407,12 @@ class IndexStore:
     def origins(self, doc_ids: Sequence[str]) -> dict[str, Origin]:
         """Where each of ``doc_ids`` that is in the index came from (the ids missing from it are left out)."""
         out: dict[str, Origin] = {}
+        chunking = "chunk_size, chunk_overlap" if self._format >= 4 else "NULL, NULL"
         for part in _batches(doc_ids):
-            for doc_id, source, content_hash in self._db.execute(
-                    f"SELECT doc_id, source, content_hash FROM documents WHERE doc_id IN ({_marks(part)})", part):
-                out[doc_id] = Origin(source, content_hash)
+            for doc_id, source, content_hash, size, overlap in self._db.execute(
+                    f"SELECT doc_id, source, content_hash, {chunking} FROM documents WHERE doc_id IN ({_marks(part)})",
+                    part):
+                out[doc_id] = Origin(source, content_hash, (size, overlap) if size is not None else None)
         return out
 
     def doc_ids_from_source(self, source: str) -> list[str]:
@@ -371,9 +435,11 @@ class IndexStore:
             now = time.time()
             for doc, doc_chunks, doc_vecs in zip(docs, chunks, vectors):
                 cur = self._db.execute(
-                    "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO documents (doc_id, root, source, title, date, publisher, content_hash, text, metadata, "
+                    "ingested_at, chunk_size, chunk_overlap) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (doc.doc_id, doc.root, doc.source, doc.title, doc.date, doc.publisher, doc.content_hash,
-                     doc.text, json.dumps(doc.metadata, ensure_ascii=False, default=str), now))
+                     doc.text, json.dumps(doc.metadata, ensure_ascii=False, default=str), now, doc.chunk_size,
+                     doc.chunk_overlap))
                 self._db.execute("INSERT INTO doc_terms (rowid, terms) VALUES (?, ?)", (cur.lastrowid, " ".join(doc.terms)))
                 for chunk, vec in zip(doc_chunks, doc_vecs):
                     vec = np.asarray(vec, dtype=np.float32)
@@ -407,12 +473,65 @@ class IndexStore:
             ids = [r[0] for r in self._db.execute(f"SELECT id FROM chunks WHERE doc_id IN ({marks})", part)]
             for sub in _batches(ids):
                 self._db.execute(f"DELETE FROM chunk_terms WHERE rowid IN ({_marks(sub)})", sub)
+                self._db.execute(f"DELETE FROM excluded_chunks WHERE chunk_id IN ({_marks(sub)})", sub)
             self._db.execute(f"DELETE FROM doc_terms WHERE rowid IN (SELECT rowid FROM documents WHERE doc_id IN ({marks}))",
                              part)
             self._db.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks})", part)
             self._db.execute(f"DELETE FROM documents WHERE doc_id IN ({marks})", part)
             removed.extend(ids)
         return removed
+
+    def set_excluded(self, chunk_ids: Sequence[int | str], excluded: bool) -> int:
+        """Exclude chunks from search (``excluded``) or include them again; returns how many chunks changed.
+
+        Ids may be given as numbers or as strings of digits (a web form's); ids not in the index, and chunks
+        already in the state asked for, are left alone. An excluded chunk is never returned by any search of this
+        store (dense, chunk BM25, the whole-document BM25 signal, hence no phrase score nor source either), and
+        its words no longer make its document match; :meth:`chunks_of` still shows it. The flag is stored in the
+        index; it lasts until the chunk is included again or its document is re-chunked or replaced (the new
+        chunks start included). Takes the write lock (see :meth:`write_lock`).
+        """
+        ids = sorted({_chunk_id(i) for i in chunk_ids})
+        with self.write_lock():
+            backend = self._backend()
+            changed = 0
+            with self._db:
+                for part in _batches(ids):
+                    if excluded:
+                        cur = self._db.execute("INSERT OR IGNORE INTO excluded_chunks (chunk_id) SELECT id FROM chunks "
+                                               f"WHERE id IN ({_marks(part)})", part)
+                    else:
+                        cur = self._db.execute(f"DELETE FROM excluded_chunks WHERE chunk_id IN ({_marks(part)})", part)
+                    changed += max(cur.rowcount, 0)
+                if changed:
+                    docs = set()
+                    for part in _batches(ids):
+                        docs.update(r[0] for r in self._db.execute(
+                            f"SELECT DISTINCT doc_id FROM chunks WHERE id IN ({_marks(part)})", part))
+                    self._refresh_document_terms(sorted(docs))
+                    self._bump_generation([])
+            if changed:
+                # The vectors stay where they are (searches filter them); this only keeps the backend's record of
+                # the generation in step, so neither this process nor Milvus reconciles needlessly.
+                self._apply(backend, [], [], [])
+                self.flush()
+        log.info("%s %d chunk(s) in %s", "excluded" if excluded else "included", changed, self.directory)
+        return changed
+
+    def _refresh_document_terms(self, doc_ids: Sequence[str]) -> None:
+        """Recompute the whole-document BM25 terms of ``doc_ids`` from their chunks still searchable (all of the
+        text when none is excluded, exactly what ingest wrote)."""
+        for doc_id in doc_ids:
+            row = self._db.execute("SELECT rowid, title, text FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+            if row is None:
+                continue
+            rowid, title, text = row
+            spans = self._db.execute(
+                "SELECT start, end, id IN (SELECT chunk_id FROM excluded_chunks) FROM chunks WHERE doc_id = ?",
+                (doc_id,)).fetchall()
+            keep = None if not any(x for _, _, x in spans) else [(a, b) for a, b, x in spans if not x]
+            terms = document_terms(text, title, keep)
+            self._db.execute("UPDATE doc_terms SET terms = ? WHERE rowid = ?", (" ".join(terms), rowid))
 
     def _bump_generation(self, removed_ids: Sequence[int]) -> None:
         self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
@@ -527,7 +646,14 @@ class IndexStore:
             raise EmbedderMismatchError(
                 f"query vectors are {query_vectors.shape[1]}-d but {self.directory} holds {info[1]}-d vectors "
                 f"from {info[0]}")
-        return backend.search(query_vectors, k)
+        excluded = self.excluded_count()
+        if not excluded:
+            return backend.search(query_vectors, k)
+        # Excluded chunks keep their vectors (a backend replays only new chunk ids, so one taken out could not come
+        # back): ask for as many more results as there are excluded chunks, then drop those.
+        hits = backend.search(query_vectors, k + excluded)
+        drop = self._excluded_among({cid for row in hits for cid, _ in row})
+        return [[(cid, score) for cid, score in row if cid not in drop][:k] for row in hits]
 
     def search_bm25(self, terms: list[str], k: int) -> list[tuple[int, float]]:
         """Top ``k`` ``(chunk_id, bm25)`` for the OR of ``terms`` (higher is better)."""
@@ -535,8 +661,8 @@ class IndexStore:
         if not expression:
             return []
         rows = self._db.execute(
-            "SELECT rowid, bm25(chunk_terms) AS s FROM chunk_terms WHERE chunk_terms MATCH ? ORDER BY s LIMIT ?",
-            (expression, k))
+            "SELECT rowid, bm25(chunk_terms) AS s FROM chunk_terms WHERE chunk_terms MATCH ? "
+            f"{self._unless_excluded('rowid')} ORDER BY s LIMIT ?", (expression, k))
         return [(int(r), -float(s)) for r, s in rows]
 
     def search_bm25_documents(self, terms: list[str], k: int) -> list[tuple[str, float]]:
@@ -550,13 +676,42 @@ class IndexStore:
         return [(doc_id, -float(score)) for doc_id, score in rows]
 
     def chunk_ids_of(self, doc_ids: Sequence[str]) -> dict[str, list[int]]:
-        """Chunk ids of each document, in document order."""
+        """Ids of each document's searchable chunks (excluded ones left out), in document order."""
         out: dict[str, list[int]] = {d: [] for d in doc_ids}
         for part in _batches(doc_ids):
             for doc_id, chunk_id in self._db.execute(
-                    f"SELECT doc_id, id FROM chunks WHERE doc_id IN ({_marks(part)}) ORDER BY doc_id, ordinal", part):
+                    f"SELECT doc_id, id FROM chunks WHERE doc_id IN ({_marks(part)}) {self._unless_excluded('id')} "
+                    "ORDER BY doc_id, ordinal", part):
                 out[doc_id].append(chunk_id)
         return out
+
+    def chunks_of(self, doc_id: str) -> list[ChunkView] | None:
+        """Every chunk of ``doc_id``, excluded ones included and marked, in document order; ``None`` when the
+        index holds no such document. Each chunk's ``text`` is ``document(doc_id)["text"][start:end]``."""
+        if self._db.execute("SELECT 1 FROM documents WHERE doc_id = ?", (doc_id,)).fetchone() is None:
+            return None
+        flag = "c.id IN (SELECT chunk_id FROM excluded_chunks)" if self._format >= 4 else "0"
+        rows = self._db.execute(
+            f"SELECT c.id, c.doc_id, c.ordinal, c.start, c.end, c.text, {flag} FROM chunks c WHERE c.doc_id = ? "
+            "ORDER BY c.ordinal", (doc_id,))
+        return [ChunkView(*row[:6], excluded=bool(row[6])) for row in rows]
+
+    def excluded_count(self) -> int:
+        """How many chunks are excluded from search."""
+        if self._format < 4:
+            return 0
+        return int(self._db.execute("SELECT count(*) FROM excluded_chunks").fetchone()[0])
+
+    def _excluded_among(self, chunk_ids: Iterable[int]) -> set[int]:
+        found: set[int] = set()
+        for part in _batches(list(chunk_ids)):
+            found.update(r[0] for r in self._db.execute(
+                f"SELECT chunk_id FROM excluded_chunks WHERE chunk_id IN ({_marks(part)})", part))
+        return found
+
+    def _unless_excluded(self, column: str) -> str:
+        """A SQL ``AND`` clause leaving out excluded chunks (nothing for an older index read as it is)."""
+        return f"AND {column} NOT IN (SELECT chunk_id FROM excluded_chunks)" if self._format >= 4 else ""
 
     def term_doc_freqs(self, terms: Sequence[str]) -> dict[str, int]:
         """How many chunks contain each term (for IDF weights); absent terms are left out."""
@@ -582,12 +737,14 @@ class IndexStore:
         return np.frombuffer(rows, dtype=np.float32).reshape(len(chunk_ids), dim)
 
     def get_chunks(self, chunk_ids: Iterable[int]) -> dict[int, StoredChunk]:
-        """Chunks by id (ids no longer in the index are left out)."""
+        """Searchable chunks by id (ids no longer in the index, or excluded from search, are left out: a search
+        that found a chunk just before an editor excluded it still does not show it)."""
         out: dict[int, StoredChunk] = {}
         for part in _batches(dict.fromkeys(chunk_ids)):
             rows = self._db.execute(
                 "SELECT c.id, c.doc_id, c.ordinal, c.start, c.end, c.text, c.index_text, d.title "
-                f"FROM chunks c JOIN documents d USING (doc_id) WHERE c.id IN ({_marks(part)})", part)
+                f"FROM chunks c JOIN documents d USING (doc_id) WHERE c.id IN ({_marks(part)}) "
+                f"{self._unless_excluded('c.id')}", part)
             for row in rows:
                 out[row[0]] = StoredChunk(*row)
         return out
@@ -610,11 +767,15 @@ class IndexStore:
         yield from self._db.execute("SELECT doc_id, title, text FROM documents ORDER BY doc_id").fetchall()
 
     def list_documents(self) -> list[dict[str, Any]]:
-        """Every document with its chunk count and length, ordered by id."""
+        """Every document with its chunk count (``excluded``: how many of them are excluded from search) and
+        length, ordered by id."""
+        excluded = "count(x.chunk_id)" if self._format >= 4 else "0"
+        joined = "LEFT JOIN excluded_chunks x ON x.chunk_id = c.id " if self._format >= 4 else ""
         rows = self._db.execute(
-            "SELECT d.doc_id, d.title, d.source, length(d.text), count(c.id) FROM documents d "
-            "LEFT JOIN chunks c USING (doc_id) GROUP BY d.doc_id ORDER BY d.doc_id")
-        return [{"doc_id": r[0], "title": r[1], "source": r[2], "chars": r[3], "chunks": r[4]} for r in rows]
+            f"SELECT d.doc_id, d.title, d.source, length(d.text), count(c.id), {excluded} FROM documents d "
+            f"LEFT JOIN chunks c USING (doc_id) {joined}GROUP BY d.doc_id ORDER BY d.doc_id")
+        return [{"doc_id": r[0], "title": r[1], "source": r[2], "chars": r[3], "chunks": r[4], "excluded": r[5]}
+                for r in rows]
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes for ``rag status``."""
@@ -624,7 +785,8 @@ class IndexStore:
         size = sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
         backend = self._backend()
         return {"index": str(self.directory), "format_version": int(self._meta("format_version") or 0),
-                "documents": docs, "chunks": chunks, "embedder": info[0] if info else None,
+                "documents": docs, "chunks": chunks, "excluded_chunks": self.excluded_count(),
+                "embedder": info[0] if info else None,
                 "dim": info[1] if info else None, "vector_store": self._meta("vector_store") or "faiss",
                 "vector_index": backend.kind if backend is not None else None,
                 "generation": self.generation(), "size_bytes": size, "read_only": self.read_only}
@@ -663,7 +825,10 @@ class IndexStore:
                 ("BM25 terms without their chunk", "SELECT count(*) FROM chunk_terms WHERE rowid NOT IN "
                                                    "(SELECT id FROM chunks)"),
                 ("documents without BM25 terms", "SELECT count(*) FROM documents WHERE rowid NOT IN "
-                                                 "(SELECT rowid FROM doc_terms)")):
+                                                 "(SELECT rowid FROM doc_terms)"),
+                *([("exclusions of chunks not in the index", "SELECT count(*) FROM excluded_chunks WHERE chunk_id "
+                                                             "NOT IN (SELECT id FROM chunks)")]
+                  if self._format >= 4 else [])):
             found = run(what, query)
             if found and found[0][0]:
                 report.problems.append(f"{found[0][0]} {what}")
@@ -725,6 +890,15 @@ def _batches(items: Sequence[Any], size: int = 500) -> Iterator[list[Any]]:
 
 def _marks(part: Sequence[Any]) -> str:
     return ",".join("?" * len(part))
+
+
+def _chunk_id(value: int | str) -> int:
+    """A chunk id given as a number or a string of digits; :class:`ValueError` for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"not a chunk id: {value!r}")
+    if isinstance(value, str) and not value.strip().isdecimal():
+        raise ValueError(f"not a chunk id: {value!r}")
+    return int(value)
 
 
 

@@ -155,13 +155,17 @@ def local_demo(tmp_path_factory, shared_cache):
 def office_demo(tmp_path_factory, shared_cache):
     """The demo with users: alice (editor) and bob (viewer) must sign in."""
     from rag.access import UserStore
+    from rag.config import Settings
+    from rag.libraries import Libraries
 
     root = tmp_path_factory.mktemp("office-demo")
     users = UserStore(root / "users.json")
     users.add("alice", "alice-password", "editor")
     users.add("bob", "bob-password", "viewer")
+    # A second, empty library beside the default one (which the demo fills with the sample corpus).
+    Libraries(Settings(index_dir=root / "index")).create("新闻")
     proc, url, uploads, started = _start_demo(root, shared_cache)
-    yield url, uploads, started
+    yield url, uploads, started, root
     _stop(proc)
 
 
@@ -231,7 +235,7 @@ def test_the_page_is_not_served_to_the_network_without_users(tmp_path) -> None:
 
 def test_signed_in_users_have_their_role_rights(office_demo, tmp_path) -> None:
     gradio_client = pytest.importorskip("gradio_client")
-    url, uploads, _ = office_demo
+    url, uploads, _, _ = office_demo
     with pytest.raises(Exception, match=r"(?i)login|credentials"):
         gradio_client.Client(url, verbose=False)
     with pytest.raises(Exception, match=r"(?i)login"):
@@ -254,12 +258,10 @@ def test_browser_login_question_and_upload(office_demo, tmp_path) -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver)")
     playwright = pytest.importorskip("playwright.sync_api")
-    url, _, started = office_demo
+    url, _, started, _ = office_demo
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = _chromium(p)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto(url)
         # The login page: a wrong password is refused, the right one opens the app.
@@ -297,3 +299,82 @@ def test_browser_login_question_and_upload(office_demo, tmp_path) -> None:
         assert "塔城报道.txt" in page.locator("#sources").inner_text()
         browser.close()
     (ARTIFACTS / "demo-timing.json").write_text(json.dumps({"startup_to_first_answer_s": round(first_answer_s, 1)}))
+
+
+def _chromium(p):
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"])
+
+
+def _sign_in(browser, url: str, name: str, password: str):
+    """A new page (of a browser, or of a context: another user's cookies) signed in as ``name``."""
+    page = browser.new_page()
+    page.goto(url)
+    page.locator("input[type=text]").first.fill(name)
+    page.locator("input[type=password]").fill(password)
+    page.get_by_role("button", name="Login").click()
+    page.locator("#signed-in").get_by_text(name).wait_for(timeout=30_000)
+    return page
+
+
+def _choose_library(page, name: str) -> None:
+    """Pick a library at the top of the page, and wait for the library tab (which it opens) to show it."""
+    page.locator("#library-pick input").click()
+    page.get_by_role("option", name=name).click()
+    page.get_by_role("tab", name="文档库").click()
+    page.locator("#stats").get_by_text(f"文档库 {name}").wait_for(timeout=30_000)
+
+
+def test_browser_office_libraries_conversation_and_feedback(office_demo, tmp_path) -> None:
+    """Two users with different roles: alice (editor) fills the library 新闻, holds a two-turn conversation whose
+    second question needs the first, rates the answer and exports the feedback; bob (viewer) may not upload."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    from rag.feedback import FeedbackStore
+
+    url, _, _, root = office_demo
+    ARTIFACTS.mkdir(exist_ok=True)
+    doc = tmp_path / "南疆简讯.txt"
+    doc.write_text("南疆简讯。喀什地区妇女儿童工作会议由副专员阿依古丽主持，部署了儿童友好社区建设。\n"
+                   "和田地区妇女儿童工作会议由副专员热依拉主持，表彰了先进集体。", encoding="utf-8")
+    with playwright.sync_playwright() as p:
+        browser = _chromium(p)
+        page = _sign_in(browser.new_context(viewport={"width": 1280, "height": 1100}), url, "alice", "alice-password")
+        _choose_library(page, "新闻")
+        page.locator("#upload input[type=file]").set_input_files(str(doc))
+        page.locator("#ingest").click()
+        page.locator("#ingest-report").get_by_text("新增 1 篇").wait_for(timeout=60_000)
+
+        page.get_by_role("tab", name="对话").click()
+        box = page.locator("#chat-input textarea, #chat-input input").first
+        box.fill("喀什地区妇女儿童工作会议由谁主持？")
+        box.press("Enter")
+        page.locator("#chat").get_by_text("阿依古丽").first.wait_for(timeout=60_000)
+        box.fill("那和田地区呢？")
+        box.press("Enter")
+        page.locator("#chat").get_by_text("热依拉").first.wait_for(timeout=60_000)
+        # How the follow-up was understood is shown, and the turn's own sources.
+        assert "和田地区妇女儿童工作会议由谁主持" in page.locator("#chat").inner_text()
+        page.locator("#chat-sources").get_by_text("南疆简讯").first.wait_for(timeout=10_000)
+        page.locator("#chat-comment textarea, #chat-comment input").first.fill("准确")
+        page.locator("#chat-up").click()
+        page.locator("#chat-rated").get_by_text("已记录").wait_for(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "demo-chat.png"), full_page=True)
+
+        page.get_by_role("tab", name="反馈").click()
+        page.locator("#export-feedback").click()
+        page.locator("#export-report").get_by_text("已导出 1 题").wait_for(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "demo-feedback.png"), full_page=True)
+
+        viewer = _sign_in(browser.new_context(viewport={"width": 1280, "height": 1100}), url, "bob", "bob-password")
+        _choose_library(viewer, "新闻")
+        viewer.locator("#upload input[type=file]").set_input_files(str(doc))
+        viewer.locator("#ingest").click()
+        viewer.locator("#ingest-report").get_by_text("无权").wait_for(timeout=60_000)
+        browser.close()
+
+    records = FeedbackStore(root / "state" / "feedback.sqlite").list(library="新闻")
+    assert [(r.user, r.rating, r.comment) for r in records] == [("alice", 1, "准确")]
+    assert records[0].question == "和田地区妇女儿童工作会议由谁主持？" and "热依拉" in records[0].answer

@@ -18,7 +18,7 @@ import pytest
 
 from rag.access import AccessError, UserStore, hash_password, verify_password
 from rag.cli import main
-from rag.store import IndexStore
+from rag.store import FORMAT_VERSION, IndexStore
 from rag.uploads import accept_uploads, discard_uploads
 from tests.conftest import DOC_000, DOC_002, SAMPLE
 
@@ -102,7 +102,7 @@ def test_an_older_index_keeps_its_documents_and_ids(env, tmp_path) -> None:
     db.commit()
     db.close()
     with IndexStore.open(env / "index") as store:  # upgraded when opened: the source made absolute, the id kept
-        assert store.stats()["format_version"] == 3
+        assert store.stats()["format_version"] == FORMAT_VERSION
         assert store.document(DOC_002)["source"] == new_id
     assert main(["ask", "精河县妇女儿童工作会议由谁主持？", "--json"]) == 0
     assert main(["ingest", str(SAMPLE / DOC_002), "--quiet", "--json"]) == 0
@@ -360,7 +360,7 @@ def test_user_commands(env, monkeypatch) -> None:
     added = rag("user", "add", "张三", "--role", "editor", "--password-stdin", stdin="a long password\n")
     assert added.returncode == 0, added.stderr
     listed = rag("user", "list", "--json")
-    assert json.loads(listed.stdout) == [{"name": "张三", "role": "editor"}]
+    assert json.loads(listed.stdout) == [{"name": "张三", "role": "editor", "libraries": {}}]
     again = rag("user", "add", "张三", "--password-stdin", stdin="a long password\n")
     assert again.returncode == 2 and "already exists" in again.stderr
     assert rag("user", "add", "李四").returncode == 2  # no terminal to ask, no --password-stdin
