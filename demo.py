@@ -1,5 +1,5 @@
 """The office's web page and API in one process: the Gradio page at / (问答, 对话, 摘要, 文档库, 反馈, 评测, 管理) and
-the OpenAI-compatible HTTP API at /v1 (rag/api.py), both over one :class:`rag.service.RagService`.
+the OpenAI-compatible HTTP API at /v1 (rag/api.py), both over one :class:`rag.app.service.RagService`.
 
     python demo.py                     # index/ (built from data/sample when empty), http://127.0.0.1:7860
     python demo.py --port 8000 --index /data/index --host 0.0.0.0    # needs users: rag user add NAME
@@ -32,16 +32,12 @@ import uvicorn
 from fastapi import FastAPI
 from gradio.utils import get_upload_folder
 
-from rag.access import LOCAL_USER, AccessDenied, AccessError, Permission, User, UserStore, require
-from rag.answer import Answer
-from rag.api import install_api
-from rag.config import Settings, load_settings
-from rag.embeddings import EmbedderError
-from rag.generate import GeneratorError
-from rag.libraries import DEFAULT_LIBRARY, LibraryError
-from rag.rerank import RerankerError
-from rag.retrieve import QueryError
-from rag.service import (
+from rag.answering.answer import Answer
+from rag.answering.generate import GeneratorError
+from rag.app.access import LOCAL_USER, AccessDenied, AccessError, Permission, User, UserStore, require
+from rag.app.api import install_api
+from rag.app.libraries import DEFAULT_LIBRARY, LibraryError
+from rag.app.service import (
     RagService,
     describe_source,
     render_answer,
@@ -50,8 +46,12 @@ from rag.service import (
     render_summary,
     render_turn,
 )
-from rag.store import StoreError, damaged
-from rag.uploads import accept_uploads, discard_uploads
+from rag.app.uploads import accept_uploads, discard_uploads
+from rag.config import Settings, load_settings
+from rag.index.embeddings import EmbedderError
+from rag.index.store import StoreError, damaged
+from rag.retrieval.rerank import RerankerError
+from rag.retrieval.retrieve import QueryError
 
 log = logging.getLogger("rag.demo")
 HERE = Path(__file__).resolve().parent
@@ -85,7 +85,7 @@ def _explain(exc: Exception, service: RagService, doing: str) -> str:
 
 def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
     """The Blocks app around one :class:`RagService`; with ``users`` every request acts as its signed-in user,
-    without them as :data:`rag.access.LOCAL_USER` (the page is then reachable from this machine only). Every
+    without them as :data:`rag.app.access.LOCAL_USER` (the page is then reachable from this machine only). Every
     handler takes the library chosen at the top of the page as its last input."""
     max_bytes = int(service.settings.max_upload_mb * 1e6)
 
@@ -371,7 +371,7 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
     # -- 评测 -------------------------------------------------------------------------------------------------
     def evaluate(gold_file: Any, limit: float | None, library: str, request: gr.Request) -> tuple[str, list[str]]:
         """Run the QA evaluation on an uploaded gold file (or the bundled one): (report Markdown, plot paths)."""
-        from rag.evaluate import load_gold, plot_qa, qa_markdown, write_report
+        from rag.evaluation.evaluate import load_gold, plot_qa, qa_markdown, write_report
 
         given = getattr(gold_file, "name", gold_file)
         upload_root = get_upload_folder()
@@ -576,7 +576,7 @@ def main() -> None:
 
 
 def serve(service: RagService, users: UserStore | None) -> FastAPI:
-    """One FastAPI app for a process: the HTTP API under /v1 (:mod:`rag.api`) and the page at /."""
+    """One FastAPI app for a process: the HTTP API under /v1 (:mod:`rag.app.api`) and the page at /."""
     app = FastAPI(title="rag-zh", docs_url="/v1/docs", openapi_url="/v1/openapi.json", redoc_url=None)
     install_api(app, service, users)
     blocks = build_app(service, users).queue(default_concurrency_limit=4)

@@ -8,7 +8,7 @@ For each model: load time; over ``-n`` answerable sample questions, answered as 
 streamed piece (from the question, retrieval included) p50/p95, prompt and generation tokens per second as llama.cpp
 reports them, and the prompt size; ``--threads`` repeats the llama.cpp runs with each thread count;
 ``--summaries``: the model summary of each sample document with its length and time. Models: the names of
-rag.models (``qwen2.5-coder-1.5b``, ``qwen2.5-coder-0.5b``) run by llama.cpp, or ``transformers:NAME`` for the same
+rag.answering.models (``qwen2.5-coder-1.5b``, ``qwen2.5-coder-0.5b``) run by llama.cpp, or ``transformers:NAME`` for the same
 file de-quantised and run by transformers (the path before llama.cpp; needs ``pip install -e '.[transformers]'``).
 """
 
@@ -27,14 +27,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rag.answer import Answer  # noqa: E402
+from rag.answering.answer import Answer  # noqa: E402
 from rag.config import Settings, load_settings  # noqa: E402
-from rag.embeddings import EmbeddingCache, load_embedder  # noqa: E402
-from rag.evaluate import load_gold, run_info  # noqa: E402
-from rag.ingest import ingest  # noqa: E402
+from rag.evaluation.evaluate import load_gold, run_info  # noqa: E402
+from rag.index.embeddings import EmbeddingCache, load_embedder  # noqa: E402
+from rag.index.store import IndexStore  # noqa: E402
+from rag.ingestion.ingest import ingest  # noqa: E402
 from rag.pipeline import Pipeline  # noqa: E402
-from rag.store import IndexStore  # noqa: E402
-from rag.summarize import Summarizer  # noqa: E402
+from rag.summaries.summarize import Summarizer  # noqa: E402
 
 log = logging.getLogger("bench.llm")
 SAMPLE = ROOT / "data" / "sample"

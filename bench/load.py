@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import demo  # noqa: E402
-from rag.access import LOCAL_USER, UserStore  # noqa: E402
+from rag.app.access import LOCAL_USER, UserStore  # noqa: E402
+from rag.app.service import RagService  # noqa: E402
 from rag.config import load_settings  # noqa: E402
-from rag.evaluate import load_gold, run_info  # noqa: E402
+from rag.evaluation.evaluate import load_gold, run_info  # noqa: E402
 from rag.normalize import normalize  # noqa: E402
-from rag.service import RagService  # noqa: E402
 
 log = logging.getLogger("bench.load")
 SAMPLE = ROOT / "data" / "sample"

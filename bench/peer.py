@@ -16,7 +16,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from rag.embeddings import Embedder
+from rag.index.embeddings import Embedder
 
 CHUNK_SIZE = 750
 CHUNK_OVERLAP = 150

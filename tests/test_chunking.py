@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from rag.chunking import chunk_text, split_sentences
-from rag.cleaning import clean_text
+from rag.ingestion.chunking import chunk_text, split_sentences
+from rag.ingestion.cleaning import clean_text
 from tests.conftest import SAMPLE
 
 

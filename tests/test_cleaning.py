@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from rag.cleaning import clean_text, strip_annotations
+from rag.ingestion.cleaning import clean_text, strip_annotations
 from tests.conftest import DOC_000, DOC_001, DOC_002, DOC_003, DOC_004, SAMPLE
 
 

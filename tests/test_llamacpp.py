@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from rag.answer import Answer, Answerer, Source
+from rag.answering.answer import Answer, Answerer, Source
+from rag.answering.generate import GeneratorError, load_generator, open_llamacpp
+from rag.answering.models import OFFLINE_MODELS, ModelError, assemble, best_installed, offline_model
 from rag.config import Settings
-from rag.generate import GeneratorError, load_generator, open_llamacpp
-from rag.metrics import is_supported
-from rag.models import OFFLINE_MODELS, ModelError, assemble, best_installed, offline_model
-from rag.retrieve import Retriever
+from rag.evaluation.metrics import is_supported
+from rag.retrieval.retrieve import Retriever
 from tests.conftest import ScriptedGenerator
 
 SMALL = OFFLINE_MODELS["qwen2.5-coder-0.5b"]
@@ -81,11 +81,11 @@ def test_the_model_answers_from_its_sources_and_streams_the_same_text(small) -> 
 def test_auto_uses_the_best_installed_model_and_falls_back_without_one(model_cache, monkeypatch) -> None:
     best = best_installed()
     assert best is not None and best.rank >= SMALL.rank
-    monkeypatch.setattr("rag.generate.best_installed", lambda: SMALL)
+    monkeypatch.setattr("rag.answering.generate.best_installed", lambda: SMALL)
     generator = load_generator(Settings(generator="auto", cache_dir=model_cache, llm_context=1024))
     assert generator is not None and generator.name == f"llamacpp:{SMALL.label}"
     assert offline_model("qwen-offline") is SMALL  # the name earlier releases used
-    monkeypatch.setattr("rag.generate.best_installed", lambda: None)
+    monkeypatch.setattr("rag.answering.generate.best_installed", lambda: None)
     assert load_generator(Settings(generator="auto", cache_dir=model_cache)) is None  # extractive
     with pytest.raises(GeneratorError, match="no offline model is installed"):
         load_generator(Settings(generator="llamacpp", cache_dir=model_cache))

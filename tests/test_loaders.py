@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.loaders import LoadError, RawDocument, Skipped, decode_bytes, iter_documents
+from rag.ingestion.loaders import LoadError, RawDocument, Skipped, decode_bytes, iter_documents
 from tests.conftest import DOC_000, SAMPLE
 
 TRAD = "第五次全區婦女兒童工作會議在拉薩召開，區黨委副書記、自治區主席嚴金海出席並講話。"
@@ -129,7 +129,7 @@ def test_html_main_text_is_extracted(tmp_path: Path) -> None:
     docs, skipped = load(tmp_path / "page.html")
     assert not skipped and docs[0].is_html
     from rag.config import Settings
-    from rag.ingest import prepare_document
+    from rag.ingestion.ingest import prepare_document
 
     record = prepare_document(docs[0], Settings())
     assert "吴开华" in record.text and "网站地图" not in record.text and "ICP" not in record.text

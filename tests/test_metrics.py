@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from rag.metrics import (
+from rag.evaluation.metrics import (
     abstention_scores,
     answer_chars,
     char_f1,

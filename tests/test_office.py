@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from rag.access import LOCAL_USER, AccessDenied, AccessError, User, UserStore
+from rag.app.access import LOCAL_USER, AccessDenied, AccessError, User, UserStore
+from rag.app.libraries import DEFAULT_LIBRARY, Libraries, LibraryError
+from rag.app.service import RagService
+from rag.app.uploads import Upload
 from rag.cli import main
 from rag.config import Settings
-from rag.libraries import DEFAULT_LIBRARY, Libraries, LibraryError
-from rag.service import RagService
-from rag.uploads import Upload
 from tests.conftest import DOC_000, DOC_002, SAMPLE
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rag.answer import Answerer
+from rag.answering.answer import Answerer
 from rag.cli import main
-from rag.rerank import CrossEncoderReranker, RerankerError, load_reranker, mmr_order
-from rag.retrieve import Retriever
+from rag.retrieval.rerank import CrossEncoderReranker, RerankerError, load_reranker, mmr_order
+from rag.retrieval.retrieve import Retriever
 from tests.conftest import DOC_004, ScriptedGenerator, train_tokenizer
 
 QUESTION = "甘孜州妇女第十三次代表大会"

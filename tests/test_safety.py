@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from rag.access import AccessError, UserStore, hash_password, verify_password
+from rag.app.access import AccessError, UserStore, hash_password, verify_password
+from rag.app.uploads import accept_uploads, discard_uploads
 from rag.cli import main
-from rag.store import FORMAT_VERSION, IndexStore
-from rag.uploads import accept_uploads, discard_uploads
+from rag.index.store import FORMAT_VERSION, IndexStore
 from tests.conftest import DOC_000, DOC_002, SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent

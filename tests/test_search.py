@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rag.lexical import phrase_coverage, query_bigrams
+from rag.index.lexical import phrase_coverage, query_bigrams
 from rag.normalize import normalize, to_simplified, to_traditional
-from rag.retrieve import QueryError, Retriever, char_ngrams, jaccard, weighted_rrf
+from rag.retrieval.retrieve import QueryError, Retriever, char_ngrams, jaccard, weighted_rrf
 from tests.conftest import DOC_000, DOC_001, DOC_002, DOC_004
 
 
@@ -61,9 +61,9 @@ def test_near_duplicate_reports_are_collapsed(retriever, sample_index) -> None:
 
 def test_a_reposted_copy_is_collapsed_into_one_hit(tmp_path, settings, hash_embedder) -> None:
     # The same report on two sites: one copy carries an extra line of page header.
-    from rag.embeddings import EmbeddingCache
-    from rag.ingest import ingest
-    from rag.store import IndexStore
+    from rag.index.embeddings import EmbeddingCache
+    from rag.index.store import IndexStore
+    from rag.ingestion.ingest import ingest
     from tests.conftest import SAMPLE
 
     folder = tmp_path / "corpus"

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.embeddings import EmbeddingCache
-from rag.ingest import ingest
-from rag.lexical import query_terms
-from rag.retrieve import Retriever
-from rag.store import EmbedderMismatchError, IndexBusyError, IndexFormatError, IndexStore, StoreError
-from rag.vectors import FAISS_NAME, FAISS_STAMP
+from rag.index.embeddings import EmbeddingCache
+from rag.index.lexical import query_terms
+from rag.index.store import EmbedderMismatchError, IndexBusyError, IndexFormatError, IndexStore, StoreError
+from rag.index.vectors import FAISS_NAME, FAISS_STAMP
+from rag.ingestion.ingest import ingest
+from rag.retrieval.retrieve import Retriever
 from tests.conftest import DOC_000, DOC_002, SAMPLE, HashEmbedder
 
 

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from rag.cleaning import clean_text
 from rag.config import Settings
+from rag.ingestion.cleaning import clean_text
 from rag.normalize import is_traditional, normalize
-from rag.retrieve import Retriever
-from rag.summarize import Summarizer, check_summary, extractive_summary, rank_sentences, summarize_batch
+from rag.retrieval.retrieve import Retriever
+from rag.summaries.summarize import Summarizer, check_summary, extractive_summary, rank_sentences, summarize_batch
 from tests.conftest import DOC_000, DOC_002, DOC_004, SAMPLE
 
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from rag.config import Settings
-from rag.embeddings import EmbeddingCache
-from rag.ingest import ingest
-from rag.retrieve import Retriever
-from rag.store import FORMAT_VERSION, IndexStore
-from rag.vectors import FAISS_NAME, FAISS_STAMP, FaissVectors
+from rag.index.embeddings import EmbeddingCache
+from rag.index.store import FORMAT_VERSION, IndexStore
+from rag.index.vectors import FAISS_NAME, FAISS_STAMP, FaissVectors
+from rag.ingestion.ingest import ingest
+from rag.retrieval.retrieve import Retriever
 from tests.conftest import DOC_000, DOC_002, DOC_004, SAMPLE, HashEmbedder
 
 BACKENDS = {

@@ -1,0 +1,255 @@
+"""The HTTP API for other programs, served by the same process as the page: OpenAI-compatible chat plus search,
+documents and ingest, all behind the same users (API keys: ``rag user key NAME``) and :class:`RagService` rights.
+
+    GET  /v1/models                      the libraries the key may read, as "models"
+    POST /v1/chat/completions            {"model": "LIBRARY" or "A,B", "messages": [...], "stream": false}
+    POST /v1/search                      {"query", "model" (libraries), "k"}
+    GET  /v1/documents?model=LIBRARY     the library's documents
+    POST /v1/documents?model=LIBRARY     multipart "files" (an editor's key), "replace=true" to overwrite
+
+A chat answer is the checked answer of :meth:`RagService.ask`, with ``[n]`` citation markers in its text, and two
+fields OpenAI's format does not have: ``sources`` (the numbered passages: library, doc_id, title, span, text)
+and ``rag`` (the standalone question a follow-up was rewritten into, whether the answer abstained, which
+generator wrote it). Earlier messages of the conversation turn a follow-up ("那甘孜州呢？") into a standalone
+question. Streaming sends the checked answer only, in pieces: a model's unchecked draft cannot be taken back
+once a program has read it, so it is never sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..answering.answer import NOT_FOUND, Answer
+from ..answering.conversation import Turn, rewrite_followup
+from ..index.store import StoreError
+from ..normalize import clean_text_field
+from ..retrieval.retrieve import QueryError
+from .access import LOCAL_USER, AccessDenied, User, UserStore
+from .libraries import DEFAULT_LIBRARY, LibraryError
+from .service import RagService
+from .uploads import Upload
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGES = 64
+MAX_MESSAGE_CHARS = 8_000
+
+
+class ApiError(Exception):
+    """An error returned as OpenAI's ``{"error": {"message", "type", "code"}}`` with an HTTP status."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+class Message(BaseModel):
+    """One chat message; ``content`` may be text or OpenAI's list of parts (its text parts are read)."""
+
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        """The message's text, bounded in length."""
+        if isinstance(self.content, list):
+            raw = "".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
+        else:
+            raw = self.content or ""
+        return clean_text_field(raw[:MAX_MESSAGE_CHARS])
+
+
+class ChatRequest(BaseModel):
+    """The fields of OpenAI's chat request this API reads (others, such as temperature, are accepted and
+    ignored: answers are greedy and checked)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = DEFAULT_LIBRARY
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
+    stream: bool = False
+
+
+class SearchRequest(BaseModel):
+    """A search over one library or several."""
+
+    query: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+    model: str = DEFAULT_LIBRARY
+    k: int = Field(default=5, ge=1, le=50)
+
+
+def libraries_of(model: str) -> list[str]:
+    """The libraries a request's ``model`` names: ``"A"`` or ``"A,B"``."""
+    names = [name.strip() for name in model.split(",") if name.strip()]
+    if not names:
+        raise ApiError(400, "model names no library")
+    return names
+
+
+def turns_from_messages(messages: list[tuple[str, str]]) -> list[Turn]:
+    """The earlier turns of a chat request: each user message with the assistant message that follows it (the
+    client's copy of the conversation is all this API keeps of it)."""
+    turns: list[Turn] = []
+    for role, text in messages:
+        if role == "user":
+            turns.append(Turn(text, text, ""))
+        elif role == "assistant" and turns and not turns[-1].answer:
+            turns[-1].answer = re.sub(r"\[\d{1,2}\]", "", text).strip()
+            turns[-1].abstained = NOT_FOUND in turns[-1].answer
+    return turns
+
+
+def sources_of(answer: Answer) -> list[dict[str, Any]]:
+    """The answer's numbered passages as the ``sources`` field."""
+    return [{"marker": s.marker, "library": s.library, "doc_id": s.doc_id, "title": s.title, "chunk_id": s.chunk_id,
+             "start": s.start, "end": s.end, "score": round(s.score, 4), "text": s.text, "support": s.support,
+             "cited": s.marker in answer.citations} for s in answer.sources]
+
+
+def content_of(answer: Answer) -> str:
+    """The answer text with its citation markers, as a chat message's content."""
+    return answer.answer + "".join(f"[{m}]" for m in answer.citations)
+
+
+def build_api(service: RagService, users: UserStore | None) -> APIRouter:
+    """The ``/v1`` routes over ``service``. ``users`` authenticates API keys; ``None`` (a server reachable from
+    this machine only, with no users configured) acts as :data:`rag.app.access.LOCAL_USER`, like the page."""
+    router = APIRouter(prefix="/v1")
+
+    def caller(authorization: str | None = Header(default=None)) -> User:
+        if users is None:
+            return LOCAL_USER
+        scheme, _, key = (authorization or "").partition(" ")
+        user = users.authenticate_key(key.strip()) if scheme.lower() == "bearer" else None
+        if user is None:
+            raise ApiError(401, "a valid API key is needed (Authorization: Bearer rag-…; see `rag user key`)",
+                           "authentication_error")
+        return user
+
+    @router.get("/models")
+    def models(user: User = Depends(caller)) -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "rag-zh"}
+                                           for name in service.library_names(user)]}
+
+    @router.post("/chat/completions", response_model=None)
+    def chat(body: ChatRequest, user: User = Depends(caller)) -> dict[str, Any] | StreamingResponse:
+        libraries = libraries_of(body.model)
+        asked = [m for m in body.messages if m.role == "user"]
+        if not asked or not asked[-1].text().strip():
+            raise ApiError(400, "the last user message holds no question")
+        history = turns_from_messages([(m.role, m.text()) for m in body.messages[: body.messages.index(asked[-1])]])
+        question = asked[-1].text()
+        standalone = rewrite_followup(question, history, service.generator) if history else question
+        answer = service.ask(user, standalone, libraries if len(libraries) > 1 else libraries[0])
+        answer.question = question
+        completion_id = "chatcmpl-" + secrets.token_hex(12)
+        created = int(time.time())
+        extra = {"sources": sources_of(answer), "rag": {
+            "question": question, "standalone_question": standalone, "abstained": answer.abstained,
+            "generator": answer.generator, "note": answer.note, "libraries": libraries}}
+        if not body.stream:
+            return {"id": completion_id, "object": "chat.completion", "created": created, "model": body.model,
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": content_of(answer)}}],
+                    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}, **extra}
+        return StreamingResponse(_chunks(completion_id, created, body.model, content_of(answer), extra),
+                                 media_type="text/event-stream")
+
+    @router.post("/search")
+    def search(body: SearchRequest, user: User = Depends(caller)) -> dict[str, Any]:
+        libraries = libraries_of(body.model)
+        result = service.search(user, body.query, libraries if len(libraries) > 1 else libraries[0], body.k)
+        return result.to_dict()
+
+    @router.get("/documents")
+    def documents(model: str = Query(DEFAULT_LIBRARY), user: User = Depends(caller)) -> dict[str, Any]:
+        return {"object": "list", "library": model, "data": service.documents(user, model)}
+
+    @router.post("/documents")
+    def add_documents(files: list[UploadFile] = File(...), model: str = Query(DEFAULT_LIBRARY),
+                      replace: bool = Query(False), user: User = Depends(caller)) -> dict[str, Any]:
+        service.documents(user, model)  # an unknown library or no right to it: refused before reading uploads
+        folder = Path(tempfile.mkdtemp(prefix="rag-api-"))
+        try:
+            uploads = [_save_upload(f, folder / str(i), service.settings.max_upload_mb) for i, f in enumerate(files)]
+            report = service.ingest_uploads(user, uploads, replace=replace, library=model)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return {"library": model, **report.to_dict()}
+
+    return router
+
+
+def _save_upload(upload: UploadFile, folder: Path, max_mb: float) -> Upload:
+    """An uploaded part written to ``folder`` under its base name, refused past ``max_mb``."""
+    name = clean_text_field(Path(upload.filename or "upload").name)[:200] or "upload"
+    folder.mkdir(parents=True)
+    path = folder / name
+    limit, written = int(max_mb * 1e6), 0
+    with open(path, "wb") as out:
+        while chunk := upload.file.read(1 << 20):
+            written += len(chunk)
+            if written > limit:
+                raise ApiError(413, f"{name} is larger than {max_mb:g} MB")
+            out.write(chunk)
+    return Upload(path, name)
+
+
+def _chunks(completion_id: str, created: int, model: str, content: str, extra: dict[str, Any]) -> Iterator[str]:
+    """Server-sent events of OpenAI's ``chat.completion.chunk``: the role, the checked answer in pieces, then a
+    last chunk carrying ``finish_reason`` and the sources."""
+    def event(delta: dict[str, Any], finish: str | None = None, **more: Any) -> str:
+        chunk = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **more}
+        return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    for i in range(0, len(content), 8):
+        yield event({"content": content[i : i + 8]})
+    yield event({}, "stop", **extra)
+    yield "data: [DONE]\n\n"
+
+
+def install_api(app: FastAPI, service: RagService, users: UserStore | None) -> None:
+    """Add the ``/v1`` routes and their error handling to ``app`` (the FastAPI app the page is mounted on)."""
+    app.include_router(build_api(service, users))
+    status = {AccessDenied: (403, "permission_error"), LibraryError: (404, "not_found_error"),
+              QueryError: (400, "invalid_request_error"), StoreError: (503, "server_error")}
+
+    @app.exception_handler(ApiError)
+    def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.kind)
+
+    for kind, (code, name) in status.items():
+        app.add_exception_handler(kind, lambda request, exc, code=code, name=name: _error(code, str(exc), name))
+
+    @app.exception_handler(HTTPException)
+    def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), "invalid_request_error")
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
+        return _error(400, problems[:500], "invalid_request_error")
+
+    @app.exception_handler(Exception)
+    def failed(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)  # the trace stays in the server's log
+        return _error(500, f"the request failed ({type(exc).__name__})", "server_error")
+
+
+def _error(status: int, message: str, kind: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)

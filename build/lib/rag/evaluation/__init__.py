@@ -1,0 +1,2 @@
+"""Evaluation: metrics (character-level, Chinese-aware), evaluation runs and reports, and answer feedback
+exported as gold drafts."""

@@ -1,0 +1,340 @@
+"""Read files into raw documents: encodings, formats, and a reason for every file we skip.
+
+Supported: ``.txt .md .html .htm .docx .pdf .jsonl``. Document ids keep where a document came from (see
+:func:`iter_documents`), and every document records its ``source``: the absolute path of its file, or the
+origin an upload was given.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..normalize import clean_text_field
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".text"}
+HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | {".docx", ".pdf", ".jsonl"}
+
+
+@dataclass
+class RawDocument:
+    """One document as read from disk, before cleaning."""
+
+    doc_id: str
+    text: str
+    source: str  # the file it came from (absolute path), or an upload's origin
+    root: str  # the folder (or file) the user named; ``--sync`` works per root
+    title: str | None = None
+    is_html: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+    whole_file: bool = True  # the file is this one document (not a line of a JSONL file)
+
+
+@dataclass
+class Skipped:
+    """A file (or JSONL line) we could not use, and why."""
+
+    source: str
+    reason: str
+    doc_id: str | None = None  # the id the file would have had: ``--sync`` keeps its indexed version
+    root: str | None = None
+    missing: bool = False  # the path the user gave does not exist
+
+
+@dataclass(frozen=True)
+class NamedFile:
+    """A file whose document id and recorded origin the caller chooses (an upload: its user's file name)."""
+
+    path: Path
+    doc_id: str
+    source: str
+
+
+class LoadError(Exception):
+    """A file cannot be turned into text; the message is the user-facing reason."""
+
+
+def decode_bytes(data: bytes) -> tuple[str, str]:
+    """Decode ``data`` and return ``(text, encoding)``; raises :class:`LoadError` for binary or unknown data.
+
+    BOMs decide first, then strict UTF-8, then a UTF-16 guess from NUL bytes, then charset-normalizer
+    restricted to the encodings Chinese documents come in (GB18030 covers GBK and GB2312; Big5).
+    """
+    for bom, enc in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+                     (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32")):
+        if data.startswith(bom) and not (enc == "utf-16" and data.startswith(codecs.BOM_UTF32_LE)):
+            try:
+                return data.decode(enc), enc
+            except UnicodeDecodeError as exc:
+                raise LoadError(f"declares {enc} but does not decode as it ({exc.reason})") from None
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    if len(data) % 2 == 0:
+        # BOM-less UTF-16 Chinese has few NULs; accept it when nearly every code unit is Han, CJK punctuation or ASCII.
+        found = _decode_first(data, ("utf-16-le", "utf-16-be"), _mostly_chinese)
+        if found:
+            return found
+    sample = data[:4096]
+    if sample and sample.count(0) / len(sample) > 0.2:
+        # BOM-less UTF-16: ASCII and CJK text alike put NULs on one side of each code unit.
+        order = ("utf-16-le", "utf-16-be") if sample[1::2].count(0) >= sample[0::2].count(0) else ("utf-16-be", "utf-16-le")
+        found = _decode_first(data, order, _looks_like_text)
+        if found:
+            return found
+        raise LoadError("binary file (NUL bytes, not UTF-16 text)")
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data, cp_isolation=["gb18030", "big5", "utf_16", "utf_32"]).best()
+    if best is not None:
+        text = str(best)
+        if _looks_like_text(text):
+            return text, best.encoding
+    raise LoadError("unknown encoding or binary content (not UTF-8, UTF-16, GB18030 or Big5)")
+
+
+def _decode_first(data: bytes, encodings: Sequence[str], accept: Callable[[str], bool]) -> tuple[str, str] | None:
+    """``(text, encoding)`` for the first encoding that decodes ``data`` into text ``accept`` likes."""
+    for enc in encodings:
+        try:
+            text = data.decode(enc)
+        except UnicodeDecodeError:
+            continue
+        if accept(text):
+            return text, enc
+    return None
+
+
+def _mostly_chinese(text: str) -> bool:
+    sample = text[:2048]
+    if not sample:
+        return False
+    good = sum(1 for ch in sample if "\u4e00" <= ch <= "\u9fff" or "\u3000" <= ch <= "\u303f"
+               or "\uff00" <= ch <= "\uffef" or " " <= ch <= "~" or ch in "\n\r\t“”‘’…—·")
+    return good / len(sample) > 0.95
+
+
+def _looks_like_text(text: str) -> bool:
+    if not text.strip():
+        return True
+    bad = sum(1 for ch in text[:4096] if (ord(ch) < 32 and ch not in "\t\n\r\f") or 0xE000 <= ord(ch) <= 0xF8FF)
+    return bad / min(len(text), 4096) < 0.01
+
+
+def html_to_text(html: str) -> tuple[str, str | None, dict[str, Any]]:
+    """Main text of an HTML page (trafilatura), falling back to all visible text; returns (text, title, metadata)."""
+    meta: dict[str, Any] = {}
+    title: str | None = None
+    try:
+        import trafilatura
+
+        doc = trafilatura.bare_extraction(html, include_comments=False, include_tables=True, favor_recall=True,
+                                          with_metadata=True)
+        if doc is not None:
+            data = doc.as_dict() if hasattr(doc, "as_dict") else dict(doc)
+            title = data.get("title") or None
+            for key in ("date", "author", "sitename"):
+                if data.get(key):
+                    meta[key] = data[key]
+            text = data.get("text") or ""
+            if len(text.strip()) >= 20:
+                return text, title, meta
+    except Exception as exc:  # trafilatura raises many kinds on odd markup; the fallback still works
+        log.debug("trafilatura failed (%s); using the plain-text fallback", exc)
+    from lxml import html as lxml_html
+
+    try:
+        tree = lxml_html.fromstring(html)
+    except Exception as exc:
+        raise LoadError(f"unreadable HTML ({exc})") from None
+    for bad in tree.xpath("//script|//style|//noscript|//template"):
+        bad.drop_tree()
+    if title is None:
+        found = tree.findtext(".//title")
+        title = found.strip() if found and found.strip() else None
+    for block in tree.xpath("//p|//div|//br|//li|//h1|//h2|//h3|//h4|//h5|//h6|//tr|//section|//article"):
+        block.tail = "\n" + (block.tail or "")
+    return tree.text_content(), title, meta
+
+
+def _read_docx(path: Path) -> str:
+    import docx
+
+    try:
+        document = docx.Document(str(path))
+    except Exception as exc:
+        raise LoadError(f"not a readable .docx ({type(exc).__name__})") from None
+    parts = [p.text for p in document.paragraphs]
+    for table in document.tables:
+        for row in table.rows:
+            parts.append(" ".join(cell.text for cell in row.cells))
+    return "\n".join(parts)
+
+
+def _read_pdf(path: Path) -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(str(path))
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except (PdfReadError, ValueError, KeyError, OSError) as exc:
+        raise LoadError(f"not a readable PDF ({exc})") from None
+    text = "\n".join(pages)
+    if not text.strip():
+        raise LoadError("PDF has no text layer (scanned images need OCR first)")
+    return text
+
+
+def read_file(path: Path, max_bytes: int) -> tuple[str, bool]:
+    """Text of one non-JSONL file and whether it is HTML; raises :class:`LoadError` with the reason."""
+    suffix = path.suffix.lower()
+    size = path.stat().st_size
+    if size == 0:
+        raise LoadError("empty file")
+    if size > max_bytes:
+        raise LoadError(f"file too large ({size / 1e6:.1f} MB > {max_bytes / 1e6:.0f} MB limit)")
+    if suffix == ".docx":
+        return _read_docx(path), False
+    if suffix == ".pdf":
+        return _read_pdf(path), False
+    text, _ = decode_bytes(path.read_bytes())
+    is_html = suffix in HTML_SUFFIXES or (suffix in TEXT_SUFFIXES and _is_markup(text))
+    return text, is_html
+
+
+def _is_markup(text: str) -> bool:
+    head = text[:2048].lower()
+    return "<html" in head or "<!doctype html" in head or len(re.findall(r"</(p|div|span|a|li)>", head)) >= 5
+
+
+def iter_jsonl(path: Path, root: str, max_chars: int, source: str | None = None) -> Iterator[RawDocument | Skipped]:
+    """One document per JSON line: ``{"id", "text", ...}``; other fields become metadata.
+
+    ``source`` is the origin recorded for every line (default: the file's path). A file that cannot be opened or
+    read half-way is one :class:`Skipped`, after the lines already read.
+    """
+    source = source or display_path(path)
+    lineno = 0
+    try:
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                if raw.strip():
+                    yield _jsonl_line(raw, f"{source}:{lineno}", source, root, max_chars)
+    except OSError as exc:
+        where = f"{source}:{lineno}" if lineno else source
+        yield Skipped(where, f"cannot read ({exc.strerror or exc})")
+
+
+def _jsonl_line(raw: bytes, where: str, source: str, root: str, max_chars: int) -> RawDocument | Skipped:
+    try:
+        line, _ = decode_bytes(raw)
+        obj = json.loads(line)
+    except (LoadError, json.JSONDecodeError) as exc:
+        return Skipped(where, f"not a JSON object ({exc})")
+    if not isinstance(obj, dict) or "text" not in obj or not isinstance(obj["text"], str):
+        return Skipped(where, 'line lacks a string "text" field')
+    raw_id = obj.get("id")
+    doc_id = clean_text_field(str(raw_id)).strip() if raw_id not in (None, "") else ""
+    doc_id = doc_id or where.rsplit("/", 1)[-1]  # a line without an id is named by its file and line: "news.jsonl:12"
+    text = clean_text_field(obj.pop("text"))
+    if not text.strip():
+        return Skipped(where, f"document {doc_id} has empty text")
+    if len(text) > max_chars:
+        return Skipped(where, f"document {doc_id} too long ({len(text)} > {max_chars} characters)")
+    obj.pop("id", None)
+    title = clean_text_field(obj["title"]) if isinstance(obj.get("title"), str) else None
+    return RawDocument(doc_id=doc_id, text=text, source=source, root=root, title=title, is_html=_is_markup(text),
+                       metadata=obj, whole_file=False)
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as text that can be shown and stored: a file name in GBK/GB18030 or Big5 bytes (common on disks
+    from Chinese Windows machines) is decoded as such, and bytes nothing decodes become U+FFFD."""
+    raw = os.fsencode(path)
+    for encoding in ("utf-8", "gb18030", "big5"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("utf-8", errors="replace")
+
+
+def iter_documents(paths: Sequence[str | os.PathLike[str] | NamedFile], max_file_mb: float = 64.0,
+                   max_document_chars: int = 2_000_000) -> Iterator[RawDocument | Skipped]:
+    """Walk files and folders, yielding a :class:`RawDocument` or a :class:`Skipped` for each input; never raises
+    for one bad input.
+
+    Ids (what answers cite and ``rag show`` takes): a file in a folder given is its path relative to that folder;
+    a file given by itself is its absolute path; a :class:`NamedFile` (an upload) takes the id it was given; a
+    JSONL line takes its ``id`` field.
+    """
+    max_bytes = int(max_file_mb * 1e6)
+    for given in paths:
+        if isinstance(given, NamedFile):
+            yield from _read_one(given.path, given.doc_id, given.source, given.source, max_bytes, max_document_chars)
+            continue
+        given_path = Path(given)
+        if not given_path.exists():
+            yield Skipped(display_path(given), "no such file or folder", missing=True)
+            continue
+        base = given_path.resolve()
+        root = display_path(base)
+        if not given_path.is_dir():
+            yield from _read_one(base, root, root, root, max_bytes, max_document_chars)
+            continue
+        for path in _walk(base):
+            if isinstance(path, Skipped):
+                yield path
+                continue
+            doc_id = display_path(path.relative_to(base).as_posix())
+            yield from _read_one(path, doc_id, display_path(path), root, max_bytes, max_document_chars)
+
+
+def _walk(folder: Path) -> Iterator[Path | Skipped]:
+    """Files under ``folder`` in sorted order, hidden ones left out; a subfolder that cannot be listed is a
+    :class:`Skipped` (its files keep their indexed versions)."""
+    problems: list[OSError] = []
+    found: list[Path] = []
+    for top, dirs, files in os.walk(folder, onerror=problems.append):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(top) / f for f in files if not f.startswith("."))
+    for exc in problems:
+        yield Skipped(display_path(exc.filename or folder), f"cannot list folder ({exc.strerror or exc})")
+    yield from sorted(p for p in found if p.is_file())
+
+
+def _read_one(path: Path, doc_id: str, source: str, root: str, max_bytes: int,
+              max_chars: int) -> Iterator[RawDocument | Skipped]:
+    """The document(s) of one file: one per file, or one per line of a ``.jsonl``."""
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        yield Skipped(source, f"unsupported file type {suffix or '(none)'}", doc_id, root)
+        return
+    if suffix == ".jsonl":
+        yield from iter_jsonl(path, root, max_chars, source)
+        return
+    try:
+        text, is_html = read_file(path, max_bytes)
+    except LoadError as exc:
+        yield Skipped(source, str(exc), doc_id, root)
+        return
+    except OSError as exc:
+        yield Skipped(source, f"cannot read ({exc.strerror or exc})", doc_id, root)
+        return
+    text = clean_text_field(text)
+    if len(text) > max_chars:
+        yield Skipped(source, f"too long ({len(text)} > {max_chars} characters)", doc_id, root)
+        return
+    yield RawDocument(doc_id=doc_id, text=text, source=source, root=root, is_html=is_html)

@@ -1,0 +1,127 @@
+"""Several named document libraries in one installation, each an index folder of its own.
+
+The library called ``default`` is ``Settings.index_dir`` (so an index made before libraries existed opens as one
+library, unchanged); every other library ``NAME`` lives in ``Settings.library_root / NAME``. Deleting a library
+moves its folder to ``library_dir/.trash`` rather than erasing it: a library holds staff's documents, and an
+administrator's slip must be recoverable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LIBRARY = "default"
+# Letters (Chinese included), digits, "_" and "-": a name that is also a safe folder name everywhere. It may not
+# start with "." or "_" (the catalogue's own folders, such as .trash).
+_NAME = re.compile(r"[^\W_][\w-]{0,63}")
+_TRASH = ".trash"
+
+
+class LibraryError(ValueError):
+    """A library name or operation that cannot be used; the message is meant for users."""
+
+
+@dataclass(frozen=True)
+class Library:
+    """A library's name and the index folder that holds it."""
+
+    name: str
+    path: Path
+
+
+def check_name(name: str) -> str:
+    """``name`` when it can name a library; raises :class:`LibraryError` otherwise."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise LibraryError(f"library name {name!r}: use 1–64 letters, digits, '-' or '_' (not first)")
+    return name
+
+
+class Libraries:
+    """The catalogue of libraries: list, create, rename and delete them, and the settings that open one.
+
+    It keeps no state of its own beyond the folders, so two processes (the server and ``rag library``) always
+    agree on what exists.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.library_root
+
+    def path(self, name: str) -> Path:
+        """Where library ``name`` lives (whether it exists or not)."""
+        if name == DEFAULT_LIBRARY:
+            return Path(self.settings.index_dir)
+        return self.root / check_name(name)
+
+    def exists(self, name: str) -> bool:
+        """Whether library ``name`` has been created."""
+        try:
+            return (self.path(name) / "index.sqlite").is_file()
+        except LibraryError:
+            return False
+
+    def get(self, name: str) -> Library:
+        """Library ``name``; raises :class:`LibraryError` when there is none."""
+        if not self.exists(name):
+            raise LibraryError(f"没有名为 {name!r} 的文档库 (no library {name!r})")
+        return Library(name, self.path(name))
+
+    def names(self) -> list[str]:
+        """Every library, ``default`` first (when it exists), then by name."""
+        found = [DEFAULT_LIBRARY] if self.exists(DEFAULT_LIBRARY) else []
+        if self.root.is_dir():
+            found += sorted(p.name for p in self.root.iterdir()
+                            if _NAME.fullmatch(p.name) and p.name != DEFAULT_LIBRARY and (p / "index.sqlite").is_file())
+        return found
+
+    def settings_for(self, name: str) -> Settings:
+        """The settings that open library ``name`` (the installation's folders stay where they are)."""
+        return self.settings.replace(index_dir=self.path(name), library_dir=self.root,
+                                     state_dir=self.settings.state_root)
+
+    def create(self, name: str) -> Library:
+        """A new, empty library; raises :class:`LibraryError` when the name is taken."""
+        from ..index.store import IndexStore
+
+        path = self.path(check_name(name))
+        if self.exists(name) or (path.exists() and any(path.iterdir())):
+            raise LibraryError(f"文档库 {name!r} 已存在")
+        path.mkdir(parents=True, exist_ok=True)
+        IndexStore.open(path, create=True, settings=self.settings_for(name)).close()
+        log.info("created library %s at %s", name, path)
+        return Library(name, path)
+
+    def rename(self, old: str, new: str) -> Library:
+        """Give library ``old`` the name ``new`` (its folder is moved; ``default`` keeps its name)."""
+        if DEFAULT_LIBRARY in (old, new):
+            raise LibraryError("默认文档库（default）不能改名，也不能用作新名字")
+        source = self.get(old).path
+        target = self.path(check_name(new))
+        if target.exists():
+            raise LibraryError(f"文档库 {new!r} 已存在")
+        os.rename(source, target)  # same parent folder: atomic, and open readers keep their files
+        log.info("renamed library %s to %s", old, new)
+        return Library(new, target)
+
+    def delete(self, name: str) -> Path:
+        """Move library ``name`` to the trash folder and return where it went (restore it by moving it back)."""
+        if name == DEFAULT_LIBRARY:
+            raise LibraryError("默认文档库（default）不能删除；请用 rag remove 删除其中的文档")
+        source = self.get(name).path
+        trash = self.root / _TRASH
+        trash.mkdir(parents=True, exist_ok=True)
+        target = trash / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        while target.exists():
+            target = target.with_name(target.name + "_")
+        os.rename(source, target)
+        log.info("deleted library %s (moved to %s)", name, target)
+        return target

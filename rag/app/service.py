@@ -1,0 +1,515 @@
+"""One long-lived object that every front end calls (the web page, its HTTP API, the ``rag`` command line):
+libraries, models and answerers loaded once per process, with a lock per library so that several users at once
+never interleave their index work.
+
+Every public method takes the :class:`~rag.app.access.User` asking (and the library) and checks their right to it
+first (:func:`rag.app.access.require`), so no front end can forget to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..answering.answer import Answer, Prepared
+from ..answering.conversation import ConversationInfo, ConversationStore, Turn, rewrite_followup
+from ..answering.generate import Generator, load_generator
+from ..config import Settings
+from ..evaluation.feedback import Feedback, FeedbackStore, export_gold
+from ..index.embeddings import Embedder, EmbeddingCache
+from ..index.store import ChunkView, IndexStore, StoreError
+from ..ingestion.ingest import IngestReport, RechunkReport, ingest, rechunk_document
+from ..ingestion.loaders import NamedFile
+from ..normalize import normalize
+from ..pipeline import LOAD, Pipeline
+from ..retrieval.retrieve import SearchResult
+from ..summaries.summarize import Summary, summarize_batch
+from .access import Permission, User, UserStore, require
+from .audit import AuditEvent, AuditLog
+from .libraries import DEFAULT_LIBRARY, Libraries, LibraryError
+from .uploads import Upload
+
+log = logging.getLogger(__name__)
+UPLOAD_SCHEME = "upload://"
+
+
+@dataclass
+class ChatTurn:
+    """A conversation's newest turn: the conversation, the stored turn and the full answer."""
+
+    conversation_id: str
+    turn: Turn
+    answer: Answer
+
+
+@dataclass
+class ServiceStats:
+    """What the library tab shows about the index."""
+
+    documents: int
+    chunks: int
+    embedder: str | None
+    size_mb: float
+    generator: str
+    read_only: bool = False
+
+
+def upload_source(user: User, upload: Upload) -> str:
+    """The origin recorded for an uploaded file: who uploaded it and what it held, so that uploading another
+    file under an existing name is a conflict (refused unless replaced), and the same file again is unchanged."""
+    with open(upload.path, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    return f"{UPLOAD_SCHEME}{user.name}/{digest[:16]}/{upload.name}"
+
+
+def describe_source(source: str) -> str:
+    """A document's origin as the page shows it: an upload's file name and uploader; a server file's name only
+    (where files lie on the server is not the web's business)."""
+    if source.startswith(UPLOAD_SCHEME):
+        user, _, rest = source[len(UPLOAD_SCHEME):].partition("/")
+        name = rest.split("/", 1)[-1]
+        return f"{name}（{user} 上传）"
+    return Path(source).name or source
+
+
+class RagService:
+    """Every library of an installation behind one object that checks rights; safe to call from many threads.
+
+    Each library's :class:`~rag.pipeline.Pipeline` is opened at its first use and kept; the chat model and the
+    embedders are loaded once and shared by all libraries. Work on one library's index holds that library's lock
+    (the model, which has its own queue, runs outside it), so users of different libraries never wait on each
+    other's index work.
+    """
+
+    def __init__(self, settings: Settings, *, generator: Generator | None = LOAD, create: bool = True) -> None:
+        """``generator``: see :meth:`Pipeline.open`; ``create``: make the default library when it does not
+        exist (a server's first start), rather than answer that there is none (the command line)."""
+        self.settings = settings
+        self.libraries = Libraries(settings)
+        self.users = UserStore(settings.users_file)
+        self.audit = AuditLog(settings.state_root / "audit.jsonl")
+        self.feedback = FeedbackStore(settings.state_root / "feedback.sqlite")
+        self.conversations = ConversationStore(settings.state_root / "conversations.sqlite")
+        if create and not self.libraries.exists(DEFAULT_LIBRARY):
+            IndexStore.open(self.libraries.path(DEFAULT_LIBRARY), create=True, settings=settings).close()
+        self.generator = load_generator(settings) if generator is LOAD else generator
+        self._pipelines: dict[str, Pipeline] = {}
+        self._locks: dict[str, threading.RLock] = {}
+        self._embedders: dict[Any, Embedder] = {}
+        self._opening = threading.Lock()
+        self._ingesting = threading.Lock()  # one ingest at a time: they share the embedder and its cache
+        self._caches: dict[tuple[str, int], EmbeddingCache] = {}  # one per embedder, shared by its libraries
+
+    def pipeline(self, library: str) -> Pipeline:
+        """Library ``library``'s pipeline, opened (and checked) at first use; no rights are checked here."""
+        with self._opening:
+            if library not in self._pipelines:
+                found = self.libraries.get(library)
+                pipeline = Pipeline.open(self.libraries.settings_for(library), index_dir=found.path,
+                                         generator=self.generator, embedders=self._embedders)
+                try:
+                    pipeline.store.ensure_intact()  # a damaged library should fail here, not on a user's question
+                except StoreError:
+                    pipeline.close()
+                    raise
+                self._pipelines[library] = pipeline
+                self._locks[library] = threading.RLock()
+            return self._pipelines[library]
+
+    def _lock(self, library: str) -> threading.RLock:
+        self.pipeline(library)
+        return self._locks[library]
+
+    def _library(self, user: User | None, permission: Permission, library: str) -> tuple[User, Pipeline]:
+        """The user (when allowed) and the library's pipeline: the rights check every method starts with."""
+        user = require(user, permission, library)
+        try:
+            return user, self.pipeline(library)
+        except LibraryError:
+            raise
+        except StoreError as exc:
+            raise StoreError(f"文档库 {library}：{exc}") from None
+
+    def close(self) -> None:
+        """Save and close every open library."""
+        with self._opening:
+            for library, pipeline in self._pipelines.items():
+                with self._locks[library]:
+                    pipeline.close()
+            self._pipelines.clear()
+            for cache in self._caches.values():
+                cache.close()
+            self._caches.clear()
+        self.conversations.close()
+
+    # -- libraries --------------------------------------------------------------------------------------------
+    def library_names(self, user: User | None) -> list[str]:
+        """The libraries ``user`` may read."""
+        if user is None:
+            return []
+        return [name for name in self.libraries.names() if user.can(Permission.READ, name)]
+
+    def create_library(self, user: User | None, name: str) -> str:
+        """A new, empty library (administrators only)."""
+        user = require(user, Permission.ADMIN)
+        self.libraries.create(name)
+        self.audit.record(AuditEvent(user.name, "library.create", name))
+        return name
+
+    def rename_library(self, user: User | None, old: str, new: str) -> str:
+        """Rename a library; users' roles in it follow it."""
+        user = require(user, Permission.ADMIN)
+        with self._opening:
+            pipeline = self._pipelines.pop(old, None)
+            lock = self._locks.pop(old, None)
+        if pipeline is not None and lock is not None:
+            with lock:
+                pipeline.close()
+        self.libraries.rename(old, new)
+        self.users.rename_library(old, new)
+        self.audit.record(AuditEvent(user.name, "library.rename", new, {"from": old}))
+        return new
+
+    def delete_library(self, user: User | None, name: str) -> Path:
+        """Move a library to the trash folder (administrators only); where it went."""
+        user = require(user, Permission.ADMIN)
+        with self._opening:
+            pipeline = self._pipelines.pop(name, None)
+            lock = self._locks.pop(name, None)
+        if pipeline is not None and lock is not None:
+            with lock:
+                pipeline.close()
+        moved = self.libraries.delete(name)
+        self.audit.record(AuditEvent(user.name, "library.delete", name, {"moved_to": str(moved)}))
+        return moved
+
+    # -- questions --------------------------------------------------------------------------------------------
+    def _prepare(self, user: User | None, question: str, library: str | Sequence[str]) -> tuple[Pipeline, Prepared]:
+        names = [library] if isinstance(library, str) else list(dict.fromkeys(library))
+        if not names:
+            raise LibraryError("请至少选择一个文档库")
+        pipelines = [self._library(user, Permission.READ, name)[1] for name in names]
+        if len(names) == 1:
+            with self._locks[names[0]]:  # the index is read under the lock; the model runs outside it
+                return pipelines[0], pipelines[0].answerer.prepare_many([question])[0]
+        return pipelines[0], pipelines[0].answerer.prepare_result(question, self._search_across(question, names))
+
+    def _search_across(self, query: str, names: Sequence[str], k: int | None = None) -> SearchResult:
+        """The best hits of several libraries: each library's own, labelled with it, merged by fused score."""
+        k = k or self.settings.answer_sources
+        results = []
+        for name in names:
+            with self._locks[name]:
+                result = self._pipelines[name].retriever.search(query, k)
+            for hit in result.hits:
+                hit.library = name
+            results.append(result)
+        hits = sorted((h for r in results for h in r.hits), key=lambda h: -h.score)[:k]
+        return SearchResult(results[0].query, hits, results[0].retriever, results[0].note)
+
+    def ask(self, user: User | None, question: str, library: str | Sequence[str] = DEFAULT_LIBRARY) -> Answer:
+        """Answer one question from one library or several (raises ``QueryError`` for an empty one)."""
+        pipeline, prepared = self._prepare(user, question, library)
+        return pipeline.answerer.finish(prepared)
+
+    def ask_stream(self, user: User | None, question: str,
+                   library: str | Sequence[str] = DEFAULT_LIBRARY) -> Iterator[str | Answer]:
+        """Answer one question as the model writes it: text pieces, then the checked :class:`Answer` (see
+        :meth:`rag.answering.answer.Answerer.finish_stream`)."""
+        pipeline, prepared = self._prepare(user, question, library)
+        yield from pipeline.answerer.finish_stream(prepared)
+
+    # -- conversations ----------------------------------------------------------------------------------------
+    def chat_stream(self, user: User | None, question: str, conversation_id: str | None = None,
+                    library: str = DEFAULT_LIBRARY) -> Iterator[str | ChatTurn]:
+        """One turn of a user's conversation: the follow-up rewritten to stand alone with the turns before it (by
+        the chat model when one is loaded, else by rules), answered from ``library`` as the model writes it
+        (text pieces), then the :class:`ChatTurn`, stored so that the conversation survives a restart. A new
+        conversation is started when ``conversation_id`` is ``None``."""
+        user = require(user, Permission.READ, library)
+        if conversation_id is None:
+            conversation_id = self.conversations.create(user.name, library, title=question.strip()[:40])
+        history = self.conversations.turns(user.name, conversation_id)  # raises when it is not theirs
+        standalone = rewrite_followup(question, history, self.generator)
+        answer = None
+        for item in self.ask_stream(user, standalone, library):
+            if isinstance(item, str):
+                yield item
+            else:
+                answer = item
+        assert answer is not None
+        turn = Turn.from_answer(question, answer)
+        self.conversations.append(user.name, conversation_id, turn)
+        yield ChatTurn(conversation_id, turn, answer)
+
+    def chat(self, user: User | None, question: str, conversation_id: str | None = None,
+             library: str = DEFAULT_LIBRARY) -> ChatTurn:
+        """:meth:`chat_stream` without the pieces."""
+        *_, last = self.chat_stream(user, question, conversation_id, library)
+        assert isinstance(last, ChatTurn)
+        return last
+
+    def conversation_list(self, user: User | None, library: str | None = None) -> list[ConversationInfo]:
+        """The user's own conversations (in ``library``), newest first."""
+        user = require(user, Permission.READ, library)
+        return self.conversations.list(user.name, library)
+
+    def conversation(self, user: User | None, conversation_id: str, library: str = DEFAULT_LIBRARY) -> list[Turn]:
+        """The turns of one of the user's own conversations in ``library``."""
+        user = require(user, Permission.READ, library)
+        return self.conversations.turns(user.name, conversation_id)
+
+    def ask_many(self, user: User | None, questions: Sequence[str], library: str = DEFAULT_LIBRARY) -> list[Answer]:
+        """Answer questions in order from one library (retrieval batched; for ``rag ask --batch``)."""
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            prepared = pipeline.answerer.prepare_many(questions)
+        return [pipeline.answerer.finish(p) for p in prepared]
+
+    def search(self, user: User | None, query: str, library: str | Sequence[str] = DEFAULT_LIBRARY,
+               k: int | None = None, retriever: str | None = None) -> SearchResult:
+        """The passages search finds for ``query`` in one library or several."""
+        names = [library] if isinstance(library, str) else list(dict.fromkeys(library))
+        for name in names:
+            self._library(user, Permission.READ, name)
+        if len(names) == 1:
+            with self._locks[names[0]]:
+                return self._pipelines[names[0]].retriever.search(query, k or self.settings.top_k, retriever)
+        return self._search_across(query, names, k or self.settings.top_k)
+
+    def evaluate_qa(self, user: User | None, items: Sequence[Any], library: str = DEFAULT_LIBRARY) -> dict[str, Any]:
+        """A QA evaluation run (see :func:`rag.evaluation.evaluate.evaluate_qa`) over a library."""
+        from ..evaluation.evaluate import evaluate_qa
+
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            return evaluate_qa(items, pipeline.answerer, progress=False)
+
+    # -- summaries --------------------------------------------------------------------------------------------
+    def summarize(self, user: User | None, doc_ids: Sequence[str], length: str = "medium",
+                  library: str = DEFAULT_LIBRARY) -> list[Summary]:
+        """Summaries of documents of a library (unknown ids are skipped)."""
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            docs = [d for d in (pipeline.store.document(i) for i in doc_ids) if d is not None]
+            return [pipeline.summarizer.summarize(d["text"], d["doc_id"], d["title"], length) for d in docs]
+
+    def summarize_topic(self, user: User | None, query: str, bullets: int = 5,
+                        library: str = DEFAULT_LIBRARY) -> Summary:
+        """Bullets across the documents that search finds for ``query``."""
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            return pipeline.summarizer.summarize_topic(query, pipeline.retriever, k=8, bullets=bullets)
+
+    def summarize_library(self, user: User | None, out: Path, length: str = "medium",
+                          library: str = DEFAULT_LIBRARY) -> dict[str, int]:
+        """Every document's summary into ``out`` (JSONL) and ``out`` with ``.md``."""
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            items = list(pipeline.store.iter_texts())
+            return summarize_batch(iter(items), pipeline.summarizer, out, length, total=len(items), progress=False)
+
+    # -- documents --------------------------------------------------------------------------------------------
+    def ingest_uploads(self, user: User | None, uploads: Sequence[Upload], *, replace: bool = False,
+                       progress: Callable[[float, str], None] | None = None,
+                       library: str = DEFAULT_LIBRARY) -> IngestReport:
+        """Ingest checked uploads (:func:`rag.app.uploads.accept_uploads`) under the names their users gave them.
+
+        An upload whose name an existing document of other content holds is refused unless ``replace``.
+        """
+        user, pipeline = self._library(user, Permission.EDIT, library)
+        named = [NamedFile(u.path, u.name, upload_source(user, u)) for u in uploads]
+        report = self._ingest(pipeline, library, named, replace, progress)
+        self.audit.record(AuditEvent(user.name, "ingest", library, {
+            "files": [u.name for u in uploads], "added": report.added, "updated": report.updated,
+            "skipped": [item["source"] for item in report.skipped], "replace": replace}))
+        return report
+
+    def ingest_paths(self, user: User | None, paths: Sequence[str | Path],
+                     progress: Callable[[float, str], None] | None = None,
+                     library: str = DEFAULT_LIBRARY) -> IngestReport:
+        """Ingest files or folders of this machine (the sample corpus, a folder an administrator names)."""
+        user = require(user, Permission.ADMIN)
+        _, pipeline = self._library(user, Permission.EDIT, library)
+        report = self._ingest(pipeline, library, list(paths), False, progress)
+        self.audit.record(AuditEvent(user.name, "ingest", library, {
+            "paths": [str(p) for p in paths], "added": report.added, "updated": report.updated}))
+        return report
+
+    def _ingest(self, pipeline: Pipeline, library: str, items: Sequence[str | Path | NamedFile], replace: bool,
+                progress: Callable[[float, str], None] | None) -> IngestReport:
+        seen: list[str] = []
+
+        def tell(source: str) -> None:
+            seen.append(source)
+            if progress:
+                progress(min(len(seen) / max(len(items), 1), 0.99), Path(source).name)
+
+        with self._ingesting, self._locks[library]:
+            report = ingest(list(items), pipeline.store, pipeline.embedder, pipeline.settings,
+                            cache=self._cache(pipeline), replace=replace, progress=False, on_item=tell)
+        if progress:
+            progress(1.0, "完成")
+        return report
+
+    def _cache(self, pipeline: Pipeline) -> EmbeddingCache:
+        """The embedding cache of the pipeline's embedder (one per embedder, shared by its libraries)."""
+        key = (pipeline.embedder.name, pipeline.embedder.dim)
+        with self._opening:
+            if key not in self._caches:
+                self._caches[key] = EmbeddingCache(self.settings.cache_dir, *key)
+            return self._caches[key]
+
+    def documents(self, user: User | None, library: str = DEFAULT_LIBRARY) -> list[dict[str, Any]]:
+        """Every document of a library with its chunk count."""
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            return pipeline.store.list_documents()
+
+    def document(self, user: User | None, doc_id: str, library: str = DEFAULT_LIBRARY) -> dict[str, Any] | None:
+        """One document's cleaned text and fields."""
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            return pipeline.store.document(doc_id)
+
+    def remove(self, user: User | None, doc_id: str, library: str = DEFAULT_LIBRARY) -> bool:
+        """Remove a document; ``False`` when it was not there."""
+        user, pipeline = self._library(user, Permission.EDIT, library)
+        with self._locks[library], pipeline.store.write_lock():
+            removed = pipeline.store.remove_documents([doc_id]) > 0
+            pipeline.store.flush()
+        if removed:
+            self.audit.record(AuditEvent(user.name, "remove", library, {"doc_id": doc_id}))
+        return removed
+
+    def chunks(self, user: User | None, doc_id: str, library: str = DEFAULT_LIBRARY) -> list[ChunkView] | None:
+        """A document's chunks as indexed (offsets into its cleaned text, excluded or not); ``None`` when there is
+        no such document."""
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            return pipeline.store.chunks_of(doc_id)
+
+    def set_excluded(self, user: User | None, chunk_ids: Sequence[int], excluded: bool,
+                     library: str = DEFAULT_LIBRARY) -> int:
+        """Exclude chunks from search (boilerplate, a wrong table) or include them again; how many changed."""
+        user, pipeline = self._library(user, Permission.EDIT, library)
+        with self._locks[library]:
+            changed = pipeline.store.set_excluded(chunk_ids, excluded)
+        if changed:
+            self.audit.record(AuditEvent(user.name, "exclude" if excluded else "include", library,
+                                         {"chunk_ids": [int(c) for c in chunk_ids], "changed": changed}))
+        return changed
+
+    def rechunk(self, user: User | None, doc_id: str, chunk_size: int, chunk_overlap: int,
+                library: str = DEFAULT_LIBRARY) -> RechunkReport:
+        """Cut one document again with other chunk settings (see :func:`rag.ingestion.ingest.rechunk_document`)."""
+        user, pipeline = self._library(user, Permission.EDIT, library)
+        with self._ingesting, self._locks[library]:
+            report = rechunk_document(pipeline.store, doc_id, pipeline.embedder, pipeline.settings, chunk_size,
+                                      chunk_overlap, cache=self._cache(pipeline))
+        self.audit.record(AuditEvent(user.name, "rechunk", library, report.to_dict()))
+        return report
+
+    # -- feedback ---------------------------------------------------------------------------------------------
+    def give_feedback(self, user: User | None, answer: Answer, rating: int, comment: str = "", correction: str = "",
+                      library: str = DEFAULT_LIBRARY, question: str | None = None) -> int:
+        """Store 👍 (1) or 👎 (-1) on an answer given in ``library``; its id."""
+        user = require(user, Permission.READ, library)
+        return self.feedback.add(Feedback.from_answer(answer, user=user.name, library=library, rating=rating,
+                                                      comment=comment, correction=correction, question=question))
+
+    def export_feedback(self, user: User | None, out: Path, library: str = DEFAULT_LIBRARY) -> dict[str, int]:
+        """A library's rated answers as a gold-file draft for ``rag eval qa`` (editors of the library)."""
+        require(user, Permission.EDIT, library)
+        return export_gold(self.feedback.list(library=library, limit=None), out)
+
+    def audit_log(self, user: User | None, limit: int = 200, library: str | None = None) -> list[AuditEvent]:
+        """The newest changes (administrators only)."""
+        require(user, Permission.ADMIN)
+        return self.audit.read(limit, library)
+
+    def stats(self, user: User | None, library: str = DEFAULT_LIBRARY) -> ServiceStats:
+        """Counts for the library tab."""
+        _, pipeline = self._library(user, Permission.READ, library)
+        with self._locks[library]:
+            data = pipeline.store.stats()
+        return ServiceStats(data["documents"], data["chunks"], data["embedder"], data["size_bytes"] / 1e6,
+                            self.generator.name if self.generator else "extractive", data["read_only"])
+
+
+def render_answer(answer: Answer) -> str:
+    """The answer as Markdown: text with citation markers, evidence, generator."""
+    if answer.abstained:
+        body = f"### {html.escape(answer.answer)}\n\n资料中没有足以支持回答的内容；下面是最接近的段落。"
+    else:
+        markers = "".join(f"[{m}]" for m in answer.citations)
+        body = f"### {html.escape(answer.answer)} {markers}"
+        if answer.evidence:
+            body += f"\n\n**依据**：{html.escape(answer.evidence)}"
+    if answer.generator.startswith("extractive (fallback"):
+        reason = answer.generator.removeprefix("extractive (fallback: ").removesuffix(")")
+        body += f"\n\n> 模型的回答未通过资料核对（{html.escape(reason)}），以上是从资料中抽取的答案。"
+    if answer.note:
+        body += f"\n\n> 注意：{html.escape(answer.note)}"
+    if answer.dropped:
+        body += "\n\n> 已删除无依据的内容：" + html.escape(" / ".join(answer.dropped))
+    return body + f"\n\n<small>生成方式：{html.escape(answer.generator)}</small>"
+
+
+def render_turn(turn: Turn, answer: Answer | None = None) -> str:
+    """A conversation turn as the chat shows it: how a follow-up was understood, the answer with its citation
+    markers, and which passages they name (the full passages are shown beside the chat)."""
+    head = ""
+    if normalize(turn.standalone) != normalize(turn.question):
+        head = f"<small>理解为：{html.escape(turn.standalone)}</small>\n\n"
+    if answer is not None:
+        return head + render_answer(answer)
+    markers = "".join(f"[{m}]" for m in turn.citations)
+    cited = [s for s in turn.sources if s.get("marker") in turn.citations]
+    listed = "；".join(f"[{s['marker']}] {html.escape(str(s.get('title') or s['doc_id']))}" for s in cited)
+    return (head + f"{html.escape(turn.answer)} {markers}" + (f"\n\n<small>出处：{listed}</small>" if listed else "")
+            + f"\n\n<small>生成方式：{html.escape(turn.generator)}</small>")
+
+
+def render_draft(text: str) -> str:
+    """A model's answer while it is being written: shown as unchecked until the checked answer replaces it."""
+    return f"### {html.escape(text)} ▌\n\n<small>模型正在作答，核对资料后显示最终答案……</small>"
+
+
+def render_summary(summary: Summary) -> str:
+    """A summary as Markdown with where each part came from."""
+    head = f"### {html.escape(summary.title or summary.doc_id or '')}\n\n"
+    if summary.bullets:
+        body = "\n".join(f"- {html.escape(b['text'])} <small>（{', '.join(s['doc_id'] for s in b['sources'])}）</small>"
+                         for b in summary.bullets)
+    else:
+        body = html.escape(summary.summary)
+        body += "\n\n<small>出处：" + "；".join(f"{s.doc_id} 字符 {s.start}–{s.end}" for s in summary.sources) + "</small>"
+    if summary.dropped:
+        body += "\n\n> 已删除无依据的句子：" + html.escape(" / ".join(summary.dropped))
+    return head + body + f"\n\n<small>生成方式：{html.escape(summary.generator)}</small>"
+
+
+def render_sources(answer: Answer) -> str:
+    """Source passages as HTML, original script, the supporting span highlighted."""
+    parts = []
+    for source in answer.sources:
+        text = source.text
+        if source.support:
+            a, b = source.support
+            shown = (html.escape(text[:a]) + f"<mark>{html.escape(text[a:b])}</mark>" + html.escape(text[b:]))
+        else:
+            shown = html.escape(text)
+        cited = " cited" if source.marker in answer.citations else ""
+        warning = f'<div class="warn">⚠ {html.escape(source.warning)}</div>' if source.warning else ""
+        parts.append(
+            f'<div class="source{cited}"><div class="head">[{source.marker}] <b>{html.escape(source.title or source.doc_id)}'
+            f"</b> · {html.escape(source.doc_id)} · 相关度 {source.score:.4f} · 字符 {source.start}–{source.end}</div>"
+            f'<div class="body">{shown.replace(chr(10), "<br>")}</div>{warning}</div>')
+    return "\n".join(parts) or "<p>（没有检索到段落）</p>"

@@ -1,0 +1,186 @@
+"""Metrics that count Chinese correctly: characters, not whitespace tokens.
+
+Retrieval metrics are document-level: a ranked list of chunk hits is collapsed to the distinct documents
+in order of first appearance, and a document is relevant when it is one of the gold ``doc_ids``.
+Answer metrics follow the CMRC 2018 scorer: punctuation and whitespace removed, F1 over characters,
+maximum over the gold answers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from ..normalize import normalize
+
+_CJK_PUNCT = "，。！？；：、“”‘’（）《》〈〉【】『』「」…—～·．,.!?;:'\"()[]{}<>-_/\\|@#$%^&*+=`~"
+
+
+def unique_in_order(items: Iterable[str]) -> list[str]:
+    """Items with later repeats removed."""
+    return list(dict.fromkeys(items))
+
+
+# -- retrieval ------------------------------------------------------------------------------------------------
+def recall_at_k(ranked_docs: Sequence[str], gold: Iterable[str], k: int) -> float:
+    """Share of gold documents among the first ``k`` distinct ranked documents."""
+    gold_set = set(gold)
+    if not gold_set:
+        return 0.0
+    return len(gold_set & set(unique_in_order(ranked_docs)[:k])) / len(gold_set)
+
+
+def mrr_at_k(ranked_docs: Sequence[str], gold: Iterable[str], k: int = 10) -> float:
+    """1 / rank of the first gold document within the first ``k`` distinct documents (0 if absent)."""
+    gold_set = set(gold)
+    for rank, doc in enumerate(unique_in_order(ranked_docs)[:k], 1):
+        if doc in gold_set:
+            return 1.0 / rank
+    return 0.0
+
+
+def ndcg_at_k(ranked_docs: Sequence[str], gold: Iterable[str], k: int = 10) -> float:
+    """Binary-relevance nDCG over the first ``k`` distinct documents."""
+    gold_set = set(gold)
+    if not gold_set:
+        return 0.0
+    dcg = sum(1.0 / math.log2(rank + 1)
+              for rank, doc in enumerate(unique_in_order(ranked_docs)[:k], 1) if doc in gold_set)
+    ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(gold_set), k) + 1))
+    return dcg / ideal
+
+
+# -- answers --------------------------------------------------------------------------------------------------
+def answer_chars(text: str) -> list[str]:
+    """Characters an answer is scored on: normalised script and width, no punctuation or whitespace."""
+    out = []
+    for ch in normalize(text):
+        if ch.isspace() or ch in _CJK_PUNCT or ch in string.punctuation or unicodedata.category(ch).startswith("P"):
+            continue
+        out.append(ch)
+    return out
+
+
+def exact_match(prediction: str, golds: Sequence[str]) -> float:
+    """1.0 when the prediction equals any gold answer after :func:`answer_chars`."""
+    pred = answer_chars(prediction)
+    return float(any(pred == answer_chars(g) for g in golds)) if golds else 0.0
+
+
+def char_f1(prediction: str, golds: Sequence[str]) -> float:
+    """CMRC-style character F1, the maximum over gold answers."""
+    pred = answer_chars(prediction)
+    best = 0.0
+    for gold in golds:
+        ref = answer_chars(gold)
+        common = sum((Counter(pred) & Counter(ref)).values())
+        if common == 0:
+            continue
+        precision, recall = common / len(pred), common / len(ref)
+        best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+def contains_answer(text: str, golds: Sequence[str]) -> bool:
+    """True when any gold answer occurs in ``text`` (both compared as :func:`answer_chars`)."""
+    hay = "".join(answer_chars(text))
+    return any("".join(answer_chars(g)) in hay for g in golds if answer_chars(g))
+
+
+def abstention_scores(abstained: Sequence[bool], answerable: Sequence[bool]) -> dict[str, float]:
+    """Precision and recall of abstaining, where abstaining is right exactly for unanswerable questions."""
+    tp = sum(a and not ans for a, ans in zip(abstained, answerable))
+    predicted = sum(abstained)
+    actual = sum(not ans for ans in answerable)
+    return {"abstain_precision": tp / predicted if predicted else 0.0,
+            "abstain_recall": tp / actual if actual else 0.0}
+
+
+# -- faithfulness ---------------------------------------------------------------------------------------------
+_SENTENCE_END = re.compile(r"(?<=[。！？!?；;\n])")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*%?")
+
+
+def split_claims(text: str) -> list[str]:
+    """Sentences of an answer or summary (on Chinese and Latin terminators), blanks dropped."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def ngram_support(claim: str, sources: Sequence[str], n: int = 3) -> float:
+    """Share of the claim's character n-grams found in any source (scripts normalised)."""
+    chars = "".join(answer_chars(claim))
+    if len(chars) < n:
+        return 1.0 if chars and any(chars in "".join(answer_chars(s)) for s in sources) else 0.0
+    grams = {chars[i : i + n] for i in range(len(chars) - n + 1)}
+    source_grams: set[str] = set()
+    for s in sources:
+        sc = "".join(answer_chars(s))
+        source_grams.update(sc[i : i + n] for i in range(len(sc) - n + 1))
+    return len(grams & source_grams) / len(grams)
+
+
+def unsupported_numbers(text: str, sources: Sequence[str]) -> list[str]:
+    """Numbers in ``text`` that appear in none of the sources."""
+    haystack = normalize(" ".join(sources))
+    return [num for num in _NUMBER.findall(normalize(text)) if num not in haystack]
+
+
+def is_supported(text: str, sources: Sequence[str], min_support: float = 0.6) -> bool:
+    """Most of ``text``'s character trigrams occur in ``sources``, and every number in it does."""
+    return ngram_support(text, sources) >= min_support and not unsupported_numbers(text, sources)
+
+
+def faithfulness(text: str, sources: Sequence[str], threshold: float = 0.6) -> dict[str, float | list[str]]:
+    """Share of sentences whose n-grams are mostly in the sources, and the numbers the sources lack."""
+    claims = split_claims(text)
+    supported = sum(ngram_support(c, sources) >= threshold for c in claims)
+    return {"supported_share": supported / len(claims) if claims else 1.0,
+            "unsupported_numbers": unsupported_numbers(text, sources)}
+
+
+# -- summaries ------------------------------------------------------------------------------------------------
+def _ngrams(tokens: Sequence[str], n: int) -> Counter:
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+
+
+def _f1(overlap: int, candidate: int, reference: int) -> float:
+    if not overlap:
+        return 0.0
+    p, r = overlap / candidate, overlap / reference
+    return 2 * p * r / (p + r)
+
+
+def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b, 1):
+            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge(candidate: Sequence[str], reference: Sequence[str]) -> dict[str, float]:
+    """ROUGE-1, ROUGE-2 and ROUGE-L F1 over token sequences (characters or words)."""
+    out = {}
+    for n in (1, 2):
+        c, r = _ngrams(candidate, n), _ngrams(reference, n)
+        out[f"rouge{n}"] = _f1(sum((c & r).values()), sum(c.values()), sum(r.values()))
+    out["rougeL"] = _f1(_lcs(candidate, reference), len(candidate), len(reference))
+    return out
+
+
+def rouge_chars(candidate: str, reference: str) -> dict[str, float]:
+    """ROUGE on characters (punctuation dropped, scripts normalised)."""
+    return rouge(answer_chars(candidate), answer_chars(reference))
+
+
+def rouge_words(candidate: str, reference: str) -> dict[str, float]:
+    """ROUGE on jieba words (punctuation dropped, scripts normalised)."""
+    from ..index.lexical import words
+
+    return rouge(words(candidate), words(reference))
