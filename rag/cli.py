@@ -144,7 +144,8 @@ def _print_hits(result: SearchResult) -> None:
         print("（没有找到相关段落）")
     for rank, hit in enumerate(result.hits, 1):
         found = "+".join(hit.retrievers)
-        print(f"[{rank}] {hit.doc_id}  score={hit.score:.4f}  chars {hit.start}-{hit.end}  ({found})")
+        where = f"  {hit.location}" if hit.location else ""
+        print(f"[{rank}] {hit.doc_id}{where}  score={hit.score:.4f}  chars {hit.start}-{hit.end}  ({found})")
         print("    " + hit.text.replace("\n", "\n    "))
 
 
@@ -248,7 +249,8 @@ def _print_answer(answer) -> None:
         text = " ".join(source.text.split()) if source.support is None else (
             source.text[: source.support[0]] + "【" + source.text[source.support[0] : source.support[1]] + "】"
             + source.text[source.support[1] :]).replace("\n", " ")
-        print(f"[{source.marker}] {source.doc_id}  score={source.score:.4f}  chars {source.start}-{source.end}")
+        where = "".join(f"  {x}" for x in (source.library, source.location) if x)
+        print(f"[{source.marker}] {source.doc_id}{where}  score={source.score:.4f}  chars {source.start}-{source.end}")
         print(f"    {text}")
         if source.warning:
             print(f"    ⚠ {source.warning}")
@@ -519,7 +521,8 @@ def cmd_chunks(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     for chunk in chunks:
         mark = "  (excluded)" if chunk.excluded else ""
-        print(f"[{chunk.chunk_id}] chars {chunk.start}-{chunk.end}{mark}")
+        where = f"  {chunk.location}" if chunk.location else ""
+        print(f"[{chunk.chunk_id}] chars {chunk.start}-{chunk.end}{where}{mark}")
         print("    " + chunk.text.replace("\n", "\n    "))
     return 0
 

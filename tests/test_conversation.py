@@ -275,5 +275,5 @@ def test_turn_from_answer_keeps_what_the_page_shows() -> None:
     assert (t.question, t.standalone, t.answer, t.citations, t.generator) == \
         ("那甘孜州呢？", "甘孜州女性公务员比例达到多少？", "40%", [2], "extractive")
     assert t.sources == [{"doc_id": "004.txt", "chunk_id": 7, "title": "甘孜州", "text": source.text, "start": 10,
-                          "end": 25, "marker": 2, "library": "新闻"}]
+                          "end": 25, "marker": 2, "library": "新闻", "location": None}]
 

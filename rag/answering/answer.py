@@ -56,13 +56,14 @@ class Source:
     support: list[int] | None = None  # [start, end) in ``text`` of what supports the answer
     warning: str | None = None
     library: str | None = None  # the library it came from, when a question spans several
+    location: str | None = None  # page, slide, sheet and row in its file
 
     @classmethod
     def from_hit(cls, marker: int, hit: Hit) -> Source:
         """A retrieved chunk as source ``[marker]``, warned about when it holds text that tries to steer a model."""
         warning = "此段落含有类似指令的文字，已作为资料内容处理" if INJECTION.search(normalize(hit.text)) else None
         return cls(marker, hit.doc_id, hit.chunk_id, hit.score, hit.text, hit.start, hit.end, hit.title,
-                   warning=warning, library=hit.library)
+                   warning=warning, library=hit.library, location=hit.location)
 
 
 @dataclass

@@ -370,7 +370,7 @@ class Turn:
     standalone: str  # as searched: the follow-up rewritten (see rewrite_followup)
     answer: str
     abstained: bool = False
-    # {doc_id, chunk_id, title, text, start, end, marker, library} of each passage shown with the answer
+    # {doc_id, chunk_id, title, text, start, end, marker, library, location} of each passage shown with the answer
     sources: list[dict[str, Any]] = field(default_factory=list)
     citations: list[int] = field(default_factory=list)  # markers of the sources the answer rests on
     generator: str = ""
@@ -380,7 +380,8 @@ class Turn:
     def from_answer(cls, question: str, answer: Any) -> Turn:
         """A turn from an :class:`rag.answering.answer.Answer` to the standalone ``answer.question``, asked as ``question``."""
         sources = [{"doc_id": s.doc_id, "chunk_id": s.chunk_id, "title": s.title, "text": s.text,
-                    "start": s.start, "end": s.end, "marker": s.marker, "library": s.library} for s in answer.sources]
+                    "start": s.start, "end": s.end, "marker": s.marker, "library": s.library,
+                    "location": s.location} for s in answer.sources]
         return cls(question, answer.question, answer.answer, answer.abstained, sources, list(answer.citations),
                    answer.generator)
 

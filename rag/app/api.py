@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..answering.answer import NOT_FOUND, Answer
-from ..answering.conversation import Turn, rewrite_followup
+from ..answering.conversation import Turn
 from ..index.store import StoreError
 from ..normalize import clean_text_field
 from ..retrieval.retrieve import QueryError
@@ -114,7 +114,8 @@ def turns_from_messages(messages: list[tuple[str, str]]) -> list[Turn]:
 
 def sources_of(answer: Answer) -> list[dict[str, Any]]:
     """The answer's numbered passages as the ``sources`` field."""
-    return [{"marker": s.marker, "library": s.library, "doc_id": s.doc_id, "title": s.title, "chunk_id": s.chunk_id,
+    return [{"marker": s.marker, "library": s.library, "doc_id": s.doc_id, "title": s.title, "location": s.location,
+             "chunk_id": s.chunk_id,
              "start": s.start, "end": s.end, "score": round(s.score, 4), "text": s.text, "support": s.support,
              "cited": s.marker in answer.citations} for s in answer.sources]
 
@@ -147,13 +148,14 @@ def build_api(service: RagService, users: UserStore | None) -> APIRouter:
     @router.post("/chat/completions", response_model=None)
     def chat(body: ChatRequest, user: User = Depends(caller)) -> dict[str, Any] | StreamingResponse:
         libraries = libraries_of(body.model)
-        asked = [m for m in body.messages if m.role == "user"]
-        if not asked or not asked[-1].text().strip():
+        last = max((i for i, m in enumerate(body.messages) if m.role == "user"), default=None)
+        question = body.messages[last].text() if last is not None else ""
+        if not question.strip():
             raise ApiError(400, "the last user message holds no question")
-        history = turns_from_messages([(m.role, m.text()) for m in body.messages[: body.messages.index(asked[-1])]])
-        question = asked[-1].text()
-        standalone = rewrite_followup(question, history, service.generator) if history else question
-        answer = service.ask(user, standalone, libraries if len(libraries) > 1 else libraries[0])
+        history = turns_from_messages([(m.role, m.text()) for m in body.messages[:last]])
+        asked = libraries if len(libraries) > 1 else libraries[0]
+        standalone = service.standalone_question(user, question, history, asked)
+        answer = service.ask(user, standalone, asked)
         answer.question = question
         completion_id = "chatcmpl-" + secrets.token_hex(12)
         created = int(time.time())

@@ -122,18 +122,12 @@ class RagService:
                 self._locks[library] = threading.RLock()
             return self._pipelines[library]
 
-    def _lock(self, library: str) -> threading.RLock:
-        self.pipeline(library)
-        return self._locks[library]
-
     def _library(self, user: User | None, permission: Permission, library: str) -> tuple[User, Pipeline]:
         """The user (when allowed) and the library's pipeline: the rights check every method starts with."""
         user = require(user, permission, library)
         try:
             return user, self.pipeline(library)
-        except LibraryError:
-            raise
-        except StoreError as exc:
+        except StoreError as exc:  # which library is damaged, for whoever reads the message
             raise StoreError(f"文档库 {library}：{exc}") from None
 
     def close(self) -> None:
@@ -165,12 +159,7 @@ class RagService:
     def rename_library(self, user: User | None, old: str, new: str) -> str:
         """Rename a library; users' roles in it follow it."""
         user = require(user, Permission.ADMIN)
-        with self._opening:
-            pipeline = self._pipelines.pop(old, None)
-            lock = self._locks.pop(old, None)
-        if pipeline is not None and lock is not None:
-            with lock:
-                pipeline.close()
+        self._close_library(old)
         self.libraries.rename(old, new)
         self.users.rename_library(old, new)
         self.audit.record(AuditEvent(user.name, "library.rename", new, {"from": old}))
@@ -179,15 +168,18 @@ class RagService:
     def delete_library(self, user: User | None, name: str) -> Path:
         """Move a library to the trash folder (administrators only); where it went."""
         user = require(user, Permission.ADMIN)
-        with self._opening:
-            pipeline = self._pipelines.pop(name, None)
-            lock = self._locks.pop(name, None)
-        if pipeline is not None and lock is not None:
-            with lock:
-                pipeline.close()
+        self._close_library(name)
         moved = self.libraries.delete(name)
         self.audit.record(AuditEvent(user.name, "library.delete", name, {"moved_to": str(moved)}))
         return moved
+
+    def _close_library(self, name: str) -> None:
+        """Close a library's pipeline (if open) once no one is using its index, before its folder moves."""
+        with self._opening:
+            pipeline, lock = self._pipelines.pop(name, None), self._locks.pop(name, None)
+        if pipeline is not None and lock is not None:
+            with lock:
+                pipeline.close()
 
     # -- questions --------------------------------------------------------------------------------------------
     def _prepare(self, user: User | None, question: str, library: str | Sequence[str]) -> tuple[Pipeline, Prepared]:
@@ -198,7 +190,9 @@ class RagService:
         if len(names) == 1:
             with self._locks[names[0]]:  # the index is read under the lock; the model runs outside it
                 return pipelines[0], pipelines[0].answerer.prepare_many([question])[0]
-        return pipelines[0], pipelines[0].answerer.prepare_result(question, self._search_across(question, names))
+        found = self._search_across(question, names)
+        with self._locks[names[0]]:  # its index weighs the question's words
+            return pipelines[0], pipelines[0].answerer.prepare_result(question, found)
 
     def _search_across(self, query: str, names: Sequence[str], k: int | None = None) -> SearchResult:
         """The best hits of several libraries: each library's own, labelled with it, merged by fused score."""
@@ -236,7 +230,7 @@ class RagService:
         if conversation_id is None:
             conversation_id = self.conversations.create(user.name, library, title=question.strip()[:40])
         history = self.conversations.turns(user.name, conversation_id)  # raises when it is not theirs
-        standalone = rewrite_followup(question, history, self.generator)
+        standalone = self.standalone_question(user, question, history, library)
         answer = None
         for item in self.ask_stream(user, standalone, library):
             if isinstance(item, str):
@@ -247,6 +241,16 @@ class RagService:
         turn = Turn.from_answer(question, answer)
         self.conversations.append(user.name, conversation_id, turn)
         yield ChatTurn(conversation_id, turn, answer)
+
+    def standalone_question(self, user: User | None, question: str, history: Sequence[Turn],
+                            library: str | Sequence[str] = DEFAULT_LIBRARY) -> str:
+        """``question`` rewritten to stand alone with the turns before it (``history``, oldest first): by the chat
+        model when one is loaded and its rewrite passes the checks, else by rules (see
+        :func:`rag.answering.conversation.rewrite_followup`). Rights are checked first: the model's time is
+        spent only on questions the user may ask."""
+        for name in [library] if isinstance(library, str) else library:
+            require(user, Permission.READ, name)
+        return rewrite_followup(question, history, self.generator) if history else question
 
     def chat(self, user: User | None, question: str, conversation_id: str | None = None,
              library: str = DEFAULT_LIBRARY) -> ChatTurn:
@@ -472,7 +476,8 @@ def render_turn(turn: Turn, answer: Answer | None = None) -> str:
         return head + render_answer(answer)
     markers = "".join(f"[{m}]" for m in turn.citations)
     cited = [s for s in turn.sources if s.get("marker") in turn.citations]
-    listed = "；".join(f"[{s['marker']}] {html.escape(str(s.get('title') or s['doc_id']))}" for s in cited)
+    listed = "；".join(f"[{s['marker']}] {html.escape(str(s.get('title') or s['doc_id']))}"
+                      + (f"（{html.escape(s['location'])}）" if s.get("location") else "") for s in cited)
     return (head + f"{html.escape(turn.answer)} {markers}" + (f"\n\n<small>出处：{listed}</small>" if listed else "")
             + f"\n\n<small>生成方式：{html.escape(turn.generator)}</small>")
 
@@ -507,9 +512,11 @@ def render_sources(answer: Answer) -> str:
         else:
             shown = html.escape(text)
         cited = " cited" if source.marker in answer.citations else ""
+        # Where users look: the library (a question across several), then page, slide, sheet and row.
+        where = "".join(f" · <b>{html.escape(x)}</b>" for x in (source.library, source.location) if x)
         warning = f'<div class="warn">⚠ {html.escape(source.warning)}</div>' if source.warning else ""
         parts.append(
             f'<div class="source{cited}"><div class="head">[{source.marker}] <b>{html.escape(source.title or source.doc_id)}'
-            f"</b> · {html.escape(source.doc_id)} · 相关度 {source.score:.4f} · 字符 {source.start}–{source.end}</div>"
+            f"</b> · {html.escape(source.doc_id)}{where} · 相关度 {source.score:.4f} · 字符 {source.start}–{source.end}</div>"
             f'<div class="body">{shown.replace(chr(10), "<br>")}</div>{warning}</div>')
     return "\n".join(parts) or "<p>（没有检索到段落）</p>"

@@ -76,7 +76,8 @@ CREATE TABLE chunks (
     end INTEGER NOT NULL,
     text TEXT NOT NULL,
     index_text TEXT NOT NULL,
-    vector BLOB NOT NULL
+    vector BLOB NOT NULL,
+    location TEXT
 );
 CREATE INDEX chunks_doc ON chunks(doc_id);
 CREATE VIRTUAL TABLE chunk_terms USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
@@ -170,6 +171,7 @@ class ChunkRecord:
     text: str
     index_text: str
     terms: list[str]
+    location: str | None = None  # page, slide, sheet and row (rag.ingestion.locations)
 
 
 @dataclass
@@ -184,6 +186,7 @@ class StoredChunk:
     text: str
     index_text: str
     title: str | None
+    location: str | None = None
 
 
 @dataclass
@@ -198,6 +201,7 @@ class ChunkView:
     end: int
     text: str
     excluded: bool
+    location: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -311,6 +315,9 @@ class IndexStore:
                 for column in ("chunk_size", "chunk_overlap"):
                     if column not in columns:
                         self._db.execute(f"ALTER TABLE documents ADD COLUMN {column} INTEGER")
+                # Where each chunk lies (page, slide, sheet and row): none for the formats older releases read.
+                if "location" not in {r[1] for r in self._db.execute("PRAGMA table_info(chunks)")}:
+                    self._db.execute("ALTER TABLE chunks ADD COLUMN location TEXT")
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
         self._format = FORMAT_VERSION
         log.info("upgraded %s from index format %d to %d", self.directory, version, FORMAT_VERSION)
@@ -444,10 +451,10 @@ class IndexStore:
                 for chunk, vec in zip(doc_chunks, doc_vecs):
                     vec = np.asarray(vec, dtype=np.float32)
                     cur = self._db.execute(
-                        "INSERT INTO chunks (doc_id, ordinal, start, end, text, index_text, vector) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO chunks (doc_id, ordinal, start, end, text, index_text, vector, location) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (doc.doc_id, chunk.ordinal, chunk.start, chunk.end, chunk.text, chunk.index_text,
-                         vec.tobytes()))
+                         vec.tobytes(), chunk.location))
                     chunk_id = int(cur.lastrowid)
                     self._db.execute("INSERT INTO chunk_terms (rowid, terms) VALUES (?, ?)",
                                      (chunk_id, " ".join(chunk.terms)))
@@ -692,9 +699,13 @@ class IndexStore:
             return None
         flag = "c.id IN (SELECT chunk_id FROM excluded_chunks)" if self._format >= 4 else "0"
         rows = self._db.execute(
-            f"SELECT c.id, c.doc_id, c.ordinal, c.start, c.end, c.text, {flag} FROM chunks c WHERE c.doc_id = ? "
-            "ORDER BY c.ordinal", (doc_id,))
-        return [ChunkView(*row[:6], excluded=bool(row[6])) for row in rows]
+            f"SELECT c.id, c.doc_id, c.ordinal, c.start, c.end, c.text, {flag}, {self._location('c')} FROM chunks c "
+            "WHERE c.doc_id = ? ORDER BY c.ordinal", (doc_id,))
+        return [ChunkView(*row[:6], excluded=bool(row[6]), location=row[7]) for row in rows]
+
+    def _location(self, table: str) -> str:
+        """The chunk location column (an older index read as it is has none)."""
+        return f"{table}.location" if self._format >= 4 else "NULL"
 
     def excluded_count(self) -> int:
         """How many chunks are excluded from search."""
@@ -742,7 +753,8 @@ class IndexStore:
         out: dict[int, StoredChunk] = {}
         for part in _batches(dict.fromkeys(chunk_ids)):
             rows = self._db.execute(
-                "SELECT c.id, c.doc_id, c.ordinal, c.start, c.end, c.text, c.index_text, d.title "
+                "SELECT c.id, c.doc_id, c.ordinal, c.start, c.end, c.text, c.index_text, d.title, "
+                f"{self._location('c')} "
                 f"FROM chunks c JOIN documents d USING (doc_id) WHERE c.id IN ({_marks(part)}) "
                 f"{self._unless_excluded('c.id')}", part)
             for row in rows:

@@ -27,6 +27,7 @@ from ..normalize import normalize
 from .chunking import check_chunk_settings, chunk_text
 from .cleaning import clean_text
 from .loaders import NamedFile, RawDocument, Skipped, html_to_text, iter_documents
+from .locations import Locator
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ def make_chunks(doc: DocumentRecord, settings: Settings) -> list[ChunkRecord]:
     spans = word_spans(doc.text)
     starts = [a for _, a, _ in spans] if spans is not None else []
     doc.terms = document_terms(doc.text, doc.title, spans=spans)
+    locator = Locator(doc.text)
     out = []
     for c in chunk_text(doc.text, settings.chunk_size, settings.chunk_overlap):
         index_text = index_text_for(c.text, doc.title)
@@ -115,7 +117,7 @@ def make_chunks(doc: DocumentRecord, settings: Settings) -> list[ChunkRecord]:
             first = bisect.bisect_left(starts, c.start)
             inside = [w for w, _, b in spans[first : bisect.bisect_left(starts, c.end)] if b <= c.end]
             terms = (title_terms if doc.title and doc.title not in c.text else []) + inside
-        out.append(ChunkRecord(c.ordinal, c.start, c.end, c.text, index_text, terms))
+        out.append(ChunkRecord(c.ordinal, c.start, c.end, c.text, index_text, terms, locator.locate(c.start, c.end)))
     return out
 
 
@@ -148,7 +150,8 @@ def ingest(paths: Sequence[str | Path | NamedFile], store: IndexStore, embedder:
     with store.write_lock():
         store.bind_embedder(embedder.name, embedder.dim)
         try:
-            items = iter_documents(list(paths), settings.max_file_mb, settings.max_document_chars)
+            items = iter_documents(list(paths), settings.max_file_mb, settings.max_document_chars, settings.cache_dir,
+                                   progress)
             for item in _timed(items, report.seconds):
                 if on_item is not None:
                     on_item(item.source)

@@ -1,6 +1,9 @@
 """Read files into raw documents: encodings, formats, and a reason for every file we skip.
 
-Supported: ``.txt .md .html .htm .docx .pdf .jsonl``. Document ids keep where a document came from (see
+Supported: ``.txt .md .html .htm .docx .pdf .jsonl``, spreadsheets (``.xlsx .xls .csv``), slides (``.pptx``)
+and, with the OCR extra, images and scanned PDF pages; each format that is not plain text has a reader in
+:data:`READERS`. Paged and tabular formats mark pages, slides, sheets and rows in the text
+(:mod:`rag.ingestion.locations`) so that answers cite them. Document ids keep where a document came from (see
 :func:`iter_documents`), and every document records its ``source``: the absolute path of its file, or the
 origin an upload was given.
 """
@@ -8,6 +11,7 @@ origin an upload was given.
 from __future__ import annotations
 
 import codecs
+import importlib
 import json
 import logging
 import os
@@ -18,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from ..normalize import clean_text_field
+from .locations import page_marker
 
 log = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".text"}
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | {".docx", ".pdf", ".jsonl"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
 
 @dataclass
@@ -168,7 +173,16 @@ def html_to_text(html: str) -> tuple[str, str | None, dict[str, Any]]:
     return tree.text_content(), title, meta
 
 
-def _read_docx(path: Path) -> str:
+@dataclass(frozen=True)
+class ReadOptions:
+    """What some readers need beyond the file itself."""
+
+    max_bytes: int = 64_000_000
+    cache_dir: Path | None = None  # where OCR keeps each page it has read, so a killed scan resumes
+    progress: bool = False  # a progress bar for long reads (OCR pages)
+
+
+def _read_docx(path: Path, options: ReadOptions) -> str:
     import docx
 
     try:
@@ -182,33 +196,76 @@ def _read_docx(path: Path) -> str:
     return "\n".join(parts)
 
 
-def _read_pdf(path: Path) -> str:
+def _read_pdf(path: Path, options: ReadOptions) -> str:
+    """The PDF's pages, each after its page marker; pages without a text layer are read by OCR when the OCR extra
+    is installed."""
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
     try:
         reader = PdfReader(str(path))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise LoadError("the PDF is password-protected")
         pages = [page.extract_text() or "" for page in reader.pages]
-    except (PdfReadError, ValueError, KeyError, OSError) as exc:
+    except (PdfReadError, ValueError, KeyError, OSError, NotImplementedError) as exc:
         raise LoadError(f"not a readable PDF ({exc})") from None
-    text = "\n".join(pages)
-    if not text.strip():
-        raise LoadError("PDF has no text layer (scanned images need OCR first)")
-    return text
+    scanned = [n for n, text in enumerate(pages, 1) if not text.strip()]
+    if scanned:
+        try:
+            from .ocr import ocr_pdf_pages
+        except ImportError:
+            if len(scanned) == len(pages):
+                raise LoadError("PDF has no text layer: scanned pages need the OCR extra "
+                                "(pip install -e '.[ocr]')") from None
+            log.warning("%s: %d pages without a text layer are left out (install the OCR extra to read them)",
+                        path.name, len(scanned))
+        else:
+            for number, text in ocr_pdf_pages(path, scanned, options).items():
+                pages[number - 1] = text
+    if not any(text.strip() for text in pages):
+        raise LoadError("no text found in the PDF")
+    return "\n".join(f"{page_marker(n)}\n{text}" for n, text in enumerate(pages, 1) if text.strip())
 
 
-def read_file(path: Path, max_bytes: int) -> tuple[str, bool]:
+Reader = Callable[[Path, ReadOptions], str]
+
+
+def _lazy(module: str, name: str) -> Reader:
+    """A reader from a module imported when first needed (its format's packages may not be installed)."""
+    def read(path: Path, options: ReadOptions) -> str:
+        try:
+            found = importlib.import_module(module, __package__)
+        except ImportError as exc:
+            raise LoadError(f"reading {path.suffix} files needs a package that is not installed ({exc.name})") from None
+        return getattr(found, name)(path, options)
+    return read
+
+
+# Readers of the formats that are not plain text, by suffix: the file's text, with its pages, slides, sheets and
+# rows marked (rag.ingestion.locations).
+READERS: dict[str, Reader] = {
+    ".docx": _read_docx,
+    ".pdf": _read_pdf,
+    ".xlsx": _lazy(".tables", "read_xlsx"),
+    ".xlsm": _lazy(".tables", "read_xlsx"),
+    ".xls": _lazy(".tables", "read_xls"),
+    ".csv": _lazy(".tables", "read_csv"),
+    ".pptx": _lazy(".slides", "read_pptx"),
+    **{suffix: _lazy(".ocr", "read_image") for suffix in IMAGE_SUFFIXES},
+}
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | set(READERS) | {".jsonl"}
+
+
+def read_file(path: Path, options: ReadOptions) -> tuple[str, bool]:
     """Text of one non-JSONL file and whether it is HTML; raises :class:`LoadError` with the reason."""
     suffix = path.suffix.lower()
     size = path.stat().st_size
     if size == 0:
         raise LoadError("empty file")
-    if size > max_bytes:
-        raise LoadError(f"file too large ({size / 1e6:.1f} MB > {max_bytes / 1e6:.0f} MB limit)")
-    if suffix == ".docx":
-        return _read_docx(path), False
-    if suffix == ".pdf":
-        return _read_pdf(path), False
+    if size > options.max_bytes:
+        raise LoadError(f"file too large ({size / 1e6:.1f} MB > {options.max_bytes / 1e6:.0f} MB limit)")
+    if suffix in READERS:
+        return READERS[suffix](path, options), False
     text, _ = decode_bytes(path.read_bytes())
     is_html = suffix in HTML_SUFFIXES or (suffix in TEXT_SUFFIXES and _is_markup(text))
     return text, is_html
@@ -272,7 +329,8 @@ def display_path(path: str | os.PathLike[str]) -> str:
 
 
 def iter_documents(paths: Sequence[str | os.PathLike[str] | NamedFile], max_file_mb: float = 64.0,
-                   max_document_chars: int = 2_000_000) -> Iterator[RawDocument | Skipped]:
+                   max_document_chars: int = 2_000_000, cache_dir: Path | None = None,
+                   progress: bool = False) -> Iterator[RawDocument | Skipped]:
     """Walk files and folders, yielding a :class:`RawDocument` or a :class:`Skipped` for each input; never raises
     for one bad input.
 
@@ -280,10 +338,10 @@ def iter_documents(paths: Sequence[str | os.PathLike[str] | NamedFile], max_file
     a file given by itself is its absolute path; a :class:`NamedFile` (an upload) takes the id it was given; a
     JSONL line takes its ``id`` field.
     """
-    max_bytes = int(max_file_mb * 1e6)
+    options = ReadOptions(int(max_file_mb * 1e6), cache_dir, progress)
     for given in paths:
         if isinstance(given, NamedFile):
-            yield from _read_one(given.path, given.doc_id, given.source, given.source, max_bytes, max_document_chars)
+            yield from _read_one(given.path, given.doc_id, given.source, given.source, options, max_document_chars)
             continue
         given_path = Path(given)
         if not given_path.exists():
@@ -292,14 +350,14 @@ def iter_documents(paths: Sequence[str | os.PathLike[str] | NamedFile], max_file
         base = given_path.resolve()
         root = display_path(base)
         if not given_path.is_dir():
-            yield from _read_one(base, root, root, root, max_bytes, max_document_chars)
+            yield from _read_one(base, root, root, root, options, max_document_chars)
             continue
         for path in _walk(base):
             if isinstance(path, Skipped):
                 yield path
                 continue
             doc_id = display_path(path.relative_to(base).as_posix())
-            yield from _read_one(path, doc_id, display_path(path), root, max_bytes, max_document_chars)
+            yield from _read_one(path, doc_id, display_path(path), root, options, max_document_chars)
 
 
 def _walk(folder: Path) -> Iterator[Path | Skipped]:
@@ -315,7 +373,7 @@ def _walk(folder: Path) -> Iterator[Path | Skipped]:
     yield from sorted(p for p in found if p.is_file())
 
 
-def _read_one(path: Path, doc_id: str, source: str, root: str, max_bytes: int,
+def _read_one(path: Path, doc_id: str, source: str, root: str, options: ReadOptions,
               max_chars: int) -> Iterator[RawDocument | Skipped]:
     """The document(s) of one file: one per file, or one per line of a ``.jsonl``."""
     suffix = path.suffix.lower()
@@ -326,7 +384,7 @@ def _read_one(path: Path, doc_id: str, source: str, root: str, max_bytes: int,
         yield from iter_jsonl(path, root, max_chars, source)
         return
     try:
-        text, is_html = read_file(path, max_bytes)
+        text, is_html = read_file(path, options)
     except LoadError as exc:
         yield Skipped(source, str(exc), doc_id, root)
         return

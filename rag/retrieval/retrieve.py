@@ -42,6 +42,7 @@ class Hit:
     title: str | None = None
     retrievers: list[str] = field(default_factory=list)  # which of dense / bm25 found it
     library: str | None = None  # set when a search spans several libraries
+    location: str | None = None  # page, slide, sheet and row in its file ("第3页", "表“统计”第5行")
 
     def to_dict(self) -> dict:
         """JSON-ready form (``doc_id``, ``chunk_id``, ``score``, ``text`` first: other tools rely on them)."""
@@ -220,7 +221,7 @@ class Retriever:
                 continue
             kept_grams.append(grams)
             hits.append(Hit(chunk.doc_id, chunk.chunk_id, round(score, 6), chunk.text, chunk.start, chunk.end,
-                            chunk.title, sorted(found_by)))
+                            chunk.title, sorted(found_by), location=chunk.location))
             if len(hits) >= pool:
                 break
         if self.reranker is not None and hits:
