@@ -439,9 +439,12 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
             gr.Markdown("#### 最新回答的出处")
             chat_sources = gr.HTML(elem_id="chat-sources")
             chat_outputs = [chatbot, chat_sources, conversation_id, chat_answer]
-            for trigger, visibility in ((send.click, "public"), (message.submit, "private")):
-                trigger(chat, [message, chatbot, conversation_id, library], chat_outputs, api_name="chat",
-                        api_visibility=visibility).then(lambda: "", None, message, api_visibility="private").then(
+            asked = gr.State("")
+            for trigger in (send.click, message.submit):
+                # The box is emptied as the question is taken, not after the answer: what a user types meanwhile
+                # is kept. (Programs chat through /v1/chat/completions.)
+                trigger(lambda text: ("", text), message, [message, asked], api_visibility="private").then(
+                    chat, [asked, chatbot, conversation_id, library], chat_outputs, api_visibility="private").then(
                     conversations, library, past, api_visibility="private")
             new_chat.click(lambda: ([], "", None, None), None, chat_outputs, api_visibility="private")
             past.select(open_conversation, [past, library], [chatbot, chat_sources, conversation_id],

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .locations import marker_kind
+
 # A sentence runs to its terminator (。！？!?；;… and line breaks); closing quotes and brackets stay with it.
 _SENTENCE = re.compile(r"[^。！？!?；;…\n]*(?:(?:[。！？!?；;]|…+)+[”’\"'」』）)】》]*|\n|$)")
 # Where an over-long sentence may be cut, best first.
@@ -78,18 +80,21 @@ def chunk_text(text: str, size: int = 300, overlap: int = 60) -> list[Chunk]:
     """Pack sentences into chunks of at most ``size`` characters.
 
     Consecutive chunks share whole trailing sentences worth at most ``overlap`` characters. A sentence is
-    only cut when it alone is longer than ``size``.
+    only cut when it alone is longer than ``size``. A page or slide marker (:mod:`rag.ingestion.locations`) always
+    starts a chunk, with no overlap, so that each passage is cited by the one page or slide it comes from (rows of
+    a table, short, are packed together).
     """
     check_chunk_settings(size, overlap)
     units: list[Span] = []
     for sentence in split_sentences(text):
         units.extend(_cut_long(text, sentence, size) if sentence.end - sentence.start > size else [sentence])
+    breaks = [marker_kind(text[u.start : u.end]) in ("page", "slide") for u in units]
 
     chunks: list[Chunk] = []
     i = 0
     while i < len(units):
         j = i + 1
-        while j < len(units) and units[j].end - units[i].start <= size:
+        while j < len(units) and units[j].end - units[i].start <= size and not breaks[j]:
             j += 1
         start, end = units[i].start, units[j - 1].end
         chunks.append(Chunk(len(chunks), start, end, text[start:end]))
@@ -97,7 +102,7 @@ def chunk_text(text: str, size: int = 300, overlap: int = 60) -> list[Chunk]:
             break
         # Step back over trailing sentences that fit in the overlap, but always move forward.
         k = j
-        while k - 1 > i and end - units[k - 1].start <= overlap:
+        while k - 1 > i and end - units[k - 1].start <= overlap and not breaks[k]:
             k -= 1
         i = k
     return chunks

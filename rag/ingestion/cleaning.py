@@ -4,7 +4,8 @@ Web pages reach us with converter-site pinyin annotations (``會(huì)議``), me
 and ICP lines, "related articles" lists, image file names and repeated paragraphs. :func:`clean_text`
 removes those and keeps the title, date and source lines the page states. Rules are matched on the
 normalised (Simplified, half-width) form of each line, so they work for both scripts; the kept lines
-are returned in their original script.
+are returned in their original script. Lines that start with a page, slide or table-row marker
+(:mod:`rag.ingestion.locations`) are content a reader wrote, never furniture: they are always kept.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ..index.lexical import word_freq
 from ..normalize import normalize, to_simplified
+from .locations import marker_kind
 
 _HAN = r"\u3400-\u4dbf\u4e00-\u9fff"
 _PINYIN = "a-zāáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜüńňǹḿ"
@@ -133,13 +135,14 @@ def _is_listy(norm: str) -> bool:
     return len(norm) <= _LINK_LINE_MAX and not _SENTENCE_PUNCT.search(norm)
 
 
-def _drop_link_runs(lines: list[str], norms: list[str], dropped: list[tuple[str, str]]) -> list[int]:
-    """Indexes of the lines outside runs of short unpunctuated lines (menus, link lists)."""
+def _drop_link_runs(lines: list[str], norms: list[str], marked: list[str | None],
+                    dropped: list[tuple[str, str]]) -> list[int]:
+    """Indexes of the lines outside runs of short unpunctuated lines (menus, link lists); marker lines end a run."""
     out: list[int] = []
     i = 0
     while i < len(lines):
         j = i
-        while j < len(lines) and _is_listy(norms[j]):
+        while j < len(lines) and not marked[j] and _is_listy(norms[j]):
             j += 1
         if j - i >= _LINK_RUN:
             dropped.extend(("link-list", lines[k]) for k in range(i, j))
@@ -152,6 +155,11 @@ def _drop_link_runs(lines: list[str], norms: list[str], dropped: list[tuple[str,
 
 def _find_title(lines: list[str]) -> str | None:
     for line in lines[:3]:
+        kind = marker_kind(line)
+        if kind == "row":
+            break  # a table row is not a title
+        if kind is not None:
+            continue  # "〔第1页〕": the title may stand on the page's first line
         norm = normalize(line)
         if _DATE_LABEL.search(norm) or _SOURCE.search(norm):
             continue
@@ -167,19 +175,21 @@ def clean_text(raw: str) -> CleanedText:
     lines = [re.sub(r"[ \t\u3000\xa0]{2,}", " ", ln).strip() for ln in text.split("\n")]
     lines = [ln for ln in lines if ln]
     norms = [normalize(ln) for ln in lines]
+    marked = [marker_kind(ln) for ln in lines]
     dropped: list[tuple[str, str]] = []
 
     # Cut the tail at the first end-of-article marker that comes after the article has begun.
     total = sum(map(len, lines)) or 1
     seen = 0
     for i, norm in enumerate(norms):
-        if seen / total >= _TAIL_MIN_FRACTION and len(norm) <= 200 and _TAIL_MARKER.search(norm):
+        if (not marked[i] and seen / total >= _TAIL_MIN_FRACTION and len(norm) <= 200
+                and _TAIL_MARKER.search(norm)):
             dropped.extend(("tail", ln) for ln in lines[i:])
-            lines, norms = lines[:i], norms[:i]
+            lines, norms, marked = lines[:i], norms[:i], marked[:i]
             break
         seen += len(lines[i])
 
-    kept = _drop_link_runs(lines, norms, dropped)
+    kept = _drop_link_runs(lines, norms, marked, dropped)
 
     result: list[str] = []
     seen_paragraphs: set[str] = set()
@@ -187,6 +197,11 @@ def clean_text(raw: str) -> CleanedText:
     previous_headline: int | None = None
     for i in kept:
         line, norm = lines[i], norms[i]
+        if marked[i]:
+            # A table row may hold "主办单位：…" or a file name, and a page marker is short: both are content.
+            result.append(line)
+            after_image, previous_headline = False, None
+            continue
         reason, cut = _furniture(norm)
         # "……正文。【责任编辑：某】 版权声明：……" on one line: keep the text before the notice.
         if reason == "copyright" and len(norm) == len(line) and cut.start() >= 20:
@@ -211,6 +226,8 @@ def clean_text(raw: str) -> CleanedText:
     title = _find_title(result)
     date = source = None
     for line in result[:8]:
+        if marker_kind(line) == "row":
+            continue  # a date or source in a table's cell is data, not the document's own
         norm = normalize(line)
         dated = _DATE.search(line)
         if date is None and dated:

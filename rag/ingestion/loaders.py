@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..normalize import clean_text_field
-from .locations import page_marker
+from .locations import marker_kind, page_marker
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,25 @@ def _looks_like_text(text: str) -> bool:
 
 
 def html_to_text(html: str) -> tuple[str, str | None, dict[str, Any]]:
-    """Main text of an HTML page (trafilatura), falling back to all visible text; returns (text, title, metadata)."""
+    """Main text of an HTML page (trafilatura), falling back to all visible text; returns (text, title, metadata).
+
+    A data table in the main text comes out one line per row, each value under its column's header and the row
+    marked as a row of the table's caption or 表1, 表2 … (:func:`rag.ingestion.tables.replace_html_tables`).
+    """
+    tables: dict[str, list[str]] = {}
+    if "<table" in html.lower():
+        from .tables import replace_html_tables
+
+        html, tables = replace_html_tables(html)
+    text, title, meta = _page_text(html)
+    if tables:
+        from .tables import restore_html_tables
+
+        text = restore_html_tables(text, tables)
+    return text, title, meta
+
+
+def _page_text(html: str) -> tuple[str, str | None, dict[str, Any]]:
     meta: dict[str, Any] = {}
     title: str | None = None
     try:
@@ -180,19 +198,32 @@ class ReadOptions:
     max_bytes: int = 64_000_000
     cache_dir: Path | None = None  # where OCR keeps each page it has read, so a killed scan resumes
     progress: bool = False  # a progress bar for long reads (OCR pages)
+    max_chars: int = 2_000_000  # readers that stream (spreadsheets) stop once a document outgrows this
 
 
 def _read_docx(path: Path, options: ReadOptions) -> str:
+    """Paragraphs and tables in document order; a data table's rows keep their column headers and are marked as
+    rows of 表1, 表2 … (:func:`rag.ingestion.tables.docx_table_lines`)."""
     import docx
+    from docx.table import Table
 
+    from .tables import docx_table_lines, is_encrypted_office_file
+
+    if is_encrypted_office_file(path):
+        raise LoadError("the document is password-protected or encrypted")
     try:
         document = docx.Document(str(path))
     except Exception as exc:
         raise LoadError(f"not a readable .docx ({type(exc).__name__})") from None
-    parts = [p.text for p in document.paragraphs]
-    for table in document.tables:
-        for row in table.rows:
-            parts.append(" ".join(cell.text for cell in row.cells))
+    parts: list[str] = []
+    tables = 0
+    for block in document.iter_inner_content():
+        if not isinstance(block, Table):
+            parts.append(block.text)
+            continue
+        lines = docx_table_lines(block, f"表{tables + 1}")
+        tables += any(marker_kind(line) == "row" for line in lines)
+        parts.extend(lines)
     return "\n".join(parts)
 
 
@@ -338,7 +369,7 @@ def iter_documents(paths: Sequence[str | os.PathLike[str] | NamedFile], max_file
     a file given by itself is its absolute path; a :class:`NamedFile` (an upload) takes the id it was given; a
     JSONL line takes its ``id`` field.
     """
-    options = ReadOptions(int(max_file_mb * 1e6), cache_dir, progress)
+    options = ReadOptions(int(max_file_mb * 1e6), cache_dir, progress, max_chars=max_document_chars)
     for given in paths:
         if isinstance(given, NamedFile):
             yield from _read_one(given.path, given.doc_id, given.source, given.source, options, max_document_chars)

@@ -35,6 +35,14 @@ def row_marker(sheet: str, number: int) -> str:
     return f"〔表：{sheet} 第{number}行〕"
 
 
+def marker_kind(line: str) -> str | None:
+    """The kind of marker a line starts with ("page", "slide" or "row"), or ``None``: cleaning keeps such lines."""
+    m = _ANY.match(line)
+    if m is None:
+        return None
+    return "page" if m.group(1) else "slide" if m.group(2) else "row"
+
+
 @dataclass(frozen=True)
 class _Mark:
     start: int

@@ -1,1 +1,0 @@
-"""Summaries: extractive summaries by default, model summaries checked sentence by sentence, topic summaries."""

@@ -1,0 +1,331 @@
+"""Offline OCR of images and scanned PDF pages (the OCR extra: ``pip install -e '.[ocr]'``).
+
+RapidOCR runs PaddleOCR's PP-OCRv4 Chinese detection and recognition models, which its wheel carries: nothing is
+downloaded. One engine serves the whole process, loaded on first use. PDF pages are rendered (pypdfium2) and read
+one at a time, so the memory a scan needs does not grow with its pages; with a cache folder, each page's text is kept in
+SQLite as soon as it is read, keyed by the file's SHA-256, the page and the engine, so an ingest that was killed
+half-way skips the pages it has already read when run again.
+
+Text comes back in reading order: the boxes the detector finds are grouped into lines
+(:mod:`rag.ingestion.reading_order`), lines top to bottom and each line's boxes left to right, joined without
+spaces except between two Latin words or numbers, or across a gap wider than a character (table cells, columns).
+Wrapped lines of one paragraph are joined, and a page that reads as Traditional comes back in Traditional.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import logging
+import math
+import sqlite3
+import statistics
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..normalize import is_traditional, to_traditional
+from .loaders import LoadError, ReadOptions
+from .locations import page_marker
+from .reading_order import Box, reading_rows
+
+log = logging.getLogger(__name__)
+
+RENDER_DPI = 200  # PDF pages are rendered at this resolution: 10.5-point body text comes out ~29 px high
+# The longest side the engine reads: an A4 page at 200 dpi (2339 px). Larger images (a 600-dpi scan, a poster) are
+# shrunk first, with Pillow: sharper than the engine's own resizing, and a page costs megabytes, not hundreds.
+MAX_SIDE = 2400
+# The engine scales an image's short side up to 736 px: a long strip (a phone's scrolling screenshot, a receipt)
+# would take gigabytes, and shrunk to MAX_SIDE its text would be unreadable. Such images are read in pieces.
+MAX_ASPECT = 2.0
+_MIN_SIDE = 8  # narrower than this, an image has no room for a line of text
+_SENTENCE_ENDS = tuple("。！？!?；;：:")
+# Bumped when what is done with the engine's boxes changes, so cached pages are read again.
+_LAYOUT_VERSION = 1
+CACHE_FILE = "ocr-pages.sqlite3"
+
+_engine: Any = None
+_engine_lock = threading.Lock()
+
+
+def engine_version() -> str:
+    """What a cached page was read with: the engine's release, the render resolution and the layout rules."""
+    return (f"rapidocr-onnxruntime {importlib.metadata.version('rapidocr-onnxruntime')}; {RENDER_DPI} dpi; "
+            f"max side {MAX_SIDE}; no angle classifier; layout {_LAYOUT_VERSION}")
+
+
+def read_image(path: Path, options: ReadOptions) -> str:
+    """The text of an image file; a multi-page TIFF gives each frame after its page marker. Raises
+    :class:`~rag.ingestion.loaders.LoadError` for an unreadable image or one without text."""
+    try:
+        image = Image.open(path)
+        frames = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise LoadError(f"not a readable image ({exc})") from None
+    with image, _PageCache(options.cache_dir, path) as cache, _progress(path, frames, options) as bar:
+        texts = []
+        for number in range(1, frames + 1):
+            text = cache.get(number)
+            if text is None:
+                try:
+                    image.seek(number - 1)
+                    text = _read_page(_prepared(image))
+                except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                    raise LoadError(f"not a readable image (frame {number}: {exc})") from None
+                cache.put(number, text)
+            texts.append(text)
+            bar.update()
+    if not any(text.strip() for text in texts):
+        raise LoadError("no text found in the image")
+    if frames == 1:
+        return texts[0]
+    return "\n".join(f"{page_marker(n)}\n{text}" for n, text in enumerate(texts, 1) if text.strip())
+
+
+def ocr_pdf_pages(path: Path, pages: list[int], options: ReadOptions) -> dict[int, str]:
+    """The text OCR reads on each of ``pages`` (numbered from 1) of a PDF, without page markers; a page where
+    nothing is found maps to ``""``."""
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError as exc:
+        raise LoadError(f"cannot render the PDF's scanned pages ({exc})") from None
+    out: dict[int, str] = {}
+    with contextlib.closing(pdf), _PageCache(options.cache_dir, path) as cache, \
+            _progress(path, len(pages), options) as bar:
+        for number in pages:
+            text = cache.get(number)
+            if text is None:
+                try:
+                    text = _read_page(_render(pdf, number))
+                except pdfium.PdfiumError as exc:
+                    # One damaged page costs that page, not the document; it is tried again next time.
+                    log.warning("%s: page %d cannot be rendered (%s); left out", path.name, number, exc)
+                    text = ""
+                else:
+                    cache.put(number, text)
+            out[number] = text
+            bar.update()
+    return out
+
+
+def _render(pdf: Any, number: int) -> Image.Image:
+    """Page ``number`` as a grayscale image at :data:`RENDER_DPI`, or at :data:`MAX_SIDE` for pages larger than A4."""
+    page = pdf[number - 1]
+    try:
+        width, height = page.get_size()  # points
+        scale = min(RENDER_DPI / 72, MAX_SIDE / max(width, height, 1))
+        return page.render(scale=scale, grayscale=True).to_pil()
+    finally:
+        page.close()
+
+
+def _prepared(image: Image.Image) -> Image.Image:
+    """One frame upright, in RGB, on white."""
+    frame = ImageOps.exif_transpose(image)
+    if frame.mode in ("RGBA", "LA", "PA") or (frame.mode == "P" and "transparency" in frame.info):
+        # Text drawn on a transparent background would turn black on black.
+        rgba = frame.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, "white")
+        frame = Image.alpha_composite(background, rgba)
+    return frame.convert("RGB")
+
+
+def _read_page(image: Image.Image) -> str:
+    """The text of one page or frame, however long or wide: read in pieces the engine can take."""
+    texts = []
+    for piece in _pieces(image):
+        piece.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+        texts.append(_recognize(piece))
+    return "\n".join(text for text in texts if text)
+
+
+def _pieces(image: Image.Image) -> list[Image.Image]:
+    """``image`` cut across at blank rows into pieces at most :data:`MAX_ASPECT` times as tall as wide, or padded
+    below with white to at least 1 / :data:`MAX_ASPECT` of its width; nothing for a sliver without room for text."""
+    width, height = image.size
+    if min(width, height) < _MIN_SIDE:
+        return []
+    if width > MAX_ASPECT * height:
+        padded = Image.new(image.mode, (width, math.ceil(width / MAX_ASPECT)), "white")
+        padded.paste(image)
+        return [padded]
+    step = int(MAX_ASPECT * width)
+    if height <= step:
+        return [image]
+    ink = (np.asarray(image.convert("L")) < 128).sum(axis=1)  # dark pixels in each row
+    pieces, top = [], 0
+    while height - top > step:
+        # The emptiest row of the piece's lower half (the last of equals), so that no line of text is cut.
+        window = ink[top + step // 2 : top + step][::-1]
+        cut = top + step - 1 - int(np.argmin(window))
+        pieces.append(image.crop((0, top, width, cut)))
+        top = cut
+    pieces.append(image.crop((0, top, width, height)))
+    return pieces
+
+
+def _recognize(image: Image.Image) -> str:
+    """The text on one page image, in reading order."""
+    global _engine
+    # The engine already uses every core: pages are read one at a time, by whichever thread asks.
+    with _engine_lock:
+        if _engine is None:
+            _engine = _load_engine()
+        found, _ = _engine(image)
+    text = layout_text(found or [])
+    # The model, trained mostly on Simplified text, writes some Traditional characters in their Simplified form
+    # (習 as 习): a page that reads as Traditional is given back all in Traditional.
+    return to_traditional(text) if is_traditional(text) else text
+
+
+def _load_engine() -> Any:
+    from rapidocr_onnxruntime import RapidOCR
+    from rapidocr_onnxruntime.utils.infer_engine import OrtInferSession
+
+    log.info("loading the OCR models (RapidOCR, PP-OCRv4)")
+    # RapidOCR turns onnxruntime's memory arena off, and then every page maps and faults in gigabytes afresh: half
+    # the CPU time went to the kernel. With the arena a page is read 2.5 times faster, for ~0.6 GB more kept.
+    plain = OrtInferSession._init_sess_opts
+
+    def with_arena(config: dict[str, Any]) -> Any:
+        options = plain(config)
+        options.enable_cpu_mem_arena = True
+        return options
+
+    OrtInferSession._init_sess_opts = staticmethod(with_arena)
+    try:
+        # No text-line angle classifier: lines upside down within an upright page are rare, and it turned whole
+        # upright lines into garbage on rendered pages (and costs time).
+        return RapidOCR(max_side_len=MAX_SIDE, use_cls=False)
+    finally:
+        OrtInferSession._init_sess_opts = staticmethod(plain)
+
+
+def layout_text(found: list[Any]) -> str:
+    """The engine's ``[corner points, text, score]`` results as text in reading order.
+
+    A line that runs to the right margin, in mid-sentence, and is followed by one starting at the left margin is
+    the same paragraph wrapped, as nearly every line of a scanned page is: the two are joined, so that sentences
+    stay whole for the chunker and the answer extractor. Lines of several boxes (table rows, columns) are kept
+    apart.
+    """
+    found = [item for item in found if str(item[1]).strip()]
+    if not found:
+        return ""
+    boxes = {id(item): _box(item) for item in found}
+    rows = reading_rows(found, lambda item: boxes[id(item)])
+    height = statistics.median(b.bottom - b.top for b in boxes.values())
+    left_margin = min(b.left for b in boxes.values())
+    right_margin = max(b.right for b in boxes.values())
+    text = ""
+    for i, row in enumerate(rows):
+        for j, item in enumerate(row):
+            gap = boxes[id(item)].left - boxes[id(row[j - 1])].right if j else 0.0
+            text = _joined(text, str(item[1]).strip(), apart=gap > height)
+        following = rows[i + 1] if i + 1 < len(rows) else None
+        # The next line may be indented by two characters, as Chinese paragraphs are. A line that ends a sentence
+        # stays a line: joining it would gain nothing, and it may be an item of a list.
+        wrapped = (following is not None and len(row) == 1 and not text.endswith(_SENTENCE_ENDS)
+                   and boxes[id(row[0])].right >= right_margin - 1.5 * height
+                   and boxes[id(following[0])].left <= left_margin + 2.5 * height)
+        if following is not None and not wrapped:
+            text += "\n"
+    return text
+
+
+def _box(item: Any) -> Box:
+    xs = [p[0] for p in item[0]]
+    ys = [p[1] for p in item[0]]
+    return Box(min(xs), min(ys), max(xs), max(ys))
+
+
+def _joined(text: str, piece: str, apart: bool) -> str:
+    """``text`` followed by ``piece`` on its line: Chinese runs on without a space; two Latin words or numbers, or
+    boxes ``apart`` (cells of a table), get one."""
+    latin = text and text[-1].isascii() and text[-1].isalnum() and piece[0].isascii() and piece[0].isalnum()
+    return f"{text} {piece}" if text and (apart or latin) else text + piece
+
+
+@contextlib.contextmanager
+def _progress(path: Path, total: int, options: ReadOptions) -> Iterator[Any]:
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=f"OCR {path.name}", unit="page", file=sys.stderr, leave=False,
+              disable=not options.progress or total < 2) as bar:
+        yield bar
+
+
+class _PageCache:
+    """Each page's text once read, in ``cache_dir/ocr-pages.sqlite3``; without a cache folder, nothing is kept.
+
+    A cache that cannot be opened or written (read-only folder, damaged file) is logged and ignored: it saves
+    time, it never stops a file from being read.
+    """
+
+    def __init__(self, cache_dir: Path | None, path: Path) -> None:
+        self.db: sqlite3.Connection | None = None
+        if cache_dir is None:
+            return
+        self.engine = engine_version()
+        try:
+            self.digest = _sha256(path)
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(cache_dir / CACHE_FILE, timeout=30)
+            self.db.execute("CREATE TABLE IF NOT EXISTS pages (sha256 TEXT, page INTEGER, engine TEXT, text TEXT, "
+                            "PRIMARY KEY (sha256, page, engine))")
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("OCR cache unavailable in %s (%s); pages will be read again next time", cache_dir, exc)
+            self.close()
+
+    def get(self, page: int) -> str | None:
+        """The cached text of ``page``, or ``None`` when it has not been read."""
+        if self.db is None:
+            return None
+        try:
+            row = self.db.execute("SELECT text FROM pages WHERE sha256 = ? AND page = ? AND engine = ?",
+                                  (self.digest, page, self.engine)).fetchone()
+        except sqlite3.Error as exc:
+            log.warning("OCR cache unreadable (%s); reading on without it", exc)
+            self.close()
+            return None
+        return row[0] if row else None
+
+    def put(self, page: int, text: str) -> None:
+        """Keep ``page``'s text, committed at once: a kill after this page does not lose it."""
+        if self.db is None:
+            return
+        try:
+            with self.db:
+                self.db.execute("INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?)",
+                                (self.digest, page, self.engine, text))
+        except sqlite3.Error as exc:
+            log.warning("OCR cache not written (%s); reading on without it", exc)
+            self.close()
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    def __enter__(self) -> _PageCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
