@@ -7,6 +7,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from . import __version__
 from .answering.generate import GENERATORS, GeneratorError
 from .answering.models import OFFLINE_MODELS
-from .app.access import LOCAL_USER, ROLES, AccessDenied, AccessError, UserStore
+from .app.access import ROLES, AccessDenied, AccessError, User, UserStore
 from .app.audit import AuditEvent, AuditLog
 from .app.libraries import DEFAULT_LIBRARY, Libraries, LibraryError
 from .app.service import RagService
@@ -96,11 +97,17 @@ def _audit(args: argparse.Namespace, settings: Settings, action: str, detail: di
     """Record a change made from this machine under the account that made it."""
     library = args.library or (None if args.index else DEFAULT_LIBRARY)
     AuditLog(settings.state_root / "audit.jsonl").record(AuditEvent(
-        f"{getpass.getuser()}@cli", action, library, {"index": str(settings.index_dir), **detail}))
+        _me().name, action, library, {"index": str(settings.index_dir), **detail}))
+
+
+def _me() -> User:
+    """Who acts in the service from this command line: the account running it, with every right (it can read
+    the index files anyway), named in the audit log as ``NAME@cli``."""
+    return User(f"{getpass.getuser()}@cli", "admin")
 
 
 def _service(settings: Settings, generator: Any = None) -> RagService:
-    """The service the page uses, for the person at this machine (:data:`rag.app.access.LOCAL_USER`): commands that
+    """The service the page uses, for the person at this machine (:func:`_me`): commands that
     answer go through it, so the command line and the page cannot answer differently."""
     return RagService(settings, generator=generator, create=False)
 
@@ -221,7 +228,7 @@ def _handle_each(handle: Callable[[list[dict[str, str]]], list[dict]], items: li
 def _stream_answer(service: RagService, question: str, library: str):
     """Print the model's answer as it is written, then return the checked answer (printed in full after it)."""
     answer, streamed = None, False
-    for item in service.ask_stream(LOCAL_USER, question, library):
+    for item in service.ask_stream(_me(), question, library):
         if isinstance(item, str):
             if not streamed:
                 print("模型作答（未核对）：", end="", flush=True)
@@ -262,21 +269,18 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     if args.batch and not args.out:
         raise UsageError("--batch needs --out FILE")
     library = args.library or DEFAULT_LIBRARY
-    service = _service(settings, LOAD)
-    try:
+    with _service(settings, LOAD) as service:
         if args.question:
             question = decode_argument(args.question)
             streamed = args.stream and not args.json
             answer = (_stream_answer(service, question, library) if streamed
-                      else service.ask(LOCAL_USER, question, library))
+                      else service.ask(_me(), question, library))
             _print_json(answer.to_dict()) if args.json else _print_answer(answer)
             return 0
         questions = _read_questions(args.batch)
         _run_batch(questions, args.out, lambda qs: [
             {"id": q["id"], **a.to_dict()}
-            for q, a in zip(qs, service.ask_many(LOCAL_USER, [q["question"] for q in qs], library))])
-    finally:
-        service.close()
+            for q, a in zip(qs, service.ask_many(_me(), [q["question"] for q in qs], library))])
     return 0
 
 
@@ -459,36 +463,33 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def cmd_library(args: argparse.Namespace, settings: Settings) -> int:
-    service = _service(settings)  # no model, no index opened: the catalogue, the users file and the audit log
-    action = args.library_command
-    if action == "list":
-        rows = []
-        for name in service.libraries.names():
-            stats = service.stats(LOCAL_USER, name)
-            rows.append({"name": name, "path": str(service.libraries.path(name)), "documents": stats.documents,
-                         "chunks": stats.chunks})
-        service.close()
+    with _service(settings) as service:  # no model: the catalogue, the users file and the audit log
+        if args.library_command == "list":
+            rows = [{"name": name, "path": str(service.libraries.path(name)), **{
+                key: getattr(service.stats(_me(), name), key) for key in ("documents", "chunks")}}
+                for name in service.libraries.names()]
+        elif args.library_command == "create":
+            service.create_library(_me(), args.name)
+            message = f"created library {args.name} at {service.libraries.path(args.name)}"
+        elif args.library_command == "rename":
+            service.rename_library(_me(), args.old, args.new)
+            message = f"renamed library {args.old} to {args.new}"
+        else:
+            moved = service.delete_library(_me(), args.name)
+            message = f"deleted library {args.name}: moved to {moved} (move it back to restore it)"
+    if args.library_command == "list":
         if args.json:
             _print_json(rows)
         for row in rows if not args.json else []:
             print(f"{row['name']}\t{row['documents']} documents, {row['chunks']} chunks\t{row['path']}")
-        return 0
-    if action == "create":
-        service.create_library(LOCAL_USER, args.name)
-        message = f"created library {args.name} at {service.libraries.path(args.name)}"
-    elif action == "rename":
-        service.rename_library(LOCAL_USER, args.old, args.new)
-        message = f"renamed library {args.old} to {args.new}"
     else:
-        moved = service.delete_library(LOCAL_USER, args.name)
-        message = f"deleted library {args.name}: moved to {moved} (move it back to restore it)"
-    service.close()
-    print(json.dumps({"ok": True, "message": message}, ensure_ascii=False) if args.json else message)
+        print(json.dumps({"ok": True, "message": message}, ensure_ascii=False) if args.json else message)
     return 0
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    events = _service(settings).audit_log(LOCAL_USER, args.limit, args.library)
+    with _service(settings) as service:
+        events = service.audit_log(_me(), args.limit, args.library)
     if args.json:
         _print_json([asdict(e) for e in events])
         return 0
@@ -501,19 +502,22 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_chunks(args: argparse.Namespace, settings: Settings) -> int:
     library = args.library or DEFAULT_LIBRARY
-    service = _service(settings)
-    try:
-        if args.exclude or args.include:
-            ids = [int(c) for c in (args.exclude or args.include).split(",") if c.strip()]
-            changed = service.set_excluded(LOCAL_USER, ids, bool(args.exclude), library)
+    chosen = args.exclude or args.include or ""
+    if not re.fullmatch(r"[\d,\s]*", chosen):
+        raise UsageError(f"chunk ids are numbers separated by commas, not {chosen!r}")
+    with _service(settings) as service:
+        if chosen:
+            ids = [int(c) for c in chosen.split(",") if c.strip()]
+            changed = service.set_excluded(_me(), ids, bool(args.exclude), library)
             log.info("%s %d chunk(s)", "excluded" if args.exclude else "included", changed)
         if args.rechunk:
             size, overlap = args.rechunk
-            report = service.rechunk(LOCAL_USER, args.doc_id, size, overlap, library)
+            try:
+                report = service.rechunk(_me(), args.doc_id, size, overlap, library)
+            except ValueError as exc:  # chunk settings that cannot be used
+                raise UsageError(str(exc)) from None
             log.info("cut %s again: %d chunks (were %d)", args.doc_id, report.chunks_after, report.chunks_before)
-        chunks = service.chunks(LOCAL_USER, args.doc_id, library)
-    finally:
-        service.close()
+        chunks = service.chunks(_me(), args.doc_id, library)
     if chunks is None:
         raise UsageError(f"no document {args.doc_id!r} in library {library}")
     if args.json:
@@ -529,14 +533,15 @@ def cmd_chunks(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
     library = args.library or DEFAULT_LIBRARY
-    service = _service(settings)
     if args.feedback_command == "export":
-        counts = service.export_feedback(LOCAL_USER, Path(args.out), library)
+        with _service(settings) as service:
+            counts = service.export_feedback(_me(), Path(args.out), library)
         print(json.dumps(counts, ensure_ascii=False) if args.json else
               f"wrote {counts['written']} questions to {args.out} ({counts['positive']} 👍, {counts['negative']} 👎, "
               f"{counts['needs_review']} to review before `rag eval qa` reads them)")
         return 0
-    records = service.feedback.list(library=library, limit=args.limit)
+    with _service(settings) as service:
+        records = service.feedback.list(library=library, limit=args.limit)
     if args.json:
         _print_json([asdict(r) for r in records])
         return 0
@@ -737,7 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination", metavar="DEST", help="a new or empty folder")
     p.set_defaults(func=cmd_backup)
 
-    p = sub.add_parser("user", help="manage the users who may sign in to the web page",
+    p = sub.add_parser("user", help="manage the users of the web page and the API",
                        description="Users of the web page and API, with salted scrypt password hashes, in the users "
                        "file (users_file in the config, default users.json). Roles: viewer (ask, read), editor (also "
                        "ingest and remove), admin (everything).")

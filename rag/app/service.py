@@ -142,6 +142,12 @@ class RagService:
             self._caches.clear()
         self.conversations.close()
 
+    def __enter__(self) -> RagService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- libraries --------------------------------------------------------------------------------------------
     def library_names(self, user: User | None) -> list[str]:
         """The libraries ``user`` may read."""
