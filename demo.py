@@ -125,6 +125,17 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
             return "已记录，谢谢！" + ("（👍）" if rating > 0 else "（👎）")
         return give
 
+    def rating_row(answer: gr.State, label: str, ids: tuple[str, str, str, str]) -> None:
+        """A comment box and 👍/👎 buttons that rate the answer ``answer`` holds, then thank (elem ids: comment,
+        👍, 👎, thanks). Called inside the page's layout, after the library picker exists."""
+        with gr.Row():
+            comment = gr.Textbox(label=label, scale=4, elem_id=ids[0])
+            buttons = [(gr.Button("👍 有用", scale=1, elem_id=ids[1]), 1),
+                       (gr.Button("👎 有误", scale=1, elem_id=ids[2]), -1)]
+        rated = gr.Markdown(elem_id=ids[3])
+        for button, rating in buttons:
+            button.click(rate(rating), [answer, comment, library], rated, api_visibility="private")
+
     # -- 对话 -------------------------------------------------------------------------------------------------
     def chat(message: str, history: list[dict] | None, conversation_id: str | None, library: str,
              request: gr.Request) -> Iterator[tuple[list[dict], str, str | None, Answer | None]]:
@@ -407,19 +418,13 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
             gr.Examples(EXAMPLES, inputs=question, label="示例问题")
             answer_md = gr.Markdown(elem_id="answer")
             shown_answer = gr.State(None)
-            with gr.Row():
-                comment = gr.Textbox(label="评价说明（可选）", scale=4, elem_id="comment")
-                up = gr.Button("👍 有用", scale=1, elem_id="thumbs-up")
-                down = gr.Button("👎 有误", scale=1, elem_id="thumbs-down")
-            rated = gr.Markdown(elem_id="rated")
+            rating_row(shown_answer, "评价说明（可选）", ("comment", "thumbs-up", "thumbs-down", "rated"))
             gr.Markdown("#### 出处")
             sources_html = gr.HTML(elem_id="sources")
             answer_json = gr.Code(label="JSON", language="json", visible=False)
             outputs = [answer_md, sources_html, answer_json, shown_answer]
             ask_button.click(ask, [question, more, library], outputs, api_name="ask")
             question.submit(ask, [question, more, library], outputs, api_visibility="private")
-            up.click(rate(1), [shown_answer, comment, library], rated, api_visibility="private")
-            down.click(rate(-1), [shown_answer, comment, library], rated, api_visibility="private")
         with gr.Tab("对话"):
             conversation_id = gr.State(None)
             chat_answer = gr.State(None)
@@ -431,11 +436,7 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
                 message = gr.Textbox(label="问题", placeholder="输入问题后按回车；可以追问，如“那甘孜州呢？”", scale=5,
                                      elem_id="chat-input")
                 send = gr.Button("发送", variant="primary", scale=1, elem_id="chat-send")
-            with gr.Row():
-                chat_comment = gr.Textbox(label="对最新回答的评价说明（可选）", scale=4, elem_id="chat-comment")
-                chat_up = gr.Button("👍 有用", scale=1, elem_id="chat-up")
-                chat_down = gr.Button("👎 有误", scale=1, elem_id="chat-down")
-            chat_rated = gr.Markdown(elem_id="chat-rated")
+            rating_row(chat_answer, "对最新回答的评价说明（可选）", ("chat-comment", "chat-up", "chat-down", "chat-rated"))
             gr.Markdown("#### 最新回答的出处")
             chat_sources = gr.HTML(elem_id="chat-sources")
             chat_outputs = [chatbot, chat_sources, conversation_id, chat_answer]
@@ -449,8 +450,6 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
             new_chat.click(lambda: ([], "", None, None), None, chat_outputs, api_visibility="private")
             past.select(open_conversation, [past, library], [chatbot, chat_sources, conversation_id],
                         api_visibility="private")
-            chat_up.click(rate(1), [chat_answer, chat_comment, library], chat_rated, api_visibility="private")
-            chat_down.click(rate(-1), [chat_answer, chat_comment, library], chat_rated, api_visibility="private")
         with gr.Tab("摘要"):
             with gr.Row():
                 chosen = gr.Dropdown([], multiselect=True, label="文档", elem_id="summary-docs")

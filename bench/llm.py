@@ -15,7 +15,6 @@ file de-quantised and run by transformers (the path before llama.cpp; needs ``pi
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import sys
@@ -26,6 +25,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from reporting import percentiles, write_report  # noqa: E402  (bench/, the script's own folder)
 
 from rag.answering.answer import Answer  # noqa: E402
 from rag.config import Settings, load_settings  # noqa: E402
@@ -39,16 +40,6 @@ from rag.summaries.summarize import Summarizer  # noqa: E402
 log = logging.getLogger("bench.llm")
 SAMPLE = ROOT / "data" / "sample"
 GOLD = ROOT / "eval" / "data" / "sample_qa.jsonl"
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    """p50 / p95 / mean in seconds (nearest rank)."""
-    if not values:
-        return {}
-    ordered = sorted(values)
-    pick = lambda q: ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]  # noqa: E731
-    return {"n": len(values), "p50_s": round(pick(0.5), 3), "p95_s": round(pick(0.95), 3),
-            "mean_s": round(statistics.fmean(values), 3)}
 
 
 def sample_index(settings: Settings) -> Path:
@@ -166,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"run": run_info(), "questions": len(questions), "rows": rows,
               "settings": {"generator_context_chars": settings.generator_context_chars,
                            "generator_sources": settings.generator_sources, "llm_context": settings.llm_context}}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
-    (args.out / "report.md").write_text(markdown(report), encoding="utf-8")
-    print(markdown(report))
+    print(write_report(args.out, report, markdown))
     return 0
 
 

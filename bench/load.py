@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import socket
-import statistics
 import sys
 import tempfile
 import threading
@@ -28,6 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from reporting import percentiles, write_report  # noqa: E402  (bench/, the script's own folder)
+
 import demo  # noqa: E402
 from rag.app.access import LOCAL_USER, UserStore  # noqa: E402
 from rag.app.service import RagService  # noqa: E402
@@ -38,15 +39,6 @@ from rag.normalize import normalize  # noqa: E402
 log = logging.getLogger("bench.load")
 SAMPLE = ROOT / "data" / "sample"
 GOLD = ROOT / "eval" / "data" / "sample_qa.jsonl"
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    """p50 / p95 / mean in seconds (nearest rank)."""
-    if not values:
-        return {}
-    ordered = sorted(values)
-    pick = lambda q: ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]  # noqa: E731
-    return {"p50_s": round(pick(0.5), 3), "p95_s": round(pick(0.95), 3), "mean_s": round(statistics.fmean(values), 3)}
 
 
 def serve(service: RagService, users: UserStore) -> tuple[str, Any, threading.Thread]:
@@ -149,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(run(generator, args.users, args.rounds, work))
         print(json.dumps(runs[-1], ensure_ascii=False))
     report = {"info": run_info(), "runs": runs}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
-    (args.out / "report.md").write_text(markdown(report), encoding="utf-8")
+    write_report(args.out, report, markdown)
     return 0
 
 

@@ -18,7 +18,6 @@ counted (``unknown``), as they cap what any page can reach. What was read is kep
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 import re
@@ -35,6 +34,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from reporting import write_report  # noqa: E402  (bench/, the script's own folder)
 
 from rag.evaluation.evaluate import run_info  # noqa: E402
 from rag.ingestion.cleaning import clean_text  # noqa: E402
@@ -247,9 +248,7 @@ def main(argv: list[str] | None = None) -> int:
               "drawn_chars": drawn,
               "undrawable_chars": undrawable, "page_px": PAGE, "font_px": FONT_PX,
               "overall": {path: overall([r for r in rows if r["path"] == path]) for path in paths}, "rows": rows}
-    (args.out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
-    (args.out / "report.md").write_text(markdown(report), encoding="utf-8")
-    print(markdown(report))
+    print(write_report(args.out, report, markdown))
     return 0
 
 

@@ -81,6 +81,23 @@ def train_tokenizer(path: Path):
     return fast
 
 
+def two_libraries(root: Path, **changes: object):
+    """A service (extractive answers, folders under ``root``) with two libraries: default holds the sample corpus,
+    新闻 one news item, 喀什.txt."""
+    from rag.app.access import LOCAL_USER
+    from rag.app.service import RagService
+    from rag.app.uploads import Upload
+
+    settings = Settings(index_dir=root / "index", cache_dir=root / "cache", generator="extractive").replace(**changes)
+    service = RagService(settings)
+    service.ingest_paths(LOCAL_USER, [SAMPLE])
+    service.create_library(LOCAL_USER, "新闻")
+    news = root / "喀什.txt"
+    news.write_text("喀什地区召开第三次妇女儿童工作会议，会议由副专员阿依古丽主持。", encoding="utf-8")
+    service.ingest_uploads(LOCAL_USER, [Upload(news, "喀什.txt")], library="新闻")
+    return service
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(index_dir=tmp_path / "index", cache_dir=tmp_path / "cache")

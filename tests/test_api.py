@@ -12,11 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rag.app.access import LOCAL_USER, UserStore
-from rag.app.service import RagService
-from rag.app.uploads import Upload
-from rag.config import Settings
-from tests.conftest import DOC_001, DOC_002, SAMPLE
+from rag.app.access import UserStore
+from tests.conftest import DOC_001, DOC_002, two_libraries
 
 ROOT = Path(__file__).resolve().parent.parent
 openai = pytest.importorskip("openai")
@@ -31,19 +28,12 @@ def server(tmp_path_factory):
     import demo
 
     root = tmp_path_factory.mktemp("api")
-    settings = Settings(index_dir=root / "index", cache_dir=root / "cache", users_file=root / "users.json",
-                        generator="extractive")
-    users = UserStore(settings.users_file)
+    users = UserStore(root / "users.json")
     users.add("alice", "alice-password", "admin")
     users.add("bob", "bob-password", "viewer")
     users.grant("bob", "新闻", "editor")
     keys = {name: users.create_key(name) for name in ("alice", "bob")}
-    service = RagService(settings)
-    service.ingest_paths(LOCAL_USER, [SAMPLE])
-    service.create_library(LOCAL_USER, "新闻")
-    news = root / "喀什.txt"
-    news.write_text("喀什地区召开第三次妇女儿童工作会议，会议由副专员阿依古丽主持。", encoding="utf-8")
-    service.ingest_uploads(LOCAL_USER, [Upload(news, "喀什.txt")], library="新闻")
+    service = two_libraries(root, users_file=root / "users.json")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

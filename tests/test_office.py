@@ -13,20 +13,13 @@ from rag.app.service import RagService
 from rag.app.uploads import Upload
 from rag.cli import main
 from rag.config import Settings
-from tests.conftest import DOC_000, DOC_002, SAMPLE
+from tests.conftest import DOC_000, DOC_002, SAMPLE, two_libraries
 
 
 @pytest.fixture(scope="module")
 def office(tmp_path_factory):
     """A service with two libraries: default holds the sample corpus, 新闻 one news item."""
-    root = tmp_path_factory.mktemp("office")
-    settings = Settings(index_dir=root / "index", cache_dir=root / "cache", generator="extractive")
-    service = RagService(settings)
-    service.ingest_paths(LOCAL_USER, [SAMPLE])
-    service.create_library(LOCAL_USER, "新闻")
-    news = root / "喀什.txt"
-    news.write_text("喀什地区召开第三次妇女儿童工作会议，会议由副专员阿依古丽主持。", encoding="utf-8")
-    service.ingest_uploads(LOCAL_USER, [Upload(news, "喀什.txt")], library="新闻")
+    service = two_libraries(tmp_path_factory.mktemp("office"))
     yield service
     service.close()
 

@@ -94,8 +94,6 @@ class RagService:
         self.libraries = Libraries(settings)
         self.users = UserStore(settings.users_file)
         self.audit = AuditLog(settings.state_root / "audit.jsonl")
-        self.feedback = FeedbackStore(settings.state_root / "feedback.sqlite")
-        self.conversations = ConversationStore(settings.state_root / "conversations.sqlite")
         if create and not self.libraries.exists(DEFAULT_LIBRARY):
             IndexStore.open(self.libraries.path(DEFAULT_LIBRARY), create=True, settings=settings).close()
         self.generator = load_generator(settings) if generator is LOAD else generator
@@ -105,6 +103,8 @@ class RagService:
         self._opening = threading.Lock()
         self._ingesting = threading.Lock()  # one ingest at a time: they share the embedder and its cache
         self._caches: dict[tuple[str, int], EmbeddingCache] = {}  # one per embedder, shared by its libraries
+        self._feedback: FeedbackStore | None = None
+        self._conversations: ConversationStore | None = None
 
     def pipeline(self, library: str) -> Pipeline:
         """Library ``library``'s pipeline, opened (and checked) at first use; no rights are checked here."""
@@ -131,7 +131,7 @@ class RagService:
             raise StoreError(f"文档库 {library}：{exc}") from None
 
     def close(self) -> None:
-        """Save and close every open library."""
+        """Save and close every open library, and the conversations."""
         with self._opening:
             for library, pipeline in self._pipelines.items():
                 with self._locks[library]:
@@ -140,7 +140,26 @@ class RagService:
             for cache in self._caches.values():
                 cache.close()
             self._caches.clear()
-        self.conversations.close()
+            if self._conversations is not None:
+                self._conversations.close()
+                self._conversations = None
+
+    # Opened at first use: a command that only answers writes no state files (and works where it cannot).
+    @property
+    def feedback(self) -> FeedbackStore:
+        """The ratings users gave answers (``state_dir/feedback.sqlite``)."""
+        with self._opening:
+            if self._feedback is None:
+                self._feedback = FeedbackStore(self.settings.state_root / "feedback.sqlite")
+            return self._feedback
+
+    @property
+    def conversations(self) -> ConversationStore:
+        """Every user's conversations (``state_dir/conversations.sqlite``)."""
+        with self._opening:
+            if self._conversations is None:
+                self._conversations = ConversationStore(self.settings.state_root / "conversations.sqlite")
+            return self._conversations
 
     def __enter__(self) -> RagService:
         return self
@@ -523,6 +542,7 @@ def render_sources(answer: Answer) -> str:
         warning = f'<div class="warn">⚠ {html.escape(source.warning)}</div>' if source.warning else ""
         parts.append(
             f'<div class="source{cited}"><div class="head">[{source.marker}] <b>{html.escape(source.title or source.doc_id)}'
-            f"</b> · {html.escape(source.doc_id)}{where} · 相关度 {source.score:.4f} · 字符 {source.start}–{source.end}</div>"
+            f"</b> · {html.escape(source.doc_id)}{where} · 相关度 {source.score:.4f} · "
+            f"字符 {source.start}–{source.end}</div>"
             f'<div class="body">{shown.replace(chr(10), "<br>")}</div>{warning}</div>')
     return "\n".join(parts) or "<p>（没有检索到段落）</p>"
