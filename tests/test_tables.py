@@ -12,11 +12,31 @@ from pathlib import Path
 import pytest
 
 from rag.answering.answer import Answerer
+from rag.cli import main as cli_main
+from rag.index.lexical import query_terms
 from rag.index.store import IndexStore
 from rag.ingestion.cleaning import clean_text
 from rag.ingestion.ingest import ingest, prepare_document
-from rag.ingestion.loaders import RawDocument, ReadOptions, Skipped, html_to_text, iter_documents
-from rag.ingestion.tables import ENCRYPTED, format_number, read_csv, read_xls, read_xlsx
+from rag.ingestion.loaders import (
+    PART_READERS,
+    LoadError,
+    RawDocument,
+    ReadOptions,
+    Skipped,
+    html_to_text,
+    iter_documents,
+)
+from rag.ingestion.locations import row_marker
+from rag.ingestion.tables import (
+    ENCRYPTED,
+    TablePart,
+    csv_parts,
+    format_number,
+    read_csv,
+    read_xls,
+    read_xlsx,
+    split_parts,
+)
 from rag.retrieval.retrieve import Retriever
 
 openpyxl = pytest.importorskip("openpyxl")
@@ -143,9 +163,137 @@ def test_a_big_sheet_streams(tmp_path: Path) -> None:
     assert len(lines) == rows
     assert lines[-1] == f"〔表：明细 第{rows + 1}行〕 编号：{rows} | 县：{COUNTIES[rows % 5][0]} | 人数：{rows * 3}"
     assert elapsed < 15, f"{rows} rows took {elapsed:.1f} s"
-    # A document over the size limit is refused as soon as the reader passes it, not after reading it all.
-    _, skipped = load(tmp_path / "big.xlsx", max_document_chars=100_000)
-    assert skipped[0].reason == "too long (more than 100000 characters)"
+    # Over the size limit the sheet is several documents, each of whole rows within the limit.
+    parts, skipped = load(tmp_path / "big.xlsx", max_document_chars=100_000)
+    assert not skipped and len(parts) > 1
+    assert [p.doc_id for p in parts] == [f"{tmp_path / 'big.xlsx'}#{n}" for n in range(1, len(parts) + 1)]
+    assert all(len(p.text) <= 100_000 for p in parts)
+    assert [line for p in parts for line in p.text.splitlines()] == lines
+    with pytest.raises(LoadError, match=r"^too long \(more than 100000 characters\)$"):
+        read_xlsx(tmp_path / "big.xlsx", ReadOptions(max_chars=100_000))
+
+
+def test_a_long_spreadsheet_is_split_into_parts_of_whole_rows() -> None:
+    caption = "2023年各县妇女之家统计"
+    first = [caption] + [row_marker("统计", n) + f" 县：县{n} | 妇女之家：{n}个" for n in range(3, 40)]
+    second = [row_marker("名单", n) + f" 姓名：某{n}" for n in range(2, 6)]
+    lines = [(1, "统计", line) for line in first] + [(2, "名单", line) for line in second]
+    whole = list(split_parts(lines, 10_000, "spreadsheet"))
+    assert whole == [TablePart("\n".join(first + second))]  # it fits: one document, as ever
+    parts = list(split_parts(lines, 400, "spreadsheet"))
+    assert len(parts) > 3 and all(len(p.text) <= 400 for p in parts)
+    assert [p.number for p in parts] == list(range(1, len(parts) + 1))
+    assert [p.last for p in parts] == [False] * (len(parts) - 1) + [True]
+    # Each part of a sheet starts with the sheet's caption; a part never holds two sheets, nor half a row.
+    assert all(p.text.splitlines()[0] == caption for p in parts if p.sheet == "统计")
+    assert [p.text for p in parts if p.sheet == "名单"] == ["\n".join(second)]
+    assert [line for p in parts for line in p.text.splitlines() if line != caption] == first[1:] + second
+    with pytest.raises(LoadError, match="no text found in the spreadsheet"):
+        list(split_parts([], 400, "spreadsheet"))
+
+
+def county_rows(path: Path, rows: int) -> Path:
+    """A CSV of ``rows`` numbered rows under a header."""
+    lines = ["编号,县,登记号"] + [f"{n},{COUNTIES[n % 5][0]},Q{n:06d}" for n in range(1, rows + 1)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_the_parts_of_a_long_spreadsheet_follow_its_file(tmp_path: Path, settings, hash_embedder,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings.replace(max_document_chars=5_000)  # ~110 rows a part
+    folder = tmp_path / "报表"
+    folder.mkdir()
+    path = county_rows(folder / "统计.csv", 300)
+
+    def run(**kw):
+        with IndexStore.open(settings.index_dir, create=True) as store:
+            return ingest([folder], store, hash_embedder, settings, progress=False, **kw)
+
+    def stored() -> dict[str, dict]:
+        with IndexStore.open(settings.index_dir) as store:
+            return {d["doc_id"]: store.document(d["doc_id"]) for d in store.list_documents()}
+
+    first = run()
+    assert not first.skipped and first.added == ["统计.csv#1", "统计.csv#2", "统计.csv#3"]
+    docs = stored()
+    assert all(doc["source"] == str(path) and len(doc["text"]) <= 5_000 for doc in docs.values())
+    assert docs["统计.csv#2"]["metadata"] == {"part": 2, "sheet": "统计"}
+    assert sum(doc["text"].count("〔表：统计 第") for doc in docs.values()) == 300  # every row, once
+    with IndexStore.open(settings.index_dir) as store:
+        chunk = store.chunks_of("统计.csv#3")[-1]
+        assert chunk.location.startswith("表“统计”第") and chunk.location.endswith("–301行")
+        assert "登记号：Q000300" in chunk.text
+
+    again = run()
+    assert again.unchanged == 3 and not again.added and not again.updated and not again.removed
+
+    county_rows(path, 150)  # shorter: the third part is gone, without --sync too
+    shorter = run()
+    assert shorter.removed == ["统计.csv#3"] and shorter.updated == ["统计.csv#2"] and shorter.unchanged == 1
+    county_rows(path, 20)  # short enough for one document: it takes the file's own id
+    short = run()
+    assert short.added == ["统计.csv"] and sorted(short.renamed) == ["统计.csv#1", "统计.csv#2"]
+    assert list(stored()) == ["统计.csv"]
+    county_rows(path, 300)
+    long = run()
+    assert long.removed == ["统计.csv"] and list(stored()) == ["统计.csv#1", "统计.csv#2", "统计.csv#3"]
+
+    # Unreadable half-way: the parts read are indexed, the rest keeps what was indexed, even with --sync.
+    def damaged(path: Path, options: ReadOptions):
+        yield next(csv_parts(path, options))
+        raise LoadError("not a readable CSV file (damaged)")
+
+    monkeypatch.setitem(PART_READERS, ".csv", damaged)
+    broken = run(sync=True)
+    assert broken.skipped == [{"source": str(path), "reason": "not a readable CSV file (damaged) (in part 2; the "
+                                                              "parts before it were read)"}]
+    assert not broken.removed and list(stored()) == ["统计.csv#1", "统计.csv#2", "统计.csv#3"]
+    monkeypatch.undo()
+    path.unlink()
+    (folder / "说明.txt").write_text("统计表已移至档案室。", encoding="utf-8")  # --sync leaves an empty folder be
+    gone = run(sync=True)
+    assert gone.removed == ["统计.csv#1", "统计.csv#2", "统计.csv#3"] and list(stored()) == ["说明.txt"]
+
+    # Removed by the id users know the file by: all its parts go, and nothing else.
+    county_rows(path, 300)
+    run()
+    with IndexStore.open(settings.index_dir) as store:
+        assert store.file_documents("统计.csv") == ["统计.csv#1", "统计.csv#2", "统计.csv#3"]
+        assert store.file_documents("统计") == [] and store.file_documents("说明.txt") == ["说明.txt"]
+    assert cli_main(["remove", "统计.csv", "--index", str(settings.index_dir), "--json"]) == 0
+    assert list(stored()) == ["说明.txt"]
+
+
+@pytest.mark.slow
+def test_a_100000_row_sheet_is_ingested_whole(tmp_path: Path, settings, hash_embedder) -> None:
+    rows = 100_000
+    folder = tmp_path / "报表"
+    folder.mkdir()
+    workbook = openpyxl.Workbook(write_only=True)
+    sheet = workbook.create_sheet("明细")
+    sheet.append(["2023年各县妇女之家登记明细"])  # a title row: each part repeats it
+    sheet.append(["编号", "县", "登记号"])
+    for n in range(1, rows + 1):
+        sheet.append([n, COUNTIES[n % 5][0], f"Q{n:06d}"])
+    workbook.save(folder / "明细.xlsx")
+    with IndexStore.open(settings.index_dir, create=True) as store:
+        report = ingest([folder], store, hash_embedder, settings, progress=False)
+        assert not report.skipped and len(report.added) > 1
+        assert report.added == [f"明细.xlsx#{n}" for n in range(1, len(report.added) + 1)]
+        docs = [store.document(doc_id) for doc_id in report.added]
+        assert all(len(doc["text"]) <= settings.max_document_chars for doc in docs)
+        assert all(doc["title"] == "2023年各县妇女之家登记明细" for doc in docs)
+        assert sum(doc["text"].count("〔表：明细 第") for doc in docs) == rows
+        last = f"〔表：明细 第{rows + 2}行〕 编号：{rows} | 县：{COUNTIES[rows % 5][0]} | 登记号：Q{rows:06d}"
+        assert docs[-1]["text"].endswith(last)
+        hits = store.get_chunks(chunk_id for chunk_id, _ in store.search_bm25(query_terms(f"Q{rows:06d}"), 3))
+        found = next(c for c in hits.values() if f"Q{rows:06d}" in c.text)
+        assert found.doc_id == report.added[-1] and found.location.startswith("表“明细”第")
+        assert found.location.endswith(f"{rows + 2}行")
+        again = ingest([folder], store, hash_embedder, settings, progress=False)
+        assert again.unchanged == len(report.added) and not again.added and not again.updated
+        assert again.chunks_embedded == 0
 
 
 def test_a_thousand_empty_sheets_are_skipped_quickly(tmp_path: Path) -> None:

@@ -422,6 +422,15 @@ class IndexStore:
                 out[doc_id] = Origin(source, content_hash, (size, overlap) if size is not None else None)
         return out
 
+    def file_documents(self, doc_id: str) -> list[str]:
+        """``doc_id`` when it is a document here, else the parts a long spreadsheet of that id was read as
+        (``doc_id#1``, ``doc_id#2`` …), so that a file is removed by the id users know it by."""
+        if self._db.execute("SELECT 1 FROM documents WHERE doc_id = ?", (doc_id,)).fetchone():
+            return [doc_id]
+        prefix = doc_id + "#"
+        rows = self._db.execute("SELECT doc_id FROM documents WHERE substr(doc_id, 1, ?) = ?", (len(prefix), prefix))
+        return sorted((r[0] for r in rows if r[0][len(prefix):].isdigit()), key=lambda d: int(d[len(prefix):]))
+
     def doc_ids_from_source(self, source: str) -> list[str]:
         """Documents ingested from ``source`` (a file's absolute path, or an upload's origin)."""
         return [r[0] for r in self._db.execute("SELECT doc_id FROM documents WHERE source = ?", (source,))]

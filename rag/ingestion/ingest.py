@@ -2,8 +2,10 @@
 
 Unchanged documents (same content hash) are skipped; changed ones are replaced whole; batches are
 committed one transaction at a time, so a run that is killed keeps what it finished and the next run
-picks up where it stopped. :func:`rechunk_document` re-chunks one stored document with chunk settings of its own,
-which later ingests of its file keep.
+picks up where it stopped. A spreadsheet too long for one document is several (its parts, runs of whole rows):
+each is compared and replaced like a document of its own, and those the file no longer has are removed.
+:func:`rechunk_document` re-chunks one stored document with chunk settings of its own, which later ingests of its
+file keep.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ log = logging.getLogger(__name__)
 # Bump when cleaning or chunking changes what a document turns into, so re-ingesting refreshes it.
 PIPELINE_VERSION = 2
 BATCH_DOCUMENTS = 64
+# A batch is written early once its documents hold this many characters, so that a long spreadsheet's parts (each
+# up to max_document_chars) are held one at a time with their chunks and terms, not all together.
+BATCH_CHARS = 1_000_000
 
 
 @dataclass
@@ -159,12 +164,24 @@ def ingest(paths: Sequence[str | Path | NamedFile], store: IndexStore, embedder:
                     if item.missing:
                         report.missing.append(item.source)
                     if item.doc_id is not None and item.root is not None:
-                        # A file that is there but unreadable now keeps its indexed version, even with --sync.
-                        seen_by_root.setdefault(item.root, set()).add(item.doc_id)
+                        # A file that is there but unreadable now keeps its indexed version, even with --sync: all
+                        # of it (a spreadsheet read in parts that fails half-way keeps the parts it did not reach).
+                        seen = seen_by_root.setdefault(item.root, set())
+                        seen.add(item.doc_id)
+                        if sync:
+                            seen.update(store.doc_ids_from_source(item.source))
                     skip(item.source, item.reason)
                     continue
                 where = item.source if item.whole_file else f"{item.source} ({item.doc_id})"
                 seen_by_root.setdefault(item.root, set()).add(item.doc_id)
+                if item.file_parts:
+                    # The last part of a file read in parts: the file's documents that are none of its parts now (an
+                    # earlier version's last parts, the file as one document) are gone, with or without --sync.
+                    stale = sorted(set(store.doc_ids_from_source(item.source)) - set(item.file_parts))
+                    if stale:
+                        flush_batch()  # the new parts first, so that a search never misses the file's rows
+                        store.remove_documents(stale)
+                        report.removed.extend(stale)
                 try:
                     prepared = _prepare(item, store, settings, taken, replace, report.seconds)
                 except Exception as exc:  # one document that breaks cleaning or chunking must not stop the run
@@ -180,7 +197,7 @@ def ingest(paths: Sequence[str | Path | NamedFile], store: IndexStore, embedder:
                     skip(where, prepared.reason)
                     continue
                 pending.append(prepared)
-                if len(pending) >= batch_documents:
+                if len(pending) >= batch_documents or sum(len(p.record.text) for p in pending) >= BATCH_CHARS:
                     flush_batch()
             flush_batch()
             if sync:

@@ -3,8 +3,9 @@
 Supported: ``.txt .md .html .htm .docx .pdf .jsonl``, spreadsheets (``.xlsx .xls .csv``), slides (``.pptx``)
 and, with the OCR extra, images and scanned PDF pages; each format that is not plain text has a reader in
 :data:`READERS`. Paged and tabular formats mark pages, slides, sheets and rows in the text
-(:mod:`rag.ingestion.locations`) so that answers cite them. Document ids keep where a document came from (see
-:func:`iter_documents`), and every document records its ``source``: the absolute path of its file, or the
+(:mod:`rag.ingestion.locations`) so that answers cite them. A spreadsheet longer than a document may be becomes
+several documents, each a run of whole rows (:data:`PART_READERS`). Document ids keep where a document came from
+(see :func:`iter_documents`), and every document records its ``source``: the absolute path of its file, or the
 origin an upload was given.
 """
 
@@ -19,10 +20,13 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..normalize import clean_text_field
 from .locations import marker_kind, page_marker
+
+if TYPE_CHECKING:
+    from .tables import TablePart
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,10 @@ class RawDocument:
     title: str | None = None
     is_html: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
-    whole_file: bool = True  # the file is this one document (not a line of a JSONL file)
+    whole_file: bool = True  # the file is this one document (not a line of a JSONL file, not a part of a file)
+    # On the last part of a file read as several documents (a long spreadsheet): the ids of all its parts. The
+    # file's other documents (an earlier version's parts, the file as one document) go when it is ingested.
+    file_parts: tuple[str, ...] = ()
 
 
 @dataclass
@@ -198,7 +205,7 @@ class ReadOptions:
     max_bytes: int = 64_000_000
     cache_dir: Path | None = None  # where OCR keeps each page it has read, so a killed scan resumes
     progress: bool = False  # a progress bar for long reads (OCR pages)
-    max_chars: int = 2_000_000  # readers that stream (spreadsheets) stop once a document outgrows this
+    max_chars: int = 2_000_000  # a document's most characters; a longer spreadsheet is read in parts of at most this
 
 
 def _read_docx(path: Path, options: ReadOptions) -> str:
@@ -259,11 +266,12 @@ def _read_pdf(path: Path, options: ReadOptions) -> str:
 
 
 Reader = Callable[[Path, ReadOptions], str]
+PartReader = Callable[[Path, ReadOptions], Iterator["TablePart"]]
 
 
-def _lazy(module: str, name: str) -> Reader:
+def _lazy(module: str, name: str) -> Callable[[Path, ReadOptions], Any]:
     """A reader from a module imported when first needed (its format's packages may not be installed)."""
-    def read(path: Path, options: ReadOptions) -> str:
+    def read(path: Path, options: ReadOptions) -> Any:
         try:
             found = importlib.import_module(module, __package__)
         except ImportError as exc:
@@ -284,22 +292,37 @@ READERS: dict[str, Reader] = {
     ".pptx": _lazy(".slides", "read_pptx"),
     **{suffix: _lazy(".ocr", "read_image") for suffix in IMAGE_SUFFIXES},
 }
+# Readers of the formats whose file may be several documents: a spreadsheet whose text is longer than a document
+# may be (ReadOptions.max_chars) is read as runs of whole rows (rag.ingestion.tables.split_parts). READERS gives
+# the text of one that fits.
+PART_READERS: dict[str, PartReader] = {
+    ".xlsx": _lazy(".tables", "xlsx_parts"),
+    ".xlsm": _lazy(".tables", "xlsx_parts"),
+    ".xls": _lazy(".tables", "xls_parts"),
+    ".csv": _lazy(".tables", "csv_parts"),
+}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | set(READERS) | {".jsonl"}
 
 
 def read_file(path: Path, options: ReadOptions) -> tuple[str, bool]:
-    """Text of one non-JSONL file and whether it is HTML; raises :class:`LoadError` with the reason."""
+    """Text of one non-JSONL file and whether it is HTML; raises :class:`LoadError` with the reason (for a
+    spreadsheet too long for one document too: :func:`iter_documents` reads that in parts)."""
     suffix = path.suffix.lower()
-    size = path.stat().st_size
-    if size == 0:
-        raise LoadError("empty file")
-    if size > options.max_bytes:
-        raise LoadError(f"file too large ({size / 1e6:.1f} MB > {options.max_bytes / 1e6:.0f} MB limit)")
+    _check_size(path, options)
     if suffix in READERS:
         return READERS[suffix](path, options), False
     text, _ = decode_bytes(path.read_bytes())
     is_html = suffix in HTML_SUFFIXES or (suffix in TEXT_SUFFIXES and _is_markup(text))
     return text, is_html
+
+
+def _check_size(path: Path, options: ReadOptions) -> None:
+    """Raise :class:`LoadError` for an empty file or one over the size limit."""
+    size = path.stat().st_size
+    if size == 0:
+        raise LoadError("empty file")
+    if size > options.max_bytes:
+        raise LoadError(f"file too large ({size / 1e6:.1f} MB > {options.max_bytes / 1e6:.0f} MB limit)")
 
 
 def _is_markup(text: str) -> bool:
@@ -367,7 +390,8 @@ def iter_documents(paths: Sequence[str | os.PathLike[str] | NamedFile], max_file
 
     Ids (what answers cite and ``rag show`` takes): a file in a folder given is its path relative to that folder;
     a file given by itself is its absolute path; a :class:`NamedFile` (an upload) takes the id it was given; a
-    JSONL line takes its ``id`` field.
+    JSONL line takes its ``id`` field. A spreadsheet too long for one document is several, named by the file's id
+    and their number: ``统计.xlsx#1``, ``统计.xlsx#2`` …
     """
     options = ReadOptions(int(max_file_mb * 1e6), cache_dir, progress, max_chars=max_document_chars)
     for given in paths:
@@ -414,6 +438,9 @@ def _read_one(path: Path, doc_id: str, source: str, root: str, options: ReadOpti
     if suffix == ".jsonl":
         yield from iter_jsonl(path, root, max_chars, source)
         return
+    if suffix in PART_READERS:
+        yield from _read_parts(path, PART_READERS[suffix], doc_id, source, root, options)
+        return
     try:
         text, is_html = read_file(path, options)
     except LoadError as exc:
@@ -427,3 +454,36 @@ def _read_one(path: Path, doc_id: str, source: str, root: str, options: ReadOpti
         yield Skipped(source, f"too long ({len(text)} > {max_chars} characters)", doc_id, root)
         return
     yield RawDocument(doc_id=doc_id, text=text, source=source, root=root, is_html=is_html)
+
+
+def _read_parts(path: Path, reader: PartReader, doc_id: str, source: str, root: str,
+                options: ReadOptions) -> Iterator[RawDocument | Skipped]:
+    """A spreadsheet as one document named ``doc_id``, or, when its text is longer than a document may be, as one
+    document per part (``doc_id#1``, ``doc_id#2`` …, in the order of the file), each recording its part's number
+    and sheet in its metadata; the last lists them all (:attr:`RawDocument.file_parts`).
+
+    A file that fails half-way is a :class:`Skipped` after the parts already read; a part longer than a document
+    may be (one very long row) is a :class:`Skipped` named by its part's id, and the other parts are read.
+    """
+    ids: list[str] = []
+    try:
+        _check_size(path, options)
+        for part in reader(path, options):
+            text = clean_text_field(part.text)
+            if part.number is None:  # the whole file, the reader's only part
+                yield RawDocument(doc_id=doc_id, text=text, source=source, root=root)
+                continue
+            part_id = f"{doc_id}#{part.number}"
+            ids.append(part_id)
+            if len(text) > options.max_chars:
+                yield Skipped(source, f"{part_id} too long ({len(text)} > {options.max_chars} characters: a row longer "
+                                      "than a document may be)", part_id, root)
+                continue
+            yield RawDocument(doc_id=part_id, text=text, source=source, root=root,
+                              metadata={"part": part.number, "sheet": part.sheet}, whole_file=False,
+                              file_parts=tuple(ids) if part.last else ())
+    except LoadError as exc:
+        reason = f"{exc} (in part {len(ids) + 1}; the parts before it were read)" if ids else str(exc)
+        yield Skipped(source, reason, doc_id, root)
+    except OSError as exc:
+        yield Skipped(source, f"cannot read ({exc.strerror or exc})", doc_id, root)

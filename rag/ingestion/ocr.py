@@ -8,8 +8,9 @@ half-way skips the pages it has already read when run again.
 
 Text comes back in reading order: the boxes the detector finds are grouped into lines
 (:mod:`rag.ingestion.reading_order`), lines top to bottom and each line's boxes left to right, joined without
-spaces except between two Latin words or numbers, or across a gap wider than a character (table cells, columns).
-Wrapped lines of one paragraph are joined, and a page that reads as Traditional comes back in Traditional.
+spaces except between two Latin words or numbers, or across a gap wider than a character (table cells). A page in
+two columns is read a column at a time, titles and other lines across both columns where they stand. Wrapped lines
+of one paragraph are joined, and a page that reads as Traditional comes back in Traditional.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from PIL import Image, ImageOps
 from ..normalize import is_traditional, to_traditional
 from .loaders import LoadError, ReadOptions
 from .locations import page_marker
-from .reading_order import Box, reading_rows
+from .reading_order import Box, reading_blocks
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,8 @@ MAX_SIDE = 2400
 MAX_ASPECT = 2.0
 _MIN_SIDE = 8  # narrower than this, an image has no room for a line of text
 _SENTENCE_ENDS = tuple("。！？!?；;：:")
-# Bumped when what is done with the engine's boxes changes, so cached pages are read again.
-_LAYOUT_VERSION = 1
+# Bumped when what is done with the engine's boxes changes, so cached pages are read again (2: two columns).
+_LAYOUT_VERSION = 2
 CACHE_FILE = "ocr-pages.sqlite3"
 
 _engine: Any = None
@@ -214,19 +215,20 @@ def layout_text(found: list[Any]) -> str:
 
     A line that runs to the right margin, in mid-sentence, and is followed by one starting at the left margin is
     the same paragraph wrapped, as nearly every line of a scanned page is: the two are joined, so that sentences
-    stay whole for the chunker and the answer extractor. Lines of several boxes (table rows, columns) are kept
-    apart.
+    stay whole for the chunker and the answer extractor; the margins are a column's on a page in two columns, and
+    a paragraph that runs on from the foot of one column to the head of the next is joined too. Lines of several
+    boxes (table rows) are kept apart.
     """
     found = [item for item in found if str(item[1]).strip()]
     if not found:
         return ""
     boxes = {id(item): _box(item) for item in found}
-    rows = reading_rows(found, lambda item: boxes[id(item)])
+    # Each line with the left and right margins of its block: the page's, or its column's.
+    rows = [(row, block.left, block.right)
+            for block in reading_blocks(found, lambda item: boxes[id(item)]) for row in block.rows]
     height = statistics.median(b.bottom - b.top for b in boxes.values())
-    left_margin = min(b.left for b in boxes.values())
-    right_margin = max(b.right for b in boxes.values())
     text = ""
-    for i, row in enumerate(rows):
+    for i, (row, _, right_margin) in enumerate(rows):
         for j, item in enumerate(row):
             gap = boxes[id(item)].left - boxes[id(row[j - 1])].right if j else 0.0
             text = _joined(text, str(item[1]).strip(), apart=gap > height)
@@ -235,7 +237,7 @@ def layout_text(found: list[Any]) -> str:
         # stays a line: joining it would gain nothing, and it may be an item of a list.
         wrapped = (following is not None and len(row) == 1 and not text.endswith(_SENTENCE_ENDS)
                    and boxes[id(row[0])].right >= right_margin - 1.5 * height
-                   and boxes[id(following[0])].left <= left_margin + 2.5 * height)
+                   and boxes[id(following[0][0])].left <= following[1] + 2.5 * height)
         if following is not None and not wrapped:
             text += "\n"
     return text

@@ -1,19 +1,39 @@
 """Reading order of things laid out on a page: the text boxes OCR finds on a scan, the shapes of a slide.
 
 Both come as boxes in no useful order. People read rows top to bottom and, within a row, left to right; a row
-is the boxes that share most of their height (a line of text, or two columns side by side).
+is the boxes that share most of their height (a line of text, or two columns side by side) (:func:`reading_rows`).
+
+A scanned page set in two columns is read a column at a time (:func:`reading_blocks`): the left column top to
+bottom, then the right. Its columns are found by their gutter, an x-range that no box of the body crosses, with
+lines of text on both sides; a box that crosses it (a title over both columns, a page header or footer, a
+paragraph across the page) stands where it is, between the column sections above and below it. A table (short
+cells, several to a row) and a page in one column keep the order of :func:`reading_rows`.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import statistics
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, TypeVar
+from dataclasses import dataclass
+from typing import Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
 # Two boxes are on one row when they overlap vertically by at least this share of the lower one's height: a
 # line's punctuation box or a slightly skewed scan stays on its line, the next line (gap of half a height) not.
 _ROW_OVERLAP = 0.5
+# A gutter lies in the middle of the page: its centre between these shares of the page's width.
+_GUTTER_ZONE = (0.25, 0.75)
+_GUTTER_MIN_WIDTH = 0.5  # in line heights: narrower gaps are the spaces between words or table cells
+_COLUMN_MIN_LINES = 3  # on each side of a gutter
+# The lines of a text column: most of them alone on their row, most of them filling the column's width (a
+# paragraph's last line and a heading do not), and most of them longer than table cells are.
+_COLUMN_SINGLE_SHARE = 0.8
+_COLUMN_FULL_WIDTH = 0.75
+_COLUMN_FULL_SHARE = 0.5
+_COLUMN_MIN_LINE_WIDTH = 5.0  # median line width, in line heights (characters, roughly)
 
 
 class Box(NamedTuple):
@@ -32,12 +52,121 @@ def reading_rows(items: Sequence[T], box: Callable[[T], Box]) -> list[list[T]]:
     for b, i in placed:
         if rows:
             top, bottom, members = rows[-1]
-            overlap = min(bottom, b.bottom) - max(top, b.top)
-            height = min(bottom - top, b.bottom - b.top)
-            if height > 0 and overlap >= _ROW_OVERLAP * height:
+            if _same_row(top, bottom, b.top, b.bottom):
                 members.append((b, i))
                 rows[-1] = (min(top, b.top), max(bottom, b.bottom), members)
                 continue
         rows.append((b.top, b.bottom, [(b, i)]))
     return [[items[i] for b, i in sorted(members, key=lambda m: (m[0].left, m[0].top, m[1]))]
             for _, _, members in rows]
+
+
+def _same_row(top: float, bottom: float, other_top: float, other_bottom: float) -> bool:
+    overlap = min(bottom, other_bottom) - max(top, other_top)
+    height = min(bottom - top, other_bottom - other_top)
+    return height > 0 and overlap >= _ROW_OVERLAP * height
+
+
+@dataclass(frozen=True)
+class Block(Generic[T]):
+    """Rows read one after another, and the horizontal extent they are set in: a column's, or the page's."""
+
+    rows: list[list[T]]
+    left: float
+    right: float
+
+
+def reading_blocks(items: Sequence[T], box: Callable[[T], Box]) -> list[Block[T]]:
+    """``items`` as blocks read one after another, each block's rows as :func:`reading_rows` orders them.
+
+    A page in two columns gives, top to bottom, each full-width stretch (title, header, a paragraph across the
+    page) as a block and each column section as two, its left column then its right; any other page is one block.
+    """
+    if not items:
+        return []
+    boxes = [box(item) for item in items]
+    page = (min(b.left for b in boxes), max(b.right for b in boxes))
+    split = _two_columns(boxes)
+    if split is None:
+        return [Block(reading_rows(items, box), *page)]
+    left, right, across = split
+    extents = {side: (min(boxes[i].left for i in members), max(boxes[i].right for i in members))
+               for side, members in ((0, left), (1, right))}
+    # Column lines belong to the section between the full-width boxes above and below them.
+    centres = sorted(((boxes[i].top + boxes[i].bottom) / 2, i) for i in across)
+    sections: list[tuple[list[int], list[int]]] = [([], []) for _ in range(len(across) + 1)]
+    for side, members in ((0, left), (1, right)):
+        for i in members:
+            sections[bisect.bisect_left(centres, ((boxes[i].top + boxes[i].bottom) / 2, -1))][side].append(i)
+    groups: list[tuple[list[int], tuple[float, float]]] = []
+    band: list[int] = []  # full-width boxes with no column line between them: one block
+    for n, section in enumerate(sections):
+        if any(section):
+            if band:
+                groups.append((band, page))
+            groups.extend((members, extents[side]) for side, members in enumerate(section) if members)
+            band = []
+        if n < len(centres):
+            band.append(centres[n][1])
+    if band:
+        groups.append((band, page))
+    return [Block(reading_rows([items[i] for i in group], box), *extent) for group, extent in groups]
+
+
+def _two_columns(boxes: list[Box]) -> tuple[list[int], list[int], list[int]] | None:
+    """The boxes left of a gutter, right of it and across it, by index; ``None`` when the page is not in two
+    columns (see the module docstring)."""
+    if len(boxes) < 2 * _COLUMN_MIN_LINES:
+        return None
+    height = statistics.median(b.bottom - b.top for b in boxes)
+    gutter = _gutter(boxes, height)
+    if gutter is None:
+        return None
+    start, end = gutter
+    left = [i for i, b in enumerate(boxes) if b.right <= start]
+    right = [i for i, b in enumerate(boxes) if b.left >= end]
+    across = [i for i, b in enumerate(boxes) if b.right > start and b.left < end]
+    if len(left) + len(right) < len(across):  # the columns are not the body of the page
+        return None
+    # A box across the gutter beside a column line is not a full-width stretch: the gap is inside a column.
+    if any(_same_row(boxes[i].top, boxes[i].bottom, boxes[j].top, boxes[j].bottom)
+           for i in across for j in left + right):
+        return None
+    if not (_text_column([boxes[i] for i in left], height) and _text_column([boxes[i] for i in right], height)):
+        return None
+    return left, right, across
+
+
+def _gutter(boxes: list[Box], height: float) -> tuple[float, float] | None:
+    """The widest x-range in the middle of the page crossed by the fewest boxes, if it is wide enough."""
+    page_left, width = min(b.left for b in boxes), max(b.right for b in boxes) - min(b.left for b in boxes)
+    zone = (page_left + _GUTTER_ZONE[0] * width, page_left + _GUTTER_ZONE[1] * width)
+    lefts, rights = sorted(b.left for b in boxes), sorted(b.right for b in boxes)
+    edges = sorted(set(lefts + rights))
+    best: tuple[int, float, float, float] | None = None  # (boxes crossing, -width, start, end)
+    run: tuple[int, float, float] | None = None  # the current stretch crossed by one number of boxes
+    for start, end in itertools.pairwise(edges):
+        # The boxes crossing (start, end): begun at or before its start and not ended by then.
+        count = bisect.bisect_right(lefts, start) - bisect.bisect_right(rights, start)
+        run = (count, run[1], end) if run is not None and run[0] == count else (count, start, end)
+        if zone[0] <= (run[1] + run[2]) / 2 <= zone[1]:
+            candidate = (run[0], run[1] - run[2], run[1], run[2])
+            if best is None or candidate < best:
+                best = candidate
+    if best is None or best[3] - best[2] < _GUTTER_MIN_WIDTH * height:
+        return None
+    return best[2], best[3]
+
+
+def _text_column(boxes: list[Box], height: float) -> bool:
+    """Whether ``boxes`` are the lines of a column of text, not the cells of a table."""
+    if len(boxes) < _COLUMN_MIN_LINES:
+        return False
+    rows = reading_rows(boxes, lambda b: b)
+    if sum(len(row) == 1 for row in rows) < _COLUMN_SINGLE_SHARE * len(rows):
+        return False
+    extent = max(b.right for b in boxes) - min(b.left for b in boxes)
+    widths = [b.right - b.left for b in boxes]
+    if statistics.median(widths) < _COLUMN_MIN_LINE_WIDTH * height:
+        return False
+    return sum(w >= _COLUMN_FULL_WIDTH * extent for w in widths) >= _COLUMN_FULL_SHARE * len(boxes)

@@ -7,15 +7,17 @@ number belongs to, and answers cite the sheet and row. The header is the first n
 takes the row below it as a second header row ("2023年/女性"). Values read as a spreadsheet shows them: numbers
 without float noise, percentages as percentages, dates as ISO dates.
 
-Readers: :func:`read_xlsx` (openpyxl, streamed in read-only mode), :func:`read_xls` (xlrd) and :func:`read_csv`
-(streamed, encoding detected); each raises :class:`~rag.ingestion.loaders.LoadError` with the reason a file cannot
-be used. Tables inside Word documents and web pages go through :func:`docx_table_lines` and
-:func:`replace_html_tables`.
+Readers: :func:`xlsx_parts` (openpyxl, streamed in read-only mode), :func:`xls_parts` (xlrd) and :func:`csv_parts`
+(streamed, encoding detected) give a spreadsheet's text as one document, or, when it is longer than a document may
+be, as parts of whole rows (:func:`split_parts`); :func:`read_xlsx`, :func:`read_xls` and :func:`read_csv` give the
+text of one that fits. Each raises :class:`~rag.ingestion.loaders.LoadError` with the reason a file cannot be used.
+Tables inside Word documents and web pages go through :func:`docx_table_lines` and :func:`replace_html_tables`.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import datetime as dt
 import functools
@@ -23,6 +25,7 @@ import itertools
 import logging
 import re
 import zipfile
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .loaders import LoadError, ReadOptions, decode_bytes
-from .locations import row_marker
+from .locations import marker_kind, row_marker
 
 log = logging.getLogger(__name__)
 
@@ -218,18 +221,85 @@ def _cell_text(value: Any, number_format: str | None = None) -> str:
     return one_line(str(value))
 
 
-def _collect(lines: Iterable[str], options: ReadOptions, what: str) -> str:
-    """The lines as one text; stops as soon as the text outgrows what a document may hold."""
-    out: list[str] = []
+# A spreadsheet's lines as they are read: (its sheet's number from 1, the sheet's name, the line).
+SheetLine = tuple[int, str, str]
+
+
+@dataclass(frozen=True)
+class TablePart:
+    """A spreadsheet's text as one document (``number`` is ``None``), or one part of a spreadsheet too long for one.
+
+    A part holds whole rows of one sheet, after that sheet's caption lines (repeated in each of its parts).
+    """
+
+    text: str
+    number: int | None = None  # the part's number, from 1, in the order of the file
+    sheet: str | None = None  # the name of the sheet whose rows a part holds
+    last: bool = True  # no part follows
+
+
+def split_parts(lines: Iterable[SheetLine], max_chars: int, what: str) -> Iterator[TablePart]:
+    """The lines as one text when they fit in ``max_chars`` characters (a line break counted after each line);
+    otherwise as parts, each at most ``max_chars`` characters unless one row alone is longer.
+
+    Parts end at a sheet's end and before a row that would not fit; they never cut a row. At most ``max_chars``
+    characters are held before the first part is yielded (to know whether the whole fits), then one part at a
+    time, so a sheet of any length is read with bounded memory. Raises :class:`LoadError` when there are no lines.
+    """
+    stream = iter(lines)
+    held: deque[SheetLine] = deque()
     size = 0
-    for line in lines:
+    for item in stream:
+        held.append(item)
+        size += len(item[2]) + 1
+        if size > max_chars:
+            break
+    else:
+        if not held:
+            raise LoadError(f"no text found in the {what}")
+        yield TablePart("\n".join(line for _, _, line in held))
+        return
+    yield from _pack(itertools.chain(_drain(held), stream), max_chars)
+
+
+def _drain(held: deque[SheetLine]) -> Iterator[SheetLine]:
+    """The held lines, each let go as it is taken."""
+    while held:
+        yield held.popleft()
+
+
+def _pack(lines: Iterable[SheetLine], max_chars: int) -> Iterator[TablePart]:
+    """The parts of :func:`split_parts`, numbered from 1."""
+    number = 0
+    sheet, name = 0, ""
+    caption: list[str] = []  # the sheet's lines before its first row: its title, which each of its parts repeats
+    part: list[str] = []
+    size = 0
+    for ordinal, sheet_name, line in lines:
+        is_row = marker_kind(line) == "row"
+        if ordinal != sheet:
+            if part:
+                number += 1
+                yield TablePart("\n".join(part), number, name, last=False)
+            sheet, name, caption, part, size = ordinal, sheet_name, [], [], 0
+        elif is_row and len(part) > len(caption) and size + len(line) + 1 > max_chars:
+            number += 1
+            yield TablePart("\n".join(part), number, name, last=False)
+            part, size = list(caption), sum(len(c) + 1 for c in caption)
+        if not is_row and len(part) == len(caption):  # no row of this sheet yet
+            caption.append(line)
+        part.append(line)
         size += len(line) + 1
-        if size > options.max_chars:
+    yield TablePart("\n".join(part), number + 1, name)
+
+
+def _one_text(parts: Iterator[TablePart], options: ReadOptions) -> str:
+    """The text of a spreadsheet that fits in one document; :class:`LoadError` for one that would be several."""
+    with contextlib.closing(parts):
+        first = next(parts)
+        if first.number is not None:
             raise LoadError(f"too long (more than {options.max_chars} characters)")
-        out.append(line)
-    if not out:
-        raise LoadError(f"no text found in the {what}")
-    return "\n".join(out)
+        return first.text
 
 
 # --- file kinds -----------------------------------------------------------------------------------------------
@@ -272,22 +342,28 @@ def is_encrypted_office_file(path: Path) -> bool:
 # --- .xlsx ----------------------------------------------------------------------------------------------------
 
 
-def read_xlsx(path: Path, options: ReadOptions) -> str:
-    """Every worksheet's data rows (:func:`table_lines`), read in openpyxl's read-only mode: memory stays bounded
-    by the text, not by the sheet. Raises :class:`LoadError` for an encrypted, damaged or empty workbook."""
+def xlsx_parts(path: Path, options: ReadOptions) -> Iterator[TablePart]:
+    """Every worksheet's data rows (:func:`table_lines`) as one text or in parts (:func:`split_parts`), read in
+    openpyxl's read-only mode: memory stays bounded by a part, not by the sheet. Raises :class:`LoadError` for an
+    encrypted, damaged or empty workbook."""
     kind = _kind(path)
     if kind == "cfb":
         if is_encrypted_office_file(path):
             raise LoadError(ENCRYPTED)
-        return _read_biff(path, options)  # an .xls under another name
+        return _biff_parts(path, options)  # an .xls under another name
     if kind == "html":
-        return _read_html_export(path, options)
+        return _html_export_parts(path, options)
     if kind != "zip":
         raise LoadError(f"not a readable {path.suffix} spreadsheet (not a zip file: damaged, or another format)")
-    return _read_ooxml(path, options)
+    return _ooxml_parts(path, options)
 
 
-def _read_ooxml(path: Path, options: ReadOptions) -> str:
+def read_xlsx(path: Path, options: ReadOptions) -> str:
+    """The text of :func:`xlsx_parts` for a workbook that fits in one document (:class:`LoadError` otherwise)."""
+    return _one_text(xlsx_parts(path, options), options)
+
+
+def _ooxml_parts(path: Path, options: ReadOptions) -> Iterator[TablePart]:
     try:
         import openpyxl
     except ImportError:
@@ -297,7 +373,7 @@ def _read_ooxml(path: Path, options: ReadOptions) -> str:
             # A file object: openpyxl checks a file name's suffix, and an .xlsx may come here as an .xls.
             workbook = openpyxl.load_workbook(fh, read_only=True, data_only=True)
             try:
-                return _collect(_workbook_lines(workbook), options, "spreadsheet")
+                yield from split_parts(_workbook_lines(workbook), options.max_chars, "spreadsheet")
             finally:
                 workbook.close()
     except (LoadError, OSError):
@@ -306,15 +382,16 @@ def _read_ooxml(path: Path, options: ReadOptions) -> str:
         raise LoadError(f"not a readable {path.suffix} spreadsheet ({type(exc).__name__}: {exc})") from None
 
 
-def _workbook_lines(workbook: Any) -> Iterator[str]:
+def _workbook_lines(workbook: Any) -> Iterator[SheetLine]:
     archive = getattr(workbook, "_archive", None)
-    for sheet in workbook.worksheets:
+    for ordinal, sheet in enumerate(workbook.worksheets, 1):
         sheet_path = getattr(sheet, "_worksheet_path", None)
         merges = _merged_ranges(archive, sheet_path) if archive is not None and sheet_path else []
         sheet.reset_dimensions()  # the stored dimension may be wrong, and iteration stops at it
         rows = (TableRow(number, [_xlsx_cell(cell) for cell in cells])
                 for number, cells in enumerate(sheet.iter_rows(), 1))
-        yield from table_lines(sheet.title, with_merges(rows, merges))
+        for line in table_lines(sheet.title, with_merges(rows, merges)):
+            yield ordinal, sheet.title, line
 
 
 def _xlsx_cell(cell: Any) -> str:
@@ -355,17 +432,23 @@ def _merged_ranges(archive: zipfile.ZipFile, member: str) -> list[tuple[int, int
 # --- .xls -----------------------------------------------------------------------------------------------------
 
 
-def read_xls(path: Path, options: ReadOptions) -> str:
-    """Every sheet of an Excel 97–2003 workbook (xlrd), with merged cells; an .xls that is really an .xlsx, an
-    HTML table or CSV text (what many systems export) is read as what it is."""
+def xls_parts(path: Path, options: ReadOptions) -> Iterator[TablePart]:
+    """Every sheet of an Excel 97–2003 workbook (xlrd), with merged cells, as one text or in parts
+    (:func:`split_parts`); an .xls that is really an .xlsx, an HTML table or CSV text (what many systems export)
+    is read as what it is."""
     kind = _kind(path)
     if kind == "zip":
-        return _read_ooxml(path, options)
+        return _ooxml_parts(path, options)
     if kind == "html":
-        return _read_html_export(path, options)
+        return _html_export_parts(path, options)
     if kind == "text":
-        return read_csv(path, options)
-    return _read_biff(path, options)
+        return csv_parts(path, options)
+    return _biff_parts(path, options)
+
+
+def read_xls(path: Path, options: ReadOptions) -> str:
+    """The text of :func:`xls_parts` for a workbook that fits in one document (:class:`LoadError` otherwise)."""
+    return _one_text(xls_parts(path, options), options)
 
 
 class _XlrdLog:
@@ -379,7 +462,7 @@ class _XlrdLog:
         pass
 
 
-def _read_biff(path: Path, options: ReadOptions) -> str:
+def _biff_parts(path: Path, options: ReadOptions) -> Iterator[TablePart]:
     try:
         import xlrd
     except ImportError:
@@ -395,7 +478,7 @@ def _read_biff(path: Path, options: ReadOptions) -> str:
     except Exception as exc:  # xlrd fails on damaged files with assertion, struct and index errors
         raise LoadError(f"not a readable .xls spreadsheet ({type(exc).__name__}: {exc})") from None
     try:
-        return _collect(_biff_lines(book), options, "spreadsheet")
+        yield from split_parts(_biff_lines(book), options.max_chars, "spreadsheet")
     except LoadError:
         raise
     except Exception as exc:
@@ -404,13 +487,14 @@ def _read_biff(path: Path, options: ReadOptions) -> str:
         book.release_resources()
 
 
-def _biff_lines(book: Any) -> Iterator[str]:
+def _biff_lines(book: Any) -> Iterator[SheetLine]:
     for index in range(book.nsheets):
         sheet = book.sheet_by_index(index)
         merges = [(rlo + 1, clo + 1, rhi, chi) for rlo, rhi, clo, chi in sheet.merged_cells]
         rows = (TableRow(r + 1, [_xls_cell(book, sheet, r, c) for c in range(sheet.row_len(r))])
                 for r in range(sheet.nrows))
-        yield from table_lines(sheet.name, with_merges(rows, merges))
+        for line in table_lines(sheet.name, with_merges(rows, merges)):
+            yield index + 1, sheet.name, line
         book.unload_sheet(index)
 
 
@@ -446,24 +530,35 @@ def _xls_number_format(book: Any, sheet: Any, row: int, column: int) -> str:
 # --- CSV ------------------------------------------------------------------------------------------------------
 
 
+def csv_parts(path: Path, options: ReadOptions) -> Iterator[TablePart]:
+    """A CSV (or tab-separated) file's data rows, its sheet named by the file's stem, as one text or in parts
+    (:func:`split_parts`); streamed line by line in the encoding detected from its start (UTF-8 with or without
+    BOM, UTF-16, GB18030, Big5)."""
+    encoding, fallback = _csv_encoding(path)
+    try:
+        with open(path, encoding=encoding, newline="") as fh:
+            sample = fh.read(64_000)
+            fh.seek(0)
+            reader = csv.reader(fh, delimiter=_delimiter(sample, complete=len(sample) < 64_000))
+            rows = (TableRow(number, [one_line(v) for v in values]) for number, values in enumerate(reader, 1))
+            lines = ((1, path.stem, line) for line in table_lines(path.stem, rows))
+            yield from split_parts(lines, options.max_chars, "CSV file")
+    except csv.Error as exc:
+        raise LoadError(f"not a readable CSV file ({exc})") from None
+    except UnicodeDecodeError as exc:
+        if fallback:
+            raise LoadError(f"unknown encoding (not UTF-8 or GB18030: {exc.reason} at byte {exc.start})") from None
+        raise LoadError(f"does not decode as {encoding} throughout ({exc.reason} at byte {exc.start})") from None
+
+
 def read_csv(path: Path, options: ReadOptions) -> str:
-    """A CSV (or tab-separated) file's data rows, its sheet named by the file's stem; streamed line by line in the
-    encoding detected from its start (UTF-8 with or without BOM, UTF-16, GB18030, Big5)."""
-    encoding, guessed = _csv_encoding(path)
-    try:
-        return _read_csv_as(path, encoding, options)
-    except UnicodeDecodeError as exc:
-        if not guessed:
-            raise LoadError(f"does not decode as {encoding} throughout ({exc.reason} at byte {exc.start})") from None
-    # The start was plain ASCII and the rest is not UTF-8: what Chinese Windows programs write.
-    try:
-        return _read_csv_as(path, "gb18030", options)
-    except UnicodeDecodeError as exc:
-        raise LoadError(f"unknown encoding (not UTF-8 or GB18030: {exc.reason} at byte {exc.start})") from None
+    """The text of :func:`csv_parts` for a file that fits in one document (:class:`LoadError` otherwise)."""
+    return _one_text(csv_parts(path, options), options)
 
 
 def _csv_encoding(path: Path) -> tuple[str, bool]:
-    """The encoding of a text file from its first bytes, and whether that is only a guess (they were ASCII)."""
+    """The encoding of a text file from its first bytes, and whether it is GB18030 for want of UTF-8 (the first
+    bytes were ASCII, and UTF-8 fails further on)."""
     with open(path, "rb") as fh:
         sample = fh.read(_CSV_SAMPLE_BYTES)
         complete = not fh.read(1)
@@ -474,23 +569,28 @@ def _csv_encoding(path: Path) -> tuple[str, bool]:
     except UnicodeDecodeError:
         pass
     else:
-        return "utf-8", not complete and sample.isascii()
+        if complete or not sample.isascii() or _is_utf8(path):
+            return "utf-8", False
+        # Plain ASCII first and not UTF-8 further on: what Chinese Windows programs write. This is settled before
+        # reading, as a long file's first parts may be indexed before its end is read.
+        return "gb18030", True
     # Cut at a line end so that no character is cut in two (0x0A is never part of a GB18030 or Big5 character).
     cut = sample if complete or b"\n" not in sample else sample[: sample.rindex(b"\n") + 1]
     _, encoding = decode_bytes(cut)
     return encoding, False
 
 
-def _read_csv_as(path: Path, encoding: str, options: ReadOptions) -> str:
-    with open(path, encoding=encoding, newline="") as fh:
-        sample = fh.read(64_000)
-        fh.seek(0)
-        reader = csv.reader(fh, delimiter=_delimiter(sample, complete=len(sample) < 64_000))
-        rows = (TableRow(number, [one_line(v) for v in values]) for number, values in enumerate(reader, 1))
-        try:
-            return _collect(table_lines(path.stem, rows), options, "CSV file")
-        except csv.Error as exc:
-            raise LoadError(f"not a readable CSV file ({exc})") from None
+def _is_utf8(path: Path) -> bool:
+    """Whether the whole file decodes as UTF-8 (read a block at a time)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                decoder.decode(block)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _delimiter(sample: str, complete: bool) -> str:
@@ -661,9 +761,9 @@ def _span_attr(cell: Any, name: str, limit: int) -> int:
     return max(1, min(value, limit))
 
 
-def _read_html_export(path: Path, options: ReadOptions) -> str:
+def _html_export_parts(path: Path, options: ReadOptions) -> Iterator[TablePart]:
     """A spreadsheet file that is an HTML page of tables (what many systems save as .xls): every table's rows, the
-    first named by the file's stem."""
+    first named by the file's stem, as one text or in parts (:func:`split_parts`)."""
     from lxml import html as lxml_html
 
     text, _ = decode_bytes(path.read_bytes())
@@ -671,11 +771,14 @@ def _read_html_export(path: Path, options: ReadOptions) -> str:
         tree = lxml_html.fromstring(text.encode("utf-8"), parser=lxml_html.HTMLParser(encoding="utf-8"))
     except Exception as exc:
         raise LoadError(f"not a readable {path.suffix} spreadsheet (HTML: {exc})") from None
-    lines: list[str] = []
+    return split_parts(_html_export_lines(tree, path.stem), options.max_chars, "spreadsheet")
+
+
+def _html_export_lines(tree: Any, stem: str) -> Iterator[SheetLine]:
     for number, table in enumerate(tree.iter("table"), 1):
         rows = _html_rows(table)
         if rows is not None:
             body, header_rows = rows
-            lines.extend(table_lines(path.stem if number == 1 else f"{path.stem} 表{number}", body,
-                                     header_rows=header_rows or None))
-    return _collect(lines, options, "spreadsheet")
+            name = stem if number == 1 else f"{stem} 表{number}"
+            for line in table_lines(name, body, header_rows=header_rows or None):
+                yield number, name, line
