@@ -44,7 +44,7 @@ from rag.index.embeddings import load_embedder  # noqa: E402
 from rag.index.store import IndexStore  # noqa: E402
 from rag.ingestion.ingest import ingest, make_chunks, prepare_document  # noqa: E402
 from rag.ingestion.loaders import RawDocument, iter_documents  # noqa: E402
-from rag.pipeline import Pipeline  # noqa: E402
+from rag.pipeline import LOAD, Pipeline  # noqa: E402
 from rag.retrieval.retrieve import Retriever  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -202,7 +202,8 @@ def embedding_sweep(texts: list[str], work: Path) -> list[dict[str, Any]]:
 # -- sections --------------------------------------------------------------------------------------------------
 def bench_latency(index: Path, settings: Settings, embedder, questions: list[str], llm: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with Pipeline.open(settings, index_dir=index, generator=None, embedders={(embedder.name, embedder.dim): embedder}) as pipeline:
+    embedders = {(embedder.name, embedder.dim): embedder}
+    with Pipeline.open(settings, index_dir=index, generator=None, reader=None, embedders=embedders) as pipeline:
         retriever = pipeline.retriever
         retriever.search(questions[0])  # first call loads jieba's dictionary and the vector file
         for mode in ("bm25", "dense", "hybrid"):
@@ -212,12 +213,15 @@ def bench_latency(index: Path, settings: Settings, embedder, questions: list[str
                 retriever.search(q, 5, mode)
                 times.append(time.perf_counter() - t)
             out[f"search {mode}"] = percentiles(times)
-        times = []
-        for q in questions:
-            t = time.perf_counter()
-            pipeline.answerer.ask(q)
-            times.append(time.perf_counter() - t)
-        out["ask extractive"] = percentiles(times)
+    for label, reader in (("ask, rules", None), ("ask, reader", LOAD)):
+        with Pipeline.open(settings, index_dir=index, generator=None, reader=reader, embedders=embedders) as pipeline:
+            pipeline.answerer.ask(questions[0])  # warm: the reader's first run sets up its session
+            times = []
+            for q in questions:
+                t = time.perf_counter()
+                pipeline.answerer.ask(q)
+                times.append(time.perf_counter() - t)
+            out[label] = percentiles(times)
     if llm:
         model_settings = settings.replace(generator="llamacpp", generator_model="")  # the best offline model installed
         with Pipeline.open(model_settings, index_dir=index, embedders={(embedder.name, embedder.dim): embedder}) as pipeline:

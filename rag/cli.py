@@ -89,8 +89,13 @@ def _question_line(raw: bytes, lineno: int) -> dict[str, str]:
 
 
 def _open_for_reading(settings: Settings) -> Pipeline:
-    """The pipeline over the index, for search and evaluation (no chat model loaded)."""
-    return Pipeline.open(settings, generator=None)
+    """The pipeline over the index, for search, topic summaries and retrieval evaluation (no model loaded)."""
+    return Pipeline.open(settings, generator=None, reader=None)
+
+
+def _reader_setting(flag: str | None) -> str | None:
+    """``--reader none`` → the empty ``reader_model`` setting (the hand-written rules)."""
+    return "" if flag is not None and flag.strip().lower() == "none" else flag
 
 
 def _audit(args: argparse.Namespace, settings: Settings, action: str, detail: dict[str, Any]) -> None:
@@ -554,8 +559,9 @@ def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
     with IndexStore.open(settings.index_dir, settings=settings) as store, store.write_lock():
-        existing = set(store.origins(args.doc_ids))
-        missing = [d for d in args.doc_ids if d not in existing]
+        found = {doc_id: store.file_documents(doc_id) for doc_id in args.doc_ids}  # a split file: its parts
+        existing = {part for parts in found.values() for part in parts}
+        missing = [d for d, parts in found.items() if not parts]
         store.remove_documents(sorted(existing))
         store.flush()  # while holding the write lock
     if existing:
@@ -664,6 +670,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "else extractive)")
         p.add_argument("--generator-model", metavar="NAME_OR_PATH",
                        help=f"an offline model ({', '.join(OFFLINE_MODELS)}), a .gguf file, a hub name or a directory")
+        p.add_argument("--reader", metavar="builtin|none|DIR",
+                       help="what finds answer spans: none = the hand-written rules (default), builtin = the reader "
+                       "trained by train/train_reader.py, or a reader directory (ONNX, or a transformers "
+                       "question-answering model)")
 
     def dataset_flags(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument("--dataset", required=True, metavar="FILE", help=what)
@@ -888,7 +898,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "embedder": getattr(args, "embedder", None),
                      "embedder_model": getattr(args, "embedder_model", None),
                      "generator": getattr(args, "generator", None),
-                     "generator_model": getattr(args, "generator_model", None)}
+                     "generator_model": getattr(args, "generator_model", None),
+                     "reader_model": _reader_setting(getattr(args, "reader", None))}
         settings = settings.replace(**overrides, log_level=args.log_level)
         if getattr(args, "library", None):
             settings = _library_settings(args, settings)

@@ -80,6 +80,12 @@ class Settings:
     max_query_chars: int = 512
     # Answering.
     answer_sources: int = 5
+    # What finds the answer span: "" the hand-written extractor (the default: on the dev sets it scores above the
+    # reader trained here, eval/RESULTS.md), "builtin" the reader shipped in rag/data/reader, or a reader directory
+    # (model.onnx + tokenizer.json, or any transformers question-answering model, e.g. a CMRC-fine-tuned RoBERTa).
+    # A reader's threshold on "no answer" comes with it (reader.json; 0 without one).
+    reader_model: str = ""
+    reader_threads: int = 0  # 0 = onnxruntime's default (every core)
     # auto: the best offline model installed (llama.cpp), else extractive | extractive | llamacpp | seq2seq | causal
     generator: str = "auto"
     # An offline model (qwen2.5-coder-1.5b, qwen2.5-coder-0.5b), a .gguf file, a hub name or a local directory.

@@ -5,7 +5,7 @@ Every front end (the ``rag`` command line, the web page and its HTTP API through
 so a setting means the same thing everywhere. Reading a question from the page to its answer::
 
     demo.py / rag.app.api  →  RagService.ask (rights, library)  →  Pipeline.answerer  →  Retriever.search_many
-    →  Answerer.extract (sentences, extractive span)  →  generator (llama.cpp …)  →  grounding guard  →  Answer
+    →  Answerer.extract (sentences; the answer span: rules or a trained reader)  →  generator (llama.cpp …)  →  grounding guard  →  Answer
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from .answering.answer import Answerer
 from .answering.generate import Generator, load_generator
+from .answering.reader import Reader, load_reader
 from .config import Settings
 from .index.embeddings import Embedder, SharedEmbedder, embedder_for_index
 from .index.store import IndexStore
@@ -48,7 +49,8 @@ class Pipeline:
 
     @classmethod
     def open(cls, settings: Settings, *, index_dir: Path | None = None, create: bool = False,
-             generator: Generator | None = LOAD, embedders: dict[Any, Embedder] | None = None,
+             generator: Generator | None = LOAD, reader: Reader | None = LOAD,
+             embedders: dict[Any, Embedder] | None = None,
              reranker: Any = LOAD) -> Pipeline:
         """The pipeline over ``index_dir`` (default ``settings.index_dir``).
 
@@ -64,12 +66,13 @@ class Pipeline:
                         else _shared_embedder(store.embedder, settings, embedders))
             reranker = load_reranker(settings) if reranker is LOAD else reranker
             generator = load_generator(settings) if generator is LOAD else generator
+            reader = load_reader(settings) if reader is LOAD else reader
         except BaseException:
             store.close()
             raise
         retriever = Retriever(store, embedder, settings, reranker)
         summarizer = Summarizer(settings, generator if settings.summarize_with_model else None)
-        return cls(settings, store, embedder, retriever, Answerer(retriever, settings, generator), summarizer,
+        return cls(settings, store, embedder, retriever, Answerer(retriever, settings, generator, reader), summarizer,
                    generator)
 
     def close(self) -> None:

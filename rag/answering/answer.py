@@ -35,6 +35,7 @@ from .extractive import (
     rank_sentences,
     with_unit,
 )
+from .reader import Reader, read_extraction
 
 log = logging.getLogger(__name__)
 
@@ -182,21 +183,26 @@ def grounding_guard(text: str, sources: Sequence[Source], min_support: float = 0
 
 
 class Answerer:
-    """Answers questions over one index. ``generator`` is ``None`` for the extractive default."""
+    """Answers questions over one index. ``generator`` is ``None`` for no model; ``reader`` (a trained reader)
+    finds the answer span, else the hand-written extractor does."""
 
-    def __init__(self, retriever: Retriever, settings: Settings, generator=None) -> None:
+    def __init__(self, retriever: Retriever, settings: Settings, generator=None, reader: Reader | None = None) -> None:
         self.retriever = retriever
         self.settings = settings
         self.generator = generator
+        self.reader = reader
+        self.extractor_name = "reader" if reader is not None else "extractive"
 
     def extract(self, question: str, hits: Sequence[Hit]) -> Evidence:
-        """Number the hits as sources, rank their sentences and extract the best answer span (no abstention)."""
+        """Number the hits as sources, rank their sentences and find the best answer span (no abstention)."""
         sources = [Source.from_hit(n, hit) for n, hit in enumerate(hits, 1)]
         store = self.retriever.store
         freqs = store.term_doc_freqs(query_terms(question))
         idf = idf_from_counts(lambda t: freqs.get(t, 0), max(store.chunk_count(), 1))
         passages = [PassageText(i, s.text, s.title) for i, s in enumerate(sources)]
         ranked = rank_sentences(question, passages, idf)
+        if self.reader is not None:
+            return Evidence(sources, read_extraction(self.reader, question, passages, ranked), ranked)
         return Evidence(sources, extract_answer(question, passages, idf, ranked=ranked), ranked)
 
     def ask(self, question: str) -> Answer:
@@ -265,8 +271,8 @@ class Answerer:
     def _supported(self, question: str, extraction: Extraction | None, sources: list[Source]) -> bool:
         if extraction is None:
             return False
-        if (extraction.confidence < self.settings.abstain_threshold
-                or extraction.coverage < self.settings.min_coverage):
+        threshold = self.settings.abstain_threshold if self.reader is None else self.reader.settings.threshold
+        if extraction.confidence < threshold or extraction.coverage < self.settings.min_coverage:
             return False
         source = sources[extraction.passage]
         return not missing_qualifiers(question, f"{source.title or ''}\n{source.text}", answer_clause(extraction))
@@ -274,12 +280,12 @@ class Answerer:
     def _extractive(self, question: str, extraction: Extraction | None, sources: list[Source],
                     note: str | None) -> Answer:
         if not self._supported(question, extraction, sources):
-            return Answer(question, match_script(NOT_FOUND, question), True, "extractive", sources=sources,
+            return Answer(question, match_script(NOT_FOUND, question), True, self.extractor_name, sources=sources,
                           confidence=extraction.confidence if extraction else 0.0, note=note)
         assert extraction is not None
         source = sources[extraction.passage]
         source.support = [extraction.answer_start, extraction.answer_end]
-        return Answer(question, match_script(extraction.answer, question), False, "extractive",
+        return Answer(question, match_script(extraction.answer, question), False, self.extractor_name,
                       evidence=extraction.evidence, citations=[source.marker], sources=sources,
                       confidence=extraction.confidence, note=note)
 
@@ -304,13 +310,13 @@ class Answerer:
         extraction, sources = prepared.evidence.extraction, prepared.evidence.sources
 
         def fall_back(reason: str, dropped: list[str] | None = None) -> Answer:
-            fallback.generator = f"extractive (fallback: {reason})"
+            fallback.generator = f"{self.extractor_name} (fallback: {reason})"
             if dropped is not None:
                 fallback.dropped = dropped
             return fallback
 
         if isinstance(raw, Exception):
-            log.warning("%s failed (%s); using the extractive answer", name, raw)
+            log.warning("%s failed (%s); using the %s answer", name, raw, self.extractor_name)
             return fall_back(f"{name} failed")
         shown_texts = [source.text for source in shown]
         if NOT_FOUND in normalize(raw):

@@ -106,10 +106,14 @@ class Extraction:
     coverage: float  # IDF-weighted share of the question's words in the evidence (0 to 1)
     alignment: float  # share of the question's context around its question word found in the evidence
     typed: bool  # a span was found around the question word (of the asked type, where it has one)
+    margin: float | None = None  # a trained reader's score over its "no answer" score (rag.answering.reader)
 
     @property
     def confidence(self) -> float:
-        """How well the evidence answers the question: what abstention thresholds are calibrated on."""
+        """How well the evidence answers the question: what abstention thresholds are calibrated on (for a
+        trained reader's span, its margin over "no answer")."""
+        if self.margin is not None:
+            return self.margin
         if self.kind in _TYPED and not self.typed:
             return 0.5 * self.coverage  # asked for a number, date or person and found none
         return self.coverage + 0.4 * self.alignment + (0.15 if self.typed else 0.0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import html
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 from ..answering.answer import Answer, Prepared
 from ..answering.conversation import ConversationInfo, ConversationStore, Turn, rewrite_followup
 from ..answering.generate import Generator, load_generator
+from ..answering.reader import load_reader
 from ..config import Settings
 from ..evaluation.feedback import Feedback, FeedbackStore, export_gold
 from ..index.embeddings import Embedder, EmbeddingCache
@@ -97,6 +99,7 @@ class RagService:
         if create and not self.libraries.exists(DEFAULT_LIBRARY):
             IndexStore.open(self.libraries.path(DEFAULT_LIBRARY), create=True, settings=settings).close()
         self.generator = load_generator(settings) if generator is LOAD else generator
+        self.reader = load_reader(settings)
         self._pipelines: dict[str, Pipeline] = {}
         self._locks: dict[str, threading.RLock] = {}
         self._embedders: dict[Any, Embedder] = {}
@@ -112,7 +115,8 @@ class RagService:
             if library not in self._pipelines:
                 found = self.libraries.get(library)
                 pipeline = Pipeline.open(self.libraries.settings_for(library), index_dir=found.path,
-                                         generator=self.generator, embedders=self._embedders)
+                                         generator=self.generator, reader=self.reader,
+                                         embedders=self._embedders)
                 try:
                     pipeline.store.ensure_intact()  # a damaged library should fail here, not on a user's question
                 except StoreError:
@@ -408,13 +412,15 @@ class RagService:
             return pipeline.store.document(doc_id)
 
     def remove(self, user: User | None, doc_id: str, library: str = DEFAULT_LIBRARY) -> bool:
-        """Remove a document; ``False`` when it was not there."""
+        """Remove a document (a spreadsheet read in parts: all of them); ``False`` when it was not there."""
         user, pipeline = self._library(user, Permission.EDIT, library)
         with self._locks[library], pipeline.store.write_lock():
-            removed = pipeline.store.remove_documents([doc_id]) > 0
+            parts = pipeline.store.file_documents(doc_id)
+            removed = pipeline.store.remove_documents(parts) > 0
             pipeline.store.flush()
         if removed:
-            self.audit.record(AuditEvent(user.name, "remove", library, {"doc_id": doc_id}))
+            detail = {"doc_id": doc_id} | ({"parts": parts} if parts != [doc_id] else {})
+            self.audit.record(AuditEvent(user.name, "remove", library, detail))
         return removed
 
     def chunks(self, user: User | None, doc_id: str, library: str = DEFAULT_LIBRARY) -> list[ChunkView] | None:
@@ -469,7 +475,8 @@ class RagService:
         with self._locks[library]:
             data = pipeline.store.stats()
         return ServiceStats(data["documents"], data["chunks"], data["embedder"], data["size_bytes"] / 1e6,
-                            self.generator.name if self.generator else "extractive", data["read_only"])
+                            self.generator.name if self.generator else "reader" if self.reader else "extractive",
+                            data["read_only"])
 
 
 def render_answer(answer: Answer) -> str:
@@ -481,8 +488,9 @@ def render_answer(answer: Answer) -> str:
         body = f"### {html.escape(answer.answer)} {markers}"
         if answer.evidence:
             body += f"\n\n**依据**：{html.escape(answer.evidence)}"
-    if answer.generator.startswith("extractive (fallback"):
-        reason = answer.generator.removeprefix("extractive (fallback: ").removesuffix(")")
+    fell_back = re.match(r"\w+ \(fallback: (.*)\)$", answer.generator)
+    if fell_back:
+        reason = fell_back.group(1)
         body += f"\n\n> 模型的回答未通过资料核对（{html.escape(reason)}），以上是从资料中抽取的答案。"
     if answer.note:
         body += f"\n\n> 注意：{html.escape(answer.note)}"
