@@ -670,7 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "else extractive)")
         p.add_argument("--generator-model", metavar="NAME_OR_PATH",
                        help=f"an offline model ({', '.join(OFFLINE_MODELS)}), a .gguf file, a hub name or a directory")
-        p.add_argument("--reader", metavar="builtin|none|DIR",
+
+    def reader_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--reader", metavar="none|builtin|DIR",
                        help="what finds answer spans: none = the hand-written rules (default), builtin = the reader "
                        "trained by train/train_reader.py, or a reader directory (ONNX, or a transformers "
                        "question-answering model)")
@@ -715,6 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
                        '"question"}; output lines {"id", "question", "answer", "abstained", "generator", "sources"}).')
     p.add_argument("question", nargs="?", help="the question (either script)")
     generator_flags(p)
+    reader_flag(p)
     p.add_argument("--stream", action="store_true",
                    help="print the model's answer as it is written, then the checked answer (not with --json)")
     p.add_argument("--batch", metavar="FILE", help="JSONL file of questions")
@@ -860,6 +863,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--sample", type=int, metavar="N", help="N questions drawn at random (see --seed)")
     e.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     generator_flags(e)
+    reader_flag(e)
     e.set_defaults(func=cmd_eval_qa)
     e = eval_sub.add_parser("summary", parents=[common], help="ROUGE, key facts, boilerplate, faithfulness",
                             description="Summarise each document of a reference file (lines {\"doc_id\", \"reference\", "

@@ -5,7 +5,8 @@ Every front end (the ``rag`` command line, the web page and its HTTP API through
 so a setting means the same thing everywhere. Reading a question from the page to its answer::
 
     demo.py / rag.app.api  →  RagService.ask (rights, library)  →  Pipeline.answerer  →  Retriever.search_many
-    →  Answerer.extract (sentences; the answer span: rules or a trained reader)  →  generator (llama.cpp …)  →  grounding guard  →  Answer
+    →  Answerer.extract (sentences; the answer span: rules or a trained reader)  →  generator (llama.cpp …)
+    →  grounding guard  →  Answer
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class Pipeline:
 
         ``generator``: ``LOAD`` loads the one the settings name (``generator = "auto"``: the best offline model
         installed), ``None`` answers extractively, or pass one already loaded (a server shares one model among
-        its libraries). Summaries use it only when ``settings.summarize_with_model`` is set. ``embedders`` shares
+        its libraries). Summaries use it only when ``settings.summarize_with_model`` is set. ``reader``: the same
+        for the span finder (``settings.reader_model``; ``None``: the hand-written rules). ``embedders`` shares
         loaded embedders among pipelines: the index's own (:func:`rag.index.embeddings.embedder_for_index`) is taken
         from it, or loaded and added to it.
         """
