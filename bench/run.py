@@ -44,7 +44,7 @@ from rag.index.embeddings import load_embedder  # noqa: E402
 from rag.index.store import IndexStore  # noqa: E402
 from rag.ingestion.ingest import ingest, make_chunks, prepare_document  # noqa: E402
 from rag.ingestion.loaders import RawDocument, iter_documents  # noqa: E402
-from rag.pipeline import LOAD, Pipeline  # noqa: E402
+from rag.pipeline import Pipeline  # noqa: E402
 from rag.retrieval.retrieve import Retriever  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -213,8 +213,9 @@ def bench_latency(index: Path, settings: Settings, embedder, questions: list[str
                 retriever.search(q, 5, mode)
                 times.append(time.perf_counter() - t)
             out[f"search {mode}"] = percentiles(times)
-    for label, reader in (("ask, rules", None), ("ask, reader", LOAD)):
-        with Pipeline.open(settings, index_dir=index, generator=None, reader=reader, embedders=embedders) as pipeline:
+    for label, reader_model in (("ask, rules", ""), ("ask, reader", "builtin")):
+        with Pipeline.open(settings.replace(reader_model=reader_model), index_dir=index, generator=None,
+                           embedders=embedders) as pipeline:
             pipeline.answerer.ask(questions[0])  # warm: the reader's first run sets up its session
             times = []
             for q in questions:
