@@ -93,11 +93,6 @@ def _open_for_reading(settings: Settings) -> Pipeline:
     return Pipeline.open(settings, generator=None, reader=None)
 
 
-def _reader_setting(flag: str | None) -> str | None:
-    """``--reader none`` → the empty ``reader_model`` setting (the hand-written rules)."""
-    return "" if flag is not None and flag.strip().lower() == "none" else flag
-
-
 def _audit(args: argparse.Namespace, settings: Settings, action: str, detail: dict[str, Any]) -> None:
     """Record a change made from this machine under the account that made it."""
     library = args.library or (None if args.index else DEFAULT_LIBRARY)
@@ -903,7 +898,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "embedder_model": getattr(args, "embedder_model", None),
                      "generator": getattr(args, "generator", None),
                      "generator_model": getattr(args, "generator_model", None),
-                     "reader_model": _reader_setting(getattr(args, "reader", None))}
+                     "reader_model": getattr(args, "reader", None)}
         settings = settings.replace(**overrides, log_level=args.log_level)
         if getattr(args, "library", None):
             settings = _library_settings(args, settings)

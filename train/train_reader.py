@@ -36,15 +36,16 @@ sys.path.insert(0, str(ROOT / "train"))
 
 import e5_base  # noqa: E402
 
+from rag.answering.models import file_sha256  # noqa: E402
 from rag.answering.reader import (  # noqa: E402
     SHIPPED_READER,
     Reader,
     ReaderSettings,
     Specials,
     Window,
-    best_span,
     build_windows,
     pad_batch,
+    pick_span,
     token_targets,
 )
 from rag.evaluation.metrics import char_f1, exact_match  # noqa: E402
@@ -159,16 +160,16 @@ def featurise(examples: list[Example], tokenizer, specials: Specials, settings: 
 
 
 def decode(examples, windows, owners, logits, settings):
-    """Per example: (best span text, best margin) over its windows."""
+    """Per example: (best span text, best margin) over its windows, picked as the product picks them."""
+    grouped: dict[int, list[int]] = {}
+    for k, owner in enumerate(owners):
+        grouped.setdefault(owner, []).append(k)
     best: dict[int, tuple[str, float]] = {}
-    for window, owner, (start, end) in zip(windows, owners, logits, strict=True):
-        found = best_span(window, start, end, settings.max_answer_tokens)
-        if found is None:
-            continue
-        first, last, _score, margin = found
-        if owner not in best or margin > best[owner][1]:
-            a, b = window.offsets[first][0], window.offsets[last][1]
-            best[owner] = (examples[owner].context[a:b].strip(), margin)
+    for owner, ks in grouped.items():
+        span = pick_span([windows[k] for k in ks], [logits[k] for k in ks], [examples[owner].context],
+                         settings.max_answer_tokens)
+        if span is not None:
+            best[owner] = (span.text, span.margin)
     return best
 
 
@@ -358,7 +359,7 @@ def write_checksums(directory: Path) -> None:
     lines = []
     for path in sorted(directory.iterdir()):
         if path.is_file() and path.name != "SHA256SUMS":
-            lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}")
+            lines.append(f"{file_sha256(path)}  {path.name}")
     (directory / "SHA256SUMS").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

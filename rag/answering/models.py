@@ -84,7 +84,7 @@ def assemble(model: OfflineModel, cache_dir: Path) -> Path:
     target = models_dir / model.file_name
     if _verified(target, model):
         return target
-    if target.is_file() and target.stat().st_size == model.size and _sha256(target) == model.sha256:
+    if target.is_file() and target.stat().st_size == model.size and file_sha256(target) == model.sha256:
         _remember(target, model)
         return target
     parts = []
@@ -137,6 +137,7 @@ def _verified(target: Path, model: OfflineModel) -> bool:
                      "inode": stat.st_ino} and stat.st_size == model.size
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in blocks."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()

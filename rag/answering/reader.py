@@ -15,7 +15,6 @@ reader shipped in ``rag/data/reader``, int8) or a transformers ``AutoModelForQue
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -29,6 +28,7 @@ import numpy as np
 from ..config import Settings
 from ..normalize import normalize
 from .extractive import Extraction, PassageText, ScoredSentence, question_type
+from .models import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -219,11 +219,7 @@ def verify_checksums(directory: Path) -> None:
         path = directory / name.strip().lstrip("*")
         if not path.is_file():
             raise ReaderError(f"reader model file missing: {path}")
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        if h.hexdigest() != digest:
+        if file_sha256(path) != digest:
             raise ReaderError(f"reader model file damaged (sha256 mismatch): {path}")
 
 
@@ -276,22 +272,29 @@ class Reader:
         windows = build_windows(encoded[0][0], encoded[1:], self.specials, self.settings)
         if not windows:
             return None
-        best: Span | None = None
-        for window, (start, end) in zip(windows, self.logits(windows), strict=True):
-            found = best_span(window, start, end, self.settings.max_answer_tokens)
-            if found is None:
-                continue
-            first, last, score, margin = found
-            if best is not None and margin <= best.margin:
-                continue
-            a, b = window.offsets[first][0], window.offsets[last][1]
-            original = passages[window.passage]
-            text = original[a:b].strip()
-            if not text:
-                continue
-            a += len(original[a:b]) - len(original[a:b].lstrip())
-            best = Span(window.passage, a, a + len(text), text, score, margin)
-        return best
+        return pick_span(windows, self.logits(windows), passages, self.settings.max_answer_tokens)
+
+
+def pick_span(windows: Sequence[Window], logits: Sequence[tuple[np.ndarray, np.ndarray]], texts: Sequence[str],
+              max_answer_tokens: int) -> Span | None:
+    """The span with the largest margin over "no answer" across ``windows``, as text of ``texts`` (indexed by
+    :attr:`Window.passage`), whitespace trimmed; ``None`` when no window has a non-blank span."""
+    best: Span | None = None
+    for window, (start, end) in zip(windows, logits, strict=True):
+        found = best_span(window, start, end, max_answer_tokens)
+        if found is None:
+            continue
+        first, last, score, margin = found
+        if best is not None and margin <= best.margin:
+            continue
+        a, b = window.offsets[first][0], window.offsets[last][1]
+        original = texts[window.passage]
+        text = original[a:b].strip()
+        if not text:
+            continue
+        a += len(original[a:b]) - len(original[a:b].lstrip())
+        best = Span(window.passage, a, a + len(text), text, score, margin)
+    return best
 
 
 def _load_tokenizer(directory: Path):
@@ -329,10 +332,11 @@ def read_extraction(reader: Reader, question: str, passages: Sequence[PassageTex
 
 
 def load_reader(settings: Settings) -> Reader | None:
-    """The reader ``settings.reader_model`` names: ``builtin`` (the one shipped), a directory, or empty for the
-    hand-written extractor. A reader that cannot be loaded is reported once and the extractor used instead."""
+    """The reader ``settings.reader_model`` names: ``builtin`` (the one shipped), a directory, or empty (or
+    ``none``) for the hand-written extractor. A reader that cannot be loaded is reported once and the extractor
+    used instead."""
     name = settings.reader_model.strip()
-    if not name or name == "none":
+    if not name or name.lower() == "none":
         return None
     try:
         return Reader(None if name == "builtin" else name, threads=settings.reader_threads)
