@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 7860
 
-.PHONY: demo test setup setup-test browser
+.PHONY: demo test setup setup-test browser postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +27,20 @@ browser:
 	  else echo "browser tests need: apt-get install chromium chromium-driver fonts-wqy-microhei"; fi; \
 	fi
 
+# Debian's PostgreSQL server, for the tests of libraries kept in a database (each test run starts its own server in
+# a temporary folder; nothing is installed as a service).
+postgres:
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "the PostgreSQL tests need: apt-get install postgresql"; fi; \
+	fi
+
 # Main job on the sample corpus: build index/ from data/sample (first run) and serve the demo on localhost.
 demo: setup
 	$(BIN)/rag ingest data/sample
 	$(BIN)/python demo.py --port $(PORT)
 
-test: setup-test browser
+test: setup-test browser postgres
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest

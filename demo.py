@@ -216,8 +216,9 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
         except (AccessDenied, LibraryError) as exc:
             return _error(str(exc))
         read_only = " · **只读**" if s.read_only else ""
+        pending = f" · **{s.pending_vectors}** 个段落正在生成向量，暂只按关键词检索" if s.pending_vectors else ""
         return (f"文档库 **{html.escape(library)}** · 文档 **{s.documents}** 篇 · 段落 **{s.chunks}** 个 · "
-                f"向量模型 `{s.embedder}` · 索引 {s.size_mb:.1f} MB · 回答方式 `{s.generator}`{read_only}")
+                f"向量模型 `{s.embedder}` · 索引 {s.size_mb:.1f} MB · 回答方式 `{s.generator}`{read_only}{pending}")
 
     def doc_choices(library: str, request: gr.Request) -> gr.Dropdown:
         return gr.Dropdown(choices=[row[0] for row in documents(library, request)], value=[])

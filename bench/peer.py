@@ -58,6 +58,11 @@ def build(docs: Sequence[tuple[str, str]], embeddings: Embeddings, folder: Path)
     return store
 
 
+def load(folder: Path, embeddings: Embeddings) -> FAISS:
+    """A peer index :func:`build` saved before."""
+    return FAISS.load_local(str(folder), embeddings, allow_dangerous_deserialization=True)
+
+
 def add_document(folder: Path, embeddings: Embeddings, doc: tuple[str, str]) -> None:
     """The peer's way to add one document: load everything, add, save everything."""
     store = FAISS.load_local(str(folder), embeddings, allow_dangerous_deserialization=True)

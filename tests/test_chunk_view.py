@@ -241,6 +241,8 @@ def make_format_3(index_dir: Path) -> None:
     """Turn an index back into what a format 3 release wrote: no exclusions table, no per-document settings."""
     db = sqlite3.connect(index_dir / "index.sqlite")
     db.execute("DROP TABLE excluded_chunks")
+    db.execute("DROP TABLE pending_vectors")
+    db.execute("DROP TABLE filled_vectors")
     db.execute("ALTER TABLE documents DROP COLUMN chunk_size")
     db.execute("ALTER TABLE documents DROP COLUMN chunk_overlap")
     db.execute("UPDATE meta SET value = '3' WHERE key = 'format_version'")
@@ -255,7 +257,7 @@ def test_a_format_3_index_is_upgraded_in_place(settings, hash_embedder) -> None:
         chunks = {d: store.chunks_of(d) for d in documents}
     make_format_3(settings.index_dir)
     with IndexStore.open(settings.index_dir) as store:
-        assert store.stats()["format_version"] == FORMAT_VERSION == 4
+        assert store.stats()["format_version"] == FORMAT_VERSION == 5
         assert {d: store.document(d) for d in documents} == documents  # nothing lost
         assert {d: store.chunks_of(d) for d in documents} == chunks
         assert store.check().ok, store.check().problems

@@ -11,7 +11,7 @@ import pytest
 from rag.cli import build_parser, main
 from tests.conftest import DOC_000, DOC_002, SAMPLE
 
-COMMANDS = ["ingest", "search", "status", "remove", "show"]
+COMMANDS = ["ingest", "embed", "copy", "search", "status", "remove", "show"]
 
 
 def test_every_subcommand_has_help() -> None:
@@ -136,3 +136,32 @@ def test_eval_summary_and_summarize_commands(cli_index, tmp_path, capsys) -> Non
     assert main(["summarize", "--batch", str(cli_index), "--out", str(out), "--length", "short"]) == 0
     assert len(out.read_text(encoding="utf-8").splitlines()) == 5
     assert main(["summarize"]) == 2
+
+
+def test_keyword_search_first_vectors_later_and_a_copy(tmp_path, monkeypatch, capsys, shared_cache) -> None:
+    """`rag ingest --no-embed` makes documents searchable by BM25 at once, says how many chunks wait for vectors,
+    and `rag embed` computes them; `rag copy` copies the index into another without embedding anything."""
+    monkeypatch.setenv("RAG_CACHE_DIR", str(shared_cache))
+    index = tmp_path / "index"
+    assert main(["ingest", str(SAMPLE), "--no-embed", "--quiet", "--json", "--index", str(index)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["vectors_pending"] == report["chunks_written"] == report["index"]["pending_vectors"] > 0
+    assert report["searchable_s"] <= report["seconds"]["total"]
+    assert main(["search", "精河县妇女儿童工作会议", "--retriever", "bm25", "--json", "--index", str(index)]) == 0
+    assert json.loads(capsys.readouterr().out)["hits"][0]["doc_id"] == DOC_002
+    assert main(["search", "精河县妇女儿童工作会议", "--json", "--index", str(index)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["hits"][0]["doc_id"] == DOC_002 and "向量" in result["note"]
+    assert main(["embed", "--quiet", "--json", "--index", str(index)]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["pending_before"] == report["vectors_pending"] and done["pending"] == 0
+    assert main(["search", "精河县妇女儿童工作会议", "--retriever", "dense", "--json", "--index", str(index)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["hits"][0]["doc_id"] == DOC_002 and not result["note"]
+
+    assert main(["copy", str(index), "--quiet", "--json", "--index", str(tmp_path / "copy")]) == 0
+    copied = json.loads(capsys.readouterr().out)
+    assert copied["copied"] == 5 and copied["index"]["chunks"] == report["chunks_written"]
+    assert main(["search", "精河县妇女儿童工作会议", "--retriever", "dense", "--json", "--index",
+                 str(tmp_path / "copy")]) == 0
+    assert json.loads(capsys.readouterr().out)["hits"][0]["doc_id"] == DOC_002

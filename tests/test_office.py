@@ -52,7 +52,7 @@ def test_rename_and_delete_keep_the_documents(tmp_path) -> None:
     assert [d["doc_id"] for d in service.documents(LOCAL_USER, "乙")] == ["a.txt"]
     with pytest.raises(LibraryError):
         service.rename_library(LOCAL_USER, DEFAULT_LIBRARY, "丙")
-    moved = service.delete_library(LOCAL_USER, "乙")
+    moved = Path(service.delete_library(LOCAL_USER, "乙"))
     assert service.libraries.names() == [DEFAULT_LIBRARY]
     assert moved.parent.name == ".trash" and (moved / "index.sqlite").is_file()  # recoverable, not erased
     with pytest.raises(LibraryError):

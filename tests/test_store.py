@@ -125,24 +125,42 @@ def test_interrupted_ingest_keeps_the_index_usable_and_resumes(tmp_path, setting
     write_corpus(tmp_path / "before", 2, prefix="old")
     run_ingest(settings, HashEmbedder(), [tmp_path / "before"])
 
-    # A kill skips the final save of the vector file: simulate that too.
+    # Killed while writing documents, on the third batch; a kill also skips the final save of the vector file.
+    monkeypatch.setattr(IndexStore, "flush", lambda self: None)
+    write = IndexStore.write_documents
+    calls = []
+
+    def dies_on_the_third(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return write(self, *args, **kwargs)
+
+    monkeypatch.setattr(IndexStore, "write_documents", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_ingest(settings, HashEmbedder(), [corpus], batch_documents=3)
+    monkeypatch.undo()
+    # The index still opens and answers: the earlier documents and the two committed batches, by BM25 at once.
+    with IndexStore.open(settings.index_dir) as store:
+        assert store.stats()["documents"] == 2 + 6 and store.pending_count() == 6
+    assert search_doc_ids(settings, HashEmbedder(), "第4号文件", "bm25")[0] == "doc04.txt"
+
+    # Killed again while computing the vectors: every document stays searchable by BM25.
     monkeypatch.setattr(IndexStore, "flush", lambda self: None)
     with pytest.raises(KeyboardInterrupt):
-        run_ingest(settings, FailingEmbedder(fail_at=3), [corpus], batch_documents=3)
+        run_ingest(settings.replace(embed_batch_size=2), FailingEmbedder(fail_at=2), [corpus], batch_documents=3)
     monkeypatch.undo()
-
-    # The index still opens and answers: the earlier documents and the two committed batches.
     with IndexStore.open(settings.index_dir) as store:
-        assert store.stats()["documents"] == 2 + 6
-    assert search_doc_ids(settings, HashEmbedder(), "第4号文件", "dense")
+        assert store.stats()["documents"] == 12 and store.pending_count() == 10 and store.check().ok
+    assert search_doc_ids(settings, HashEmbedder(), "第9号文件", "bm25")[0] == "doc09.txt"
 
-    embedder = HashEmbedder()
-    report = run_ingest(settings, embedder, [corpus], batch_documents=3)
-    assert report.unchanged == 6 and len(report.added) == 4
+    report = run_ingest(settings, HashEmbedder(), [corpus], batch_documents=3)
+    assert report.unchanged == 10 and not report.added and report.vectors_pending == 0
     with IndexStore.open(settings.index_dir) as store:
         stats = store.stats()
-        assert stats["documents"] == 12 and stats["chunks"] == 12
+        assert stats["documents"] == 12 and stats["chunks"] == 12 and stats["pending_vectors"] == 0
         assert store.vector_backend.count() == 12
+    assert search_doc_ids(settings, HashEmbedder(), "第9号文件", "dense")
 
 
 def test_missing_or_stale_vector_file_is_rebuilt(settings, hash_embedder) -> None:
@@ -209,3 +227,42 @@ def test_bad_files_are_reported_and_nothing_indexed_is_lost(tmp_path, settings, 
                        "menu-only.txt": "no text left after cleaning"}
     with IndexStore.open(settings.index_dir) as store:
         assert store.stats()["documents"] == 6
+
+
+def test_chunks_are_found_by_bm25_before_their_vectors_come(settings, hash_embedder) -> None:
+    """Documents written without vectors are BM25-searchable at once; vectors filled in later reach dense search
+    in this process and, through the filled-vector log, in another one whose snapshot predates them."""
+    from rag.index.store import ChunkRecord, DocumentRecord
+    from rag.ingestion.ingest import make_chunks
+
+    def record(doc_id: str, text: str) -> tuple[DocumentRecord, list[ChunkRecord]]:
+        doc = DocumentRecord(doc_id, str(settings.index_dir), doc_id, text, doc_id, title=None)
+        return doc, make_chunks(doc, settings)
+
+    docs = [record("甲.txt", "青稞镇妇联今年组织了二十场家庭教育讲座。"),
+            record("乙.txt", "精河县召开妇女儿童工作会议，部署儿童友好城市建设。"),
+            record("丙.txt", "甘孜州开展妇女创业培训，三百名妇女参加。")]
+    vectors = [hash_embedder.embed_passages([c.index_text for c in docs[0][1]]), None, None]
+    with IndexStore.open(settings.index_dir, create=True) as writer:
+        writer.bind_embedder(hash_embedder.name, hash_embedder.dim)
+        with writer.write_lock():
+            writer.write_documents([d for d, _ in docs], [c for _, c in docs], vectors)
+            writer.flush()  # the first snapshot: 甲's vector only
+        assert writer.pending_count() == 2 and writer.stats()["pending_vectors"] == 2
+        assert writer.check().ok, writer.check().problems
+        retriever = Retriever(writer, hash_embedder, settings)
+        assert retriever.search("家庭教育讲座", 5, "dense").hits
+        assert "乙.txt" in {h.doc_id for h in retriever.search("儿童友好城市", 5, "bm25").hits}
+        assert {h.doc_id for h in retriever.search("儿童友好城市", 5, "dense").hits} == {"甲.txt"}
+        pending = writer.pending_chunks()
+        with writer.write_lock():
+            filled = writer.set_vectors([i for i, _ in pending],
+                                        hash_embedder.embed_passages([t for _, t in pending]))
+            writer.remove_documents(["丙.txt"])
+            writer.flush()  # a small change: no new snapshot, so a reader replays it
+        assert filled == 2 and writer.pending_count() == 0
+        assert writer.check().ok, writer.check().problems
+    with IndexStore.open(settings.index_dir) as reader:
+        found = {h.doc_id for h in Retriever(reader, hash_embedder, settings).search("儿童友好城市", 5, "dense").hits}
+        assert found == {"甲.txt", "乙.txt"}  # 乙's vector came after the snapshot; 丙 was removed
+        assert reader.vector_backend.count() == reader.stats()["chunks"]

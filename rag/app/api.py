@@ -6,6 +6,7 @@ documents and ingest, all behind the same users (API keys: ``rag user key NAME``
     POST /v1/search                      {"query", "model" (libraries), "k"}
     GET  /v1/documents?model=LIBRARY     the library's documents
     POST /v1/documents?model=LIBRARY     multipart "files" (an editor's key), "replace=true" to overwrite
+    DELETE /v1/documents/ID?model=LIBRARY  remove a document (an editor's key)
 
 A chat answer is the checked answer of :meth:`RagService.ask`, with ``[n]`` citation markers in its text, and two
 fields OpenAI's format does not have: ``sources`` (the numbered passages: library, doc_id, title, span, text)
@@ -191,6 +192,13 @@ def build_api(service: RagService, users: UserStore | None) -> APIRouter:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return {"library": model, **report.to_dict()}
+
+    @router.delete("/documents/{doc_id:path}")
+    def remove_document(doc_id: str, model: str = Query(DEFAULT_LIBRARY),
+                        user: User = Depends(caller)) -> dict[str, Any]:
+        if not service.remove(user, doc_id, model):
+            raise ApiError(404, f"no document {doc_id!r} in library {model}", "not_found_error")
+        return {"library": model, "id": doc_id, "deleted": True}
 
     return router
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,13 @@ class Libraries:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.root = settings.library_root
+        # Libraries kept in PostgreSQL are listed by the database (every machine sees the same ones); their
+        # folders here only cache vectors.
+        self._database = None
+        if settings.index_store == "postgresql":
+            from ..index.postgres import SchemaCatalogue
+
+            self._database = SchemaCatalogue(settings)
 
     def path(self, name: str) -> Path:
         """Where library ``name`` lives (whether it exists or not)."""
@@ -65,9 +73,20 @@ class Libraries:
     def exists(self, name: str) -> bool:
         """Whether library ``name`` has been created."""
         try:
-            return (self.path(name) / "index.sqlite").is_file()
+            path = self.path(name)
         except LibraryError:
             return False
+        if (path / "index.sqlite").is_file():
+            return True
+        return self._database is not None and self._database.exists(self._schema(name))
+
+    def _schema(self, name: str) -> str:
+        """The database schema of library ``name`` in PostgreSQL."""
+        from ..index.postgres import folder_schema, library_schema
+
+        if name == DEFAULT_LIBRARY:
+            return self.settings.database_schema or folder_schema(Path(self.settings.index_dir))
+        return library_schema(name)
 
     def get(self, name: str) -> Library:
         """Library ``name``; raises :class:`LibraryError` when there is none."""
@@ -78,15 +97,19 @@ class Libraries:
     def names(self) -> list[str]:
         """Every library, ``default`` first (when it exists), then by name."""
         found = [DEFAULT_LIBRARY] if self.exists(DEFAULT_LIBRARY) else []
+        named: set[str] = set()
         if self.root.is_dir():
-            found += sorted(p.name for p in self.root.iterdir()
-                            if _NAME.fullmatch(p.name) and p.name != DEFAULT_LIBRARY and (p / "index.sqlite").is_file())
-        return found
+            named.update(p.name for p in self.root.iterdir()
+                         if _NAME.fullmatch(p.name) and p.name != DEFAULT_LIBRARY and (p / "index.sqlite").is_file())
+        if self._database is not None:
+            named.update(n for n in self._database.names() if _NAME.fullmatch(n) and n != DEFAULT_LIBRARY)
+        return found + sorted(named)
 
     def settings_for(self, name: str) -> Settings:
         """The settings that open library ``name`` (the installation's folders stay where they are)."""
+        schema = self._schema(name) if self._database is not None else None
         return self.settings.replace(index_dir=self.path(name), library_dir=self.root,
-                                     state_dir=self.settings.state_root)
+                                     state_dir=self.settings.state_root, database_schema=schema)
 
     def create(self, name: str) -> Library:
         """A new, empty library; raises :class:`LibraryError` when the name is taken."""
@@ -97,6 +120,8 @@ class Libraries:
             raise LibraryError(f"文档库 {name!r} 已存在")
         path.mkdir(parents=True, exist_ok=True)
         IndexStore.open(path, create=True, settings=self.settings_for(name)).close()
+        if self._database is not None:
+            self._database.name(self._schema(name), name)
         log.info("created library %s at %s", name, path)
         return Library(name, path)
 
@@ -106,17 +131,27 @@ class Libraries:
             raise LibraryError("默认文档库（default）不能改名，也不能用作新名字")
         source = self.get(old).path
         target = self.path(check_name(new))
-        if target.exists():
+        if target.exists() or self.exists(new):
             raise LibraryError(f"文档库 {new!r} 已存在")
+        if self._database is not None and not (source / "index.sqlite").is_file():
+            self._database.rename(self._schema(old), self._schema(new), new)
+            if not source.exists():
+                return Library(new, target)
         os.rename(source, target)  # same parent folder: atomic, and open readers keep their files
         log.info("renamed library %s to %s", old, new)
         return Library(new, target)
 
-    def delete(self, name: str) -> Path:
-        """Move library ``name`` to the trash folder and return where it went (restore it by moving it back)."""
+    def delete(self, name: str) -> str:
+        """Move library ``name`` to the trash folder (in PostgreSQL: a ``rag_trash_…`` schema) and return where it
+        went (restore it by moving it back)."""
         if name == DEFAULT_LIBRARY:
             raise LibraryError("默认文档库（default）不能删除；请用 rag remove 删除其中的文档")
         source = self.get(name).path
+        if self._database is not None and not (source / "index.sqlite").is_file():
+            schema = self._database.trash(self._schema(name), time.strftime("%Y%m%d%H%M%S"))
+            log.info("deleted library %s (its schema is now %s)", name, schema)
+            shutil.rmtree(source, ignore_errors=True)  # only this machine's cache of it
+            return f"schema {schema}"
         trash = self.root / _TRASH
         trash.mkdir(parents=True, exist_ok=True)
         target = trash / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -124,4 +159,4 @@ class Libraries:
             target = target.with_name(target.name + "_")
         os.rename(source, target)
         log.info("deleted library %s (moved to %s)", name, target)
-        return target
+        return str(target)

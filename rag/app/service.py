@@ -60,6 +60,7 @@ class ServiceStats:
     size_mb: float
     generator: str
     read_only: bool = False
+    pending_vectors: int = 0  # chunks found by keywords only until their vectors are computed
 
 
 def upload_source(user: User, upload: Upload) -> str:
@@ -194,12 +195,12 @@ class RagService:
         self.audit.record(AuditEvent(user.name, "library.rename", new, {"from": old}))
         return new
 
-    def delete_library(self, user: User | None, name: str) -> Path:
+    def delete_library(self, user: User | None, name: str) -> str:
         """Move a library to the trash folder (administrators only); where it went."""
         user = require(user, Permission.ADMIN)
         self._close_library(name)
         moved = self.libraries.delete(name)
-        self.audit.record(AuditEvent(user.name, "library.delete", name, {"moved_to": str(moved)}))
+        self.audit.record(AuditEvent(user.name, "library.delete", name, {"moved_to": moved}))
         return moved
 
     def _close_library(self, name: str) -> None:
@@ -476,7 +477,7 @@ class RagService:
             data = pipeline.store.stats()
         return ServiceStats(data["documents"], data["chunks"], data["embedder"], data["size_bytes"] / 1e6,
                             self.generator.name if self.generator else "reader" if self.reader else "extractive",
-                            data["read_only"])
+                            data["read_only"], data.get("pending_vectors", 0))
 
 
 def render_answer(answer: Answer) -> str:

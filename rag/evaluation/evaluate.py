@@ -13,7 +13,7 @@ import random
 import re
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,16 +251,24 @@ def compare_reports(run_a: Path, run_b: Path) -> tuple[str, dict[str, Any]]:
     return "\n".join(lines) + "\n", {"deltas": deltas, "changed": changed}
 
 
+def _answers_by_batch(answerer, batches: list[list[str]]) -> Iterator[list[Any]]:
+    """Each batch's answers, in order: an :class:`~rag.answering.answer.Answerer` answers one batch after another;
+    a :class:`rag.distributed.RemoteAnswerer` (``ask_batches``) several at once on a cluster's workers."""
+    ask_batches = getattr(answerer, "ask_batches", None)
+    return ask_batches(batches) if ask_batches is not None else map(answerer.ask_many, batches)
+
+
 def evaluate_qa(items: Sequence[GoldItem], answerer, batch_size: int = 8, progress: bool = True) -> dict[str, Any]:
     """Answer every gold question and score answers, abstention, citations and faithfulness."""
     from ..normalize import is_traditional
     from .metrics import abstention_scores, char_f1, contains_answer, exact_match, faithfulness
 
     rows: list[dict[str, Any]] = []
+    parts = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    answered = _answers_by_batch(answerer, [[it.question for it in part] for part in parts])
     with tqdm(total=len(items), desc="qa", unit="q", disable=not progress or None) as bar:
-        for i in range(0, len(items), batch_size):
-            part = items[i : i + batch_size]
-            for item, ans in zip(part, answerer.ask_many([it.question for it in part])):
+        for part, answers in zip(parts, answered):
+            for item, ans in zip(part, answers):
                 answerable = bool(item.answers)
                 cited = [s for s in ans.sources if s.marker in ans.citations]
                 row = {"id": item.id, "question": item.question, "type": item.kind or "", "answerable": answerable,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from ..normalize import normalize
 
@@ -120,16 +120,44 @@ def _is_query_content(word: str) -> bool:
     return word not in QUERY_STOPWORDS and word not in META_WORDS and not _QUESTION_WORD.search(word)
 
 
-def query_terms(text: str) -> list[str]:
+def query_terms(text: str, *, normalized: bool = False) -> list[str]:
     """Distinct content words of a question, in order: no stopwords, question words or words about the text."""
-    return list(dict.fromkeys(t for t in tokenize(text) if _is_query_content(t)))
+    return list(dict.fromkeys(t for t in tokenize(text, normalized=normalized) if _is_query_content(t)))
 
 
 def query_bigrams(normalized_query: str) -> set[str]:
     """Character bigrams of a normalised question's runs of content words (stopwords and question words split
     the runs, so "会议在哪里召开" gives 会议 and 召开 but not 里召)."""
+    return _content_bigrams(_jieba().lcut(normalized_query))
+
+
+def query_words(normalized_query: str) -> tuple[list[str], set[str]]:
+    """:func:`query_terms` and :func:`query_bigrams` of a normalised question from one jieba segmentation.
+
+    jieba's search mode is its default cut plus the dictionary words inside each long word, so both come from
+    the one cut a search pays for.
+    """
+    cut = _jieba().lcut(normalized_query)
+    terms = (w for w in _search_mode(cut) if _WORD.search(w) and _is_query_content(w))
+    return list(dict.fromkeys(terms)), _content_bigrams(cut)
+
+
+def _search_mode(cut: list[str]) -> Iterator[str]:
+    """The words ``jieba.cut_for_search`` gives for a text whose default cut is ``cut``: before each word longer
+    than two characters, its two-character dictionary words, and, past three, its three-character ones."""
+    freq = word_freq()
+    for w in cut:
+        if len(w) > 2:
+            yield from (w[i : i + 2] for i in range(len(w) - 1) if freq.get(w[i : i + 2]))
+        if len(w) > 3:
+            yield from (w[i : i + 3] for i in range(len(w) - 2) if freq.get(w[i : i + 3]))
+        yield w
+
+
+def _content_bigrams(cut: list[str]) -> set[str]:
+    """Character bigrams of the runs of content words in a question's default jieba cut."""
     pieces, run = [], []
-    for w in _jieba().lcut(normalized_query):
+    for w in cut:
         if _WORD.search(w) and _is_query_content(w):
             run.append(w)
         else:

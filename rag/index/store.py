@@ -4,6 +4,10 @@ SQLite is the source of truth and every change is one transaction, so an interru
 previous state (plus any whole batches it committed). The vector backend (FAISS files in the folder, or a
 Milvus collection: :mod:`rag.index.vectors`) is derived from the vectors stored in SQLite and brought up to date from
 them whenever it is missing, behind or damaged.
+
+:class:`IndexStore` is written in SQL that PostgreSQL shares; the few places where SQLite differs (row ids, FTS5,
+the lock file, integrity checks) are methods that :class:`rag.index.postgres.PostgresStore` overrides for libraries
+kept in a database (``index_store = "postgresql"``). :meth:`IndexStore.open` picks the store a folder belongs to.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm import tqdm
 
 from .lexical import document_terms, fts_match_expression
-from .vectors import FAISS_NAME, FAISS_STAMP, VectorBackend, VectorBackendError, open_backend
+from .vectors import FAISS_NAME, FAISS_STAMP, LOG_START, VectorBackend, VectorBackendError, open_backend
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -39,16 +44,26 @@ log = logging.getLogger(__name__)
 # 4: chunks an editor excluded from search (excluded_chunks), and a document's own chunk settings
 #    (documents.chunk_size, chunk_overlap; NULL: the index's settings). A release that reads only formats up to 3
 #    refuses a format 4 index rather than searching the excluded chunks.
-# Formats 1 to 3 are upgraded in place when opened writable, and read as they are.
-FORMAT_VERSION = 4
-READABLE_FORMATS = {"1", "2", "3", "4"}
+# 5: chunks searchable by BM25 before they have a vector (pending_vectors; the vector column holds zero bytes
+#    until then) and the log of vectors filled in later (filled_vectors), which vector backends replay.
+# Formats 1 to 4 are upgraded in place when opened writable, and read as they are.
+FORMAT_VERSION = 5
+READABLE_FORMATS = {"1", "2", "3", "4", "5"}
 DB_NAME = "index.sqlite"
+# In the folder of a library kept in a database (rag.index.postgres): which store and which schema, never the
+# database's address or password (those come from the settings).
+STORE_FILE = "store.json"
 LOCK_NAME = ".write.lock"
 _REMOVED_TABLE = "CREATE TABLE IF NOT EXISTS removed_chunks (chunk_id INTEGER PRIMARY KEY, generation INTEGER NOT NULL);"
 # An excluded chunk keeps its row, BM25 terms and vector (so every check and vector backend stays as it is); the
 # store's search methods leave it out, and its document's whole-text BM25 terms are recomputed without it.
 _EXCLUDED_TABLE = ("CREATE TABLE IF NOT EXISTS excluded_chunks "
                    "(chunk_id INTEGER PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE);")
+
+# A chunk whose vector is still to be computed: found by BM25, not yet by dense search.
+_PENDING_TABLE = ("CREATE TABLE IF NOT EXISTS pending_vectors "
+                  "(chunk_id INTEGER PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE);")
+_FILLED_TABLE = "CREATE TABLE IF NOT EXISTS filled_vectors (chunk_id INTEGER PRIMARY KEY, generation INTEGER NOT NULL);"
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -82,7 +97,7 @@ CREATE TABLE chunks (
 CREATE INDEX chunks_doc ON chunks(doc_id);
 CREATE VIRTUAL TABLE chunk_terms USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
 CREATE VIRTUAL TABLE doc_terms USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
-""" + _REMOVED_TABLE + _EXCLUDED_TABLE
+""" + _REMOVED_TABLE + _EXCLUDED_TABLE + _PENDING_TABLE + _FILLED_TABLE
 
 
 class StoreError(RuntimeError):
@@ -208,6 +223,16 @@ class ChunkView:
         return asdict(self)
 
 
+@dataclass
+class StoredDocument:
+    """A document as a store holds it, whole: what :meth:`IndexStore.copy_from` writes into another store."""
+
+    record: DocumentRecord
+    chunks: list[ChunkRecord]
+    vectors: np.ndarray | None  # one row per chunk; None while any of its chunks waits for a vector
+    excluded: list[int] = field(default_factory=list)  # ordinals of the chunks excluded from search
+
+
 class IndexStore:
     """One index directory. Open with :meth:`open`; use as a context manager to close it."""
 
@@ -235,6 +260,13 @@ class IndexStore:
         existing index keeps the backend it was made with.
         """
         directory = Path(directory)
+        kind = stored_kind(directory) or (settings.index_store if settings is not None else "sqlite")
+        if kind != "sqlite":
+            from .postgres import STORES  # psycopg is an extra: imported only where a library lives in a database
+
+            if kind not in STORES:
+                raise StoreError(f"unknown index_store {kind!r} (use sqlite or postgresql)")
+            return STORES[kind].open(directory, create=create, settings=settings)
         db_path = directory / DB_NAME
         if not db_path.exists():
             if not create:
@@ -288,7 +320,7 @@ class IndexStore:
                 raise damaged(self.directory, exc) from None
 
     def _upgrade(self) -> None:
-        """Bring a format 1, 2 or 3 index to the current format, in one transaction (DDL included, so an upgrade
+        """Bring a format 1 to 4 index to the current format, in one transaction (DDL included, so an upgrade
         that fails half-way leaves the old format whole)."""
         with self._db:
             # The write lock of SQLite first: another process opening the same old index waits, then finds it done.
@@ -318,6 +350,9 @@ class IndexStore:
                 # Where each chunk lies (page, slide, sheet and row): none for the formats older releases read.
                 if "location" not in {r[1] for r in self._db.execute("PRAGMA table_info(chunks)")}:
                     self._db.execute("ALTER TABLE chunks ADD COLUMN location TEXT")
+            if version < 5:  # every chunk of an older index has its vector
+                self._db.execute(_PENDING_TABLE)
+                self._db.execute(_FILLED_TABLE)
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
         self._format = FORMAT_VERSION
         log.info("upgraded %s from index format %d to %d", self.directory, version, FORMAT_VERSION)
@@ -353,7 +388,7 @@ class IndexStore:
         if self._lock_owner == threading.get_ident():
             yield
             return
-        with self._lock_file():
+        with self._writer_lock():
             if not self._checked_for_writing:
                 self.ensure_intact()
                 self._checked_for_writing = True
@@ -364,7 +399,8 @@ class IndexStore:
                 self._lock_owner = None
 
     @contextlib.contextmanager
-    def _lock_file(self) -> Iterator[None]:
+    def _writer_lock(self) -> Iterator[None]:
+        """The lock only one writer of this index holds at a time: a lock file in the index folder."""
         try:
             fh = open(self.directory / LOCK_NAME, "w")  # noqa: SIM115 (held across the yield)
         except OSError as exc:
@@ -404,7 +440,8 @@ class IndexStore:
         current = self.embedder
         if current is None:
             with self._db:
-                self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [("embedder", name), ("dim", str(dim))])
+                self._put_meta("embedder", name)
+                self._put_meta("dim", str(dim))
             self._vectors = None  # a backend opened so far had no dimension to go by
         elif current != (name, dim):
             raise EmbedderMismatchError(
@@ -440,37 +477,75 @@ class IndexStore:
         return [r[0] for r in self._db.execute("SELECT doc_id FROM documents WHERE root = ?", (root,))]
 
     def write_documents(self, docs: Sequence[DocumentRecord], chunks: Sequence[Sequence[ChunkRecord]],
-                        vectors: Sequence[np.ndarray], also_remove: Sequence[str] = ()) -> None:
+                        vectors: Sequence[np.ndarray | None], also_remove: Sequence[str] = ()) -> None:
         """Insert or replace ``docs`` with their chunks and chunk vectors, and remove the documents
-        ``also_remove``, in one transaction."""
+        ``also_remove``, in one transaction.
+
+        A document whose vectors are ``None`` is searchable by BM25 at once; its chunks wait in
+        :meth:`pending_chunks` until :meth:`set_vectors` gives them theirs.
+        """
         backend = self._backend()
         added_ids: list[int] = []
         added_vecs: list[np.ndarray] = []
         with self._db:
             removed_ids = self._delete_documents([d.doc_id for d in docs] + list(also_remove))
             now = time.time()
+            pending: list[int] = []
             for doc, doc_chunks, doc_vecs in zip(docs, chunks, vectors):
-                cur = self._db.execute(
+                self._db.execute(
                     "INSERT INTO documents (doc_id, root, source, title, date, publisher, content_hash, text, metadata, "
                     "ingested_at, chunk_size, chunk_overlap) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (doc.doc_id, doc.root, doc.source, doc.title, doc.date, doc.publisher, doc.content_hash,
                      doc.text, json.dumps(doc.metadata, ensure_ascii=False, default=str), now, doc.chunk_size,
                      doc.chunk_overlap))
-                self._db.execute("INSERT INTO doc_terms (rowid, terms) VALUES (?, ?)", (cur.lastrowid, " ".join(doc.terms)))
+                self._set_document_terms(doc.doc_id, doc.terms)
+                if doc_vecs is None:
+                    pending += [self._insert_chunk(doc.doc_id, chunk, None) for chunk in doc_chunks]
+                    continue
                 for chunk, vec in zip(doc_chunks, doc_vecs):
                     vec = np.asarray(vec, dtype=np.float32)
-                    cur = self._db.execute(
-                        "INSERT INTO chunks (doc_id, ordinal, start, end, text, index_text, vector, location) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (doc.doc_id, chunk.ordinal, chunk.start, chunk.end, chunk.text, chunk.index_text,
-                         vec.tobytes(), chunk.location))
-                    chunk_id = int(cur.lastrowid)
-                    self._db.execute("INSERT INTO chunk_terms (rowid, terms) VALUES (?, ?)",
-                                     (chunk_id, " ".join(chunk.terms)))
+                    chunk_id = self._insert_chunk(doc.doc_id, chunk, vec)
                     added_ids.append(chunk_id)
                     added_vecs.append(vec)
+            self._db.executemany("INSERT INTO pending_vectors (chunk_id) VALUES (?)", [(i,) for i in pending])
             self._bump_generation(removed_ids)
         self._apply(backend, removed_ids, added_ids, added_vecs)
+
+    def set_vectors(self, chunk_ids: Sequence[int], vectors: np.ndarray) -> int:
+        """Give pending chunks their vectors (row ``i`` of ``vectors`` is chunk ``chunk_ids[i]``'s), in one
+        transaction; chunks removed or given vectors meanwhile are skipped. Returns how many were filled."""
+        backend = self._backend()
+        rows = {int(i): np.asarray(v, dtype=np.float32) for i, v in zip(chunk_ids, vectors)}
+        with self._db:
+            still: list[int] = []
+            for part in _batches(sorted(rows)):
+                still += [int(r[0]) for r in self._db.execute(
+                    f"SELECT chunk_id FROM pending_vectors WHERE chunk_id IN ({_marks(part)})", part)]
+            still.sort()
+            self._db.executemany("UPDATE chunks SET vector = ? WHERE id = ?", [(rows[i].tobytes(), i) for i in still])
+            for part in _batches(still):
+                self._db.execute(f"DELETE FROM pending_vectors WHERE chunk_id IN ({_marks(part)})", part)
+            self._bump_generation([])
+            generation = self.generation()
+            # Backends in other processes replay these (their snapshots may predate the chunk's vector).
+            self._db.executemany("INSERT INTO filled_vectors (chunk_id, generation) VALUES (?, ?)",
+                                 [(i, generation) for i in still])
+        self._apply(backend, [], still, [rows[i] for i in still])
+        return len(still)
+
+    def pending_chunks(self, limit: int = 1_000) -> list[tuple[int, str]]:
+        """``(chunk id, the text it is embedded from)`` of up to ``limit`` chunks still without a vector, by id."""
+        if self._format < 5:
+            return []
+        return [(int(i), t) for i, t in self._db.execute(
+            "SELECT c.id, c.index_text FROM chunks c JOIN pending_vectors p ON p.chunk_id = c.id ORDER BY c.id LIMIT ?",
+            (limit,))]
+
+    def pending_count(self) -> int:
+        """How many chunks are searchable by BM25 only, their vectors still to come."""
+        if self._format < 5:
+            return 0
+        return int(self._db.execute("SELECT count(*) FROM pending_vectors").fetchone()[0])
 
     def remove_documents(self, doc_ids: Sequence[str]) -> int:
         """Delete documents with their chunks, vectors and BM25 terms; returns how many existed."""
@@ -488,10 +563,11 @@ class IndexStore:
             marks = _marks(part)
             ids = [r[0] for r in self._db.execute(f"SELECT id FROM chunks WHERE doc_id IN ({marks})", part)]
             for sub in _batches(ids):
-                self._db.execute(f"DELETE FROM chunk_terms WHERE rowid IN ({_marks(sub)})", sub)
+                self._delete_terms(sub)
                 self._db.execute(f"DELETE FROM excluded_chunks WHERE chunk_id IN ({_marks(sub)})", sub)
-            self._db.execute(f"DELETE FROM doc_terms WHERE rowid IN (SELECT rowid FROM documents WHERE doc_id IN ({marks}))",
-                             part)
+                if self._format >= 5:
+                    self._db.execute(f"DELETE FROM pending_vectors WHERE chunk_id IN ({_marks(sub)})", sub)
+            self._delete_document_terms(part)
             self._db.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks})", part)
             self._db.execute(f"DELETE FROM documents WHERE doc_id IN ({marks})", part)
             removed.extend(ids)
@@ -514,8 +590,9 @@ class IndexStore:
             with self._db:
                 for part in _batches(ids):
                     if excluded:
-                        cur = self._db.execute("INSERT OR IGNORE INTO excluded_chunks (chunk_id) SELECT id FROM chunks "
-                                               f"WHERE id IN ({_marks(part)})", part)
+                        cur = self._db.execute(
+                            f"INSERT INTO excluded_chunks (chunk_id) SELECT id FROM chunks WHERE id IN ({_marks(part)}) "
+                            "AND id NOT IN (SELECT chunk_id FROM excluded_chunks)", part)
                     else:
                         cur = self._db.execute(f"DELETE FROM excluded_chunks WHERE chunk_id IN ({_marks(part)})", part)
                     changed += max(cur.rowcount, 0)
@@ -538,23 +615,49 @@ class IndexStore:
         """Recompute the whole-document BM25 terms of ``doc_ids`` from their chunks still searchable (all of the
         text when none is excluded, exactly what ingest wrote)."""
         for doc_id in doc_ids:
-            row = self._db.execute("SELECT rowid, title, text FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+            row = self._db.execute("SELECT title, text FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
             if row is None:
                 continue
-            rowid, title, text = row
+            title, text = row
             spans = self._db.execute(
-                "SELECT start, end, id IN (SELECT chunk_id FROM excluded_chunks) FROM chunks WHERE doc_id = ?",
+                "SELECT start, \"end\", id IN (SELECT chunk_id FROM excluded_chunks) FROM chunks WHERE doc_id = ?",
                 (doc_id,)).fetchall()
             keep = None if not any(x for _, _, x in spans) else [(a, b) for a, b, x in spans if not x]
-            terms = document_terms(text, title, keep)
-            self._db.execute("UPDATE doc_terms SET terms = ? WHERE rowid = ?", (" ".join(terms), rowid))
+            self._set_document_terms(doc_id, document_terms(text, title, keep))
+
+    # -- where the SQL of the two stores differs: row ids and the BM25 index (FTS5 here) -------------------------
+    def _insert_chunk(self, doc_id: str, chunk: ChunkRecord, vector: np.ndarray | None) -> int:
+        """Insert one chunk with its BM25 terms (and zero bytes for a vector still to come); returns its new id."""
+        cur = self._db.execute(
+            'INSERT INTO chunks (doc_id, ordinal, start, "end", text, index_text, vector, location) '
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (doc_id, chunk.ordinal, chunk.start, chunk.end, chunk.text, chunk.index_text,
+             b"" if vector is None else vector.tobytes(), chunk.location))
+        chunk_id = int(cur.lastrowid)
+        self._db.execute("INSERT INTO chunk_terms (rowid, terms) VALUES (?, ?)", (chunk_id, " ".join(chunk.terms)))
+        return chunk_id
+
+    def _delete_terms(self, chunk_ids: Sequence[int]) -> None:
+        """Forget the BM25 terms of ``chunk_ids`` (at most 500)."""
+        self._db.execute(f"DELETE FROM chunk_terms WHERE rowid IN ({_marks(chunk_ids)})", chunk_ids)
+
+    def _set_document_terms(self, doc_id: str, terms: Sequence[str]) -> None:
+        """Give stored document ``doc_id`` these whole-document BM25 terms (FTS5 rows share the document's rowid)."""
+        self._delete_document_terms([doc_id])
+        self._db.execute("INSERT INTO doc_terms (rowid, terms) SELECT rowid, ? FROM documents WHERE doc_id = ?",
+                         (" ".join(terms), doc_id))
+
+    def _delete_document_terms(self, doc_ids: Sequence[str]) -> None:
+        """Forget the whole-document BM25 terms of ``doc_ids`` (at most 500), before their rows go."""
+        self._db.execute(f"DELETE FROM doc_terms WHERE rowid IN (SELECT rowid FROM documents WHERE doc_id IN "
+                         f"({_marks(doc_ids)}))", doc_ids)
 
     def _bump_generation(self, removed_ids: Sequence[int]) -> None:
-        self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        self._db.execute("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'generation'")
         if removed_ids:
             generation = self.generation()
-            self._db.executemany("INSERT OR REPLACE INTO removed_chunks VALUES (?, ?)",
-                                 [(i, generation) for i in removed_ids])
+            # A chunk id is never given out twice, so it is removed (and logged) at most once.
+            self._db.executemany("INSERT INTO removed_chunks VALUES (?, ?)", [(i, generation) for i in removed_ids])
 
     def generation(self) -> int:
         """Write counter: bumped by every committed change."""
@@ -611,10 +714,11 @@ class IndexStore:
                                     (last, batch)).fetchall()
             if not rows:
                 return
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-            yield ids, vecs
-            last = int(ids[-1])
+            last = int(rows[-1][0])
+            rows = [r for r in rows if len(r[1])]  # a pending chunk has no vector yet
+            if rows:
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                yield ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
 
     def removed_since(self, generation: int) -> list[int]:
         """Chunk ids removed by writes after ``generation``."""
@@ -626,14 +730,24 @@ class IndexStore:
             return []  # a format 1 index read where it cannot be upgraded: no removal was logged
         return [r[0] for r in rows]
 
+    def filled_since(self, generation: int) -> list[int]:
+        """Chunk ids (existing before) whose vectors were filled in by writes after ``generation``."""
+        if self._format < 5:
+            return []
+        return [r[0] for r in self._db.execute("SELECT chunk_id FROM filled_vectors WHERE generation > ?",
+                                               (generation,))]
+
     def forget_removed(self, up_to_generation: int) -> None:
-        """Drop removal records no snapshot newer than ``up_to_generation`` needs."""
+        """Drop removal (and filled-vector) records no snapshot newer than ``up_to_generation`` needs."""
         with self._db:
             self._db.execute("DELETE FROM removed_chunks WHERE generation <= ?", (up_to_generation,))
+            if self._format >= 5:
+                self._db.execute("DELETE FROM filled_vectors WHERE generation <= ?", (up_to_generation,))
+            self._put_meta(LOG_START, str(up_to_generation))
 
     def chunk_id_set(self) -> set[int]:
-        """Every chunk id in the index."""
-        return {r[0] for r in self._db.execute("SELECT id FROM chunks")}
+        """Every chunk id that has its vector (what a vector backend should hold)."""
+        return {r[0] for r in self._db.execute("SELECT id FROM chunks WHERE length(vector) > 0")}
 
     def max_chunk_id(self) -> int:
         """The highest chunk id ever given out (ids are never reused)."""
@@ -649,7 +763,12 @@ class IndexStore:
         if self.read_only:
             return
         with self._db:
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+            self._put_meta(key, value)
+
+    def _put_meta(self, key: str, value: str) -> None:
+        """Set ``key`` inside the caller's transaction (an update, else an insert: SQL every store's database has)."""
+        if self._db.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key)).rowcount == 0:
+            self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     # -- reading -------------------------------------------------------------------------------------------
     def search_dense(self, query_vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
@@ -708,7 +827,7 @@ class IndexStore:
             return None
         flag = "c.id IN (SELECT chunk_id FROM excluded_chunks)" if self._format >= 4 else "0"
         rows = self._db.execute(
-            f"SELECT c.id, c.doc_id, c.ordinal, c.start, c.end, c.text, {flag}, {self._location('c')} FROM chunks c "
+            f'SELECT c.id, c.doc_id, c.ordinal, c.start, c."end", c.text, {flag}, {self._location("c")} FROM chunks c '
             "WHERE c.doc_id = ? ORDER BY c.ordinal", (doc_id,))
         return [ChunkView(*row[:6], excluded=bool(row[6]), location=row[7]) for row in rows]
 
@@ -751,7 +870,8 @@ class IndexStore:
         dim = self.embedder[1] if self.embedder else 0
         found: dict[int, bytes] = {}
         for part in _batches(dict.fromkeys(chunk_ids)):
-            found.update(self._db.execute(f"SELECT id, vector FROM chunks WHERE id IN ({_marks(part)})", part))
+            found.update(self._db.execute(f"SELECT id, vector FROM chunks WHERE id IN ({_marks(part)}) "
+                                          "AND length(vector) > 0", part))
         missing = bytes(4 * dim)
         rows = b"".join(found.get(i, missing) for i in chunk_ids)
         return np.frombuffer(rows, dtype=np.float32).reshape(len(chunk_ids), dim)
@@ -762,12 +882,21 @@ class IndexStore:
         out: dict[int, StoredChunk] = {}
         for part in _batches(dict.fromkeys(chunk_ids)):
             rows = self._db.execute(
-                "SELECT c.id, c.doc_id, c.ordinal, c.start, c.end, c.text, c.index_text, d.title, "
+                'SELECT c.id, c.doc_id, c.ordinal, c.start, c."end", c.text, c.index_text, d.title, '
                 f"{self._location('c')} "
                 f"FROM chunks c JOIN documents d USING (doc_id) WHERE c.id IN ({_marks(part)}) "
                 f"{self._unless_excluded('c.id')}", part)
             for row in rows:
                 out[row[0]] = StoredChunk(*row)
+        return out
+
+    def index_texts(self, chunk_ids: Iterable[int]) -> dict[int, str]:
+        """The normalised text of searchable chunks by id (``get_chunks(...)[id].index_text`` without the rest of
+        the row): hybrid search scores its ~150 candidates on it but shows only a few."""
+        out: dict[int, str] = {}
+        for part in _batches(dict.fromkeys(chunk_ids)):
+            out.update(self._db.execute(
+                f"SELECT id, index_text FROM chunks WHERE id IN ({_marks(part)}) {self._unless_excluded('id')}", part))
         return out
 
     def document(self, doc_id: str) -> dict[str, Any] | None:
@@ -782,6 +911,82 @@ class IndexStore:
         doc = dict(zip(keys, row))
         doc["metadata"] = json.loads(doc["metadata"])
         return doc
+
+    def iter_stored(self) -> Iterator[StoredDocument]:
+        """Every document with its chunks, BM25 terms, vectors and exclusions, ordered by id."""
+        chunking = "chunk_size, chunk_overlap" if self._format >= 4 else "NULL, NULL"
+        ids = [r[0] for r in self._db.execute("SELECT doc_id FROM documents ORDER BY doc_id").fetchall()]
+        for doc_id in ids:
+            row = self._db.execute(
+                "SELECT doc_id, root, source, text, content_hash, title, date, publisher, metadata, "
+                f"{chunking} FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+            if row is None:
+                continue  # removed by a writer meanwhile
+            record = DocumentRecord(*row[:8], metadata=json.loads(row[8]), terms=self._document_terms(doc_id),
+                                    chunk_size=row[9], chunk_overlap=row[10])
+            rows = self._db.execute(
+                f'SELECT c.id, c.ordinal, c.start, c."end", c.text, c.index_text, c.vector, {self._location("c")} '
+                "FROM chunks c WHERE c.doc_id = ? ORDER BY c.ordinal", (doc_id,)).fetchall()
+            terms = self._chunk_terms([r[0] for r in rows])
+            chunks = [ChunkRecord(r[1], r[2], r[3], r[4], r[5], terms.get(r[0], []), r[7]) for r in rows]
+            excluded = self._excluded_among(r[0] for r in rows)
+            vectors = None
+            if rows and all(len(r[6]) for r in rows):
+                vectors = np.frombuffer(b"".join(r[6] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            yield StoredDocument(record, chunks, vectors, [r[1] for r in rows if r[0] in excluded])
+
+    def _chunk_terms(self, chunk_ids: Sequence[int]) -> dict[int, list[str]]:
+        """The BM25 terms each chunk was indexed under."""
+        out: dict[int, list[str]] = {}
+        for part in _batches(chunk_ids):
+            out.update((int(i), t.split()) for i, t in self._db.execute(
+                f"SELECT rowid, terms FROM chunk_terms WHERE rowid IN ({_marks(part)})", part))
+        return out
+
+    def _document_terms(self, doc_id: str) -> list[str]:
+        """The whole-document BM25 terms of ``doc_id``."""
+        row = self._db.execute("SELECT terms FROM doc_terms WHERE rowid = (SELECT rowid FROM documents WHERE doc_id = ?)",
+                               (doc_id,)).fetchone()
+        return row[0].split() if row else []
+
+    def copy_from(self, source: IndexStore, progress: bool = False) -> dict[str, int]:
+        """Copy every document of ``source`` (another index, in any store) into this one, vectors and all, so
+        nothing is embedded again: how a library moves from SQLite to PostgreSQL, or a PostgreSQL library is
+        backed up into a folder. A document this index already holds with the same content and chunking is left
+        as it is, so an interrupted copy resumes; one with other content is replaced.
+        """
+        info = source.embedder
+        counts = {"copied": 0, "unchanged": 0}
+        if info is None:
+            return counts
+        self.bind_embedder(*info)
+        with self.write_lock():
+            batch: list[StoredDocument] = []
+            for doc in tqdm(source.iter_stored(), total=len(source.list_documents()), desc="copying documents",
+                            unit="doc", disable=not progress):
+                have = self.origins([doc.record.doc_id]).get(doc.record.doc_id)
+                chunking = (doc.record.chunk_size, doc.record.chunk_overlap) if doc.record.chunk_size else None
+                if have is not None and have.content_hash == doc.record.content_hash and have.chunking == chunking:
+                    counts["unchanged"] += 1
+                    continue
+                batch.append(doc)
+                if len(batch) >= 64:
+                    counts["copied"] += self._write_stored(batch)
+                    batch = []
+            counts["copied"] += self._write_stored(batch)
+            self.flush()
+        return counts
+
+    def _write_stored(self, docs: list[StoredDocument]) -> int:
+        """Write whole stored documents (one transaction) and exclude again the chunks that were excluded."""
+        if not docs:
+            return 0
+        self.write_documents([d.record for d in docs], [d.chunks for d in docs], [d.vectors for d in docs])
+        excluded = [c.chunk_id for d in docs if d.excluded for c in self.chunks_of(d.record.doc_id) or []
+                    if c.ordinal in set(d.excluded)]
+        if excluded:
+            self.set_excluded(excluded, True)
+        return len(docs)
 
     def iter_texts(self) -> Iterator[tuple[str, str | None, str]]:
         """``(doc_id, title, cleaned text)`` of every document, ordered by id."""
@@ -803,29 +1008,25 @@ class IndexStore:
         docs = self._db.execute("SELECT count(*) FROM documents").fetchone()[0]
         chunks = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
         info = self.embedder
-        size = sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
+        size = self._size_bytes()
         backend = self._backend()
         return {"index": str(self.directory), "format_version": int(self._meta("format_version") or 0),
                 "documents": docs, "chunks": chunks, "excluded_chunks": self.excluded_count(),
+                "pending_vectors": self.pending_count(),
                 "embedder": info[0] if info else None,
                 "dim": info[1] if info else None, "vector_store": self._meta("vector_store") or "faiss",
                 "vector_index": backend.kind if backend is not None else None,
                 "generation": self.generation(), "size_bytes": size, "read_only": self.read_only}
 
+    def _size_bytes(self) -> int:
+        """What the index takes on disk."""
+        return sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
+
     # -- checking and copying ------------------------------------------------------------------------------
-    def check(self) -> CheckReport:
-        """Everything ``rag check`` looks at: SQLite's integrity check, the full-text indexes, the tables against
-        each other, and the vector backend against the vectors stored in SQLite."""
-        report = CheckReport(str(self.directory))
+    _database_errors: tuple[type[Exception], ...] = (sqlite3.DatabaseError,)
 
-        def run(what: str, query: str, *params: Any) -> list[Any]:
-            report.checked.append(what)
-            try:
-                return self._db.execute(query, params).fetchall()
-            except sqlite3.DatabaseError as exc:
-                report.problems.append(f"{what}: {exc}")
-                return []
-
+    def _check_integrity(self, report: CheckReport, run: Any) -> None:
+        """SQLite's integrity check and FTS5's own check of each full-text index."""
         rows = [r[0] for r in run("SQLite integrity", "PRAGMA integrity_check")]
         report.problems += [f"SQLite integrity: {r}" for r in rows if r != "ok"]
         for table in ("chunk_terms", "doc_terms"):
@@ -838,24 +1039,45 @@ class IndexStore:
                     self._db.execute(f"INSERT INTO {table}({table}) VALUES ('integrity-check')")
             except sqlite3.DatabaseError as exc:
                 report.problems.append(f"full-text index {table}: {exc}")
-        for what, query in (
-                ("chunks without their document", "SELECT count(*) FROM chunks c LEFT JOIN documents d USING (doc_id) "
-                                                  "WHERE d.doc_id IS NULL"),
-                ("chunks without BM25 terms", "SELECT count(*) FROM chunks WHERE id NOT IN "
-                                              "(SELECT rowid FROM chunk_terms)"),
+
+    def _term_checks(self) -> list[tuple[str, str]]:
+        """``(problem, SQL counting it)`` for the BM25 index against the tables it indexes."""
+        return [("chunks without BM25 terms", "SELECT count(*) FROM chunks WHERE id NOT IN (SELECT rowid FROM chunk_terms)"),
                 ("BM25 terms without their chunk", "SELECT count(*) FROM chunk_terms WHERE rowid NOT IN "
                                                    "(SELECT id FROM chunks)"),
                 ("documents without BM25 terms", "SELECT count(*) FROM documents WHERE rowid NOT IN "
-                                                 "(SELECT rowid FROM doc_terms)"),
+                                                 "(SELECT rowid FROM doc_terms)")]
+
+    def check(self) -> CheckReport:
+        """Everything ``rag check`` looks at: the database's own integrity checks, the tables against each other,
+        and the vector backend against the vectors stored in the database."""
+        report = CheckReport(str(self.directory))
+
+        def run(what: str, query: str, *params: Any) -> list[Any]:
+            report.checked.append(what)
+            try:
+                return self._db.execute(query, params).fetchall()
+            except self._database_errors as exc:
+                report.problems.append(f"{what}: {exc}")
+                return []
+
+        self._check_integrity(report, run)
+        for what, query in (
+                ("chunks without their document", "SELECT count(*) FROM chunks c LEFT JOIN documents d USING (doc_id) "
+                                                  "WHERE d.doc_id IS NULL"),
+                *self._term_checks(),
                 *([("exclusions of chunks not in the index", "SELECT count(*) FROM excluded_chunks WHERE chunk_id "
                                                              "NOT IN (SELECT id FROM chunks)")]
-                  if self._format >= 4 else [])):
+                  if self._format >= 4 else []),
+                *([("chunks without a vector that none is coming for", "SELECT count(*) FROM chunks WHERE "
+                   "length(vector) = 0 AND id NOT IN (SELECT chunk_id FROM pending_vectors)")]
+                  if self._format >= 5 else [])):
             found = run(what, query)
             if found and found[0][0]:
                 report.problems.append(f"{found[0][0]} {what}")
         info = self.embedder
         if info is not None:
-            found = run("vector sizes", "SELECT count(*) FROM chunks WHERE length(vector) != ?", 4 * info[1])
+            found = run("vector sizes", "SELECT count(*) FROM chunks WHERE length(vector) NOT IN (0, ?)", 4 * info[1])
             if found and found[0][0]:
                 report.problems.append(f"{found[0][0]} chunk vectors are not {info[1]}-d")
         if report.problems:
@@ -863,7 +1085,7 @@ class IndexStore:
         report.checked.append("vector backend")
         try:
             backend = self._backend()
-        except (StoreError, sqlite3.DatabaseError) as exc:
+        except (StoreError, *self._database_errors) as exc:
             report.problems.append(f"vector backend: {exc}")
             return report
         if backend is None:
@@ -882,7 +1104,7 @@ class IndexStore:
         if (destination / DB_NAME).exists() or (destination.is_dir() and any(destination.iterdir())):
             raise StoreError(f"{destination} is not empty; back up into a new folder")
         destination.mkdir(parents=True, exist_ok=True)
-        lock = contextlib.nullcontext() if self.read_only else self._lock_file()
+        lock = contextlib.nullcontext() if self.read_only else self._writer_lock()
         with lock:
             target = sqlite3.connect(destination / DB_NAME)
             try:
@@ -900,6 +1122,20 @@ class IndexStore:
         data = self.stats()
         return {"backup": str(destination), "documents": data["documents"], "chunks": data["chunks"],
                 "generation": data["generation"], "size_bytes": size}
+
+
+def stored_kind(directory: Path) -> str | None:
+    """The store an index folder belongs to: ``"sqlite"``, another kind its :data:`STORE_FILE` names, or ``None``
+    when the folder holds no index yet."""
+    if (directory / DB_NAME).exists():
+        return "sqlite"
+    try:
+        return str(json.loads((directory / STORE_FILE).read_text(encoding="utf-8"))["store"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise IndexFormatError(f"{directory / STORE_FILE} cannot be read ({exc}); delete it to open the library "
+                               "from the settings' database again") from None
 
 
 def _batches(items: Sequence[Any], size: int = 500) -> Iterator[list[Any]]:

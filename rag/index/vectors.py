@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 FAISS_NAME = "vectors.faiss"
 FAISS_STAMP = "vectors.json"
+# The metadata key holding the generation from which the database's removal and filled-vector logs are whole
+# (what :meth:`VectorSource.forget_removed` dropped came before it).
+LOG_START = "log_start"
 MILVUS_LITE_NAME = "milvus.db"
 Hits = list[list[tuple[int, float]]]
 
@@ -43,6 +46,10 @@ class VectorSource(Protocol):
     def iter_vectors(self, after_id: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
 
     def removed_since(self, generation: int) -> list[int]: ...
+
+    def filled_since(self, generation: int) -> list[int]: ...
+
+    def get_vectors(self, chunk_ids: Sequence[int]) -> np.ndarray: ...
 
     def forget_removed(self, up_to_generation: int) -> None: ...
 
@@ -103,9 +110,11 @@ class FaissVectors:
         self.hnsw_ef_construction = hnsw_ef_construction
         self.hnsw_ef_search = hnsw_ef_search
         self._index: faiss.IndexIDMap2 | None = None
+        self._labels: np.ndarray | None = None  # chunk id of each position in the inner index, read when needed
         self.kind = "flat"
         self._tombstones: set[int] = set()
         self._generation = -1
+        self._max_id = 0  # the highest chunk id the index has seen: later ones are new
         # What the snapshot file on disk holds, so a writer knows how far the database has moved past it.
         self._snapshot_generation = -1
         self._changed_since_snapshot = 0
@@ -130,7 +139,11 @@ class FaissVectors:
         generation = source.generation()
         if self._index is not None and self._generation == generation:
             return
-        if not self._load_snapshot(source):
+        if self._index is not None and self._generation >= int(source.get_meta(LOG_START) or 0):
+            # Behind by a few writes (of another process): replay them in memory, without reading a snapshot
+            # again; for a library in PostgreSQL on another machine, without rebuilding from the database.
+            self._replay(source, self._generation, self._max_id)
+        elif not self._load_snapshot(source):
             self._rebuild(source)
         self._generation = generation
 
@@ -158,24 +171,42 @@ class FaissVectors:
             self.notes.append(f"{FAISS_NAME} did not match the database; rebuilt from it (the next write saves it)")
             return False
         self._index, self.kind, self._tombstones = index, stamp["kind"], tombstones
+        self._labels = None
         self._set_ef_search()
         self._snapshot_generation = generation
         self._changed_since_snapshot = 0
+        self._max_id = max_id
+        self._replay(source, generation, max_id)
+        return True
+
+    def _replay(self, source: VectorSource, generation: int, max_id: int) -> None:
+        """Apply what was written after ``generation``: removals, chunks above ``max_id``, and vectors filled in
+        for older chunks (ingested BM25-first). A write committed while this runs is seen again next time, so
+        each step must be harmless twice."""
         removed = source.removed_since(generation)
         added_ids, added_vecs = _collect(source.iter_vectors(after_id=max_id))
+        gone = set(removed)
+        filled = [i for i in source.filled_since(generation) if i <= max_id and i not in gone]
+        if filled:
+            present = self.ids()
+            filled = sorted(i for i in filled if i not in present)
+        if filled:
+            added_ids = np.concatenate([added_ids, np.asarray(filled, dtype=np.int64)])
+            added_vecs = np.vstack([added_vecs.reshape(-1, self.dim), source.get_vectors(filled)])
         self._apply(removed, added_ids, added_vecs)
-        return True
 
     def _rebuild(self, source: VectorSource) -> None:
         ids, vecs = _collect(source.iter_vectors())
         self.kind = self.wanted_kind(len(ids))
         self._index = self._empty(self.kind)
+        self._labels = None
         self._set_ef_search()
         self._tombstones = set()
         if len(ids):
             self._index.add_with_ids(vecs, ids)
         self._snapshot_generation = -1  # nothing on disk matches yet
         self._changed_since_snapshot = len(ids)
+        self._max_id = int(ids.max()) if len(ids) else 0
 
     def _set_ef_search(self) -> None:
         if self.kind == "hnsw" and self._index is not None:
@@ -187,6 +218,7 @@ class FaissVectors:
 
     def _apply(self, removed: Sequence[int], ids: np.ndarray, vectors: np.ndarray) -> None:
         assert self._index is not None
+        self._labels = None
         if len(removed):
             if self.kind == "hnsw":
                 self._tombstones.update(int(i) for i in removed)
@@ -194,6 +226,7 @@ class FaissVectors:
                 self._index.remove_ids(np.asarray(removed, dtype=np.int64))
         if len(ids):
             self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+            self._max_id = max(self._max_id, int(np.max(ids)))
         self._changed_since_snapshot += len(removed) + len(ids)
 
     # -- searching ------------------------------------------------------------------------------------------
@@ -204,10 +237,16 @@ class FaissVectors:
             return [[] for _ in range(len(queries))]
         # Tombstoned ids still sit in an HNSW graph: ask for enough extra results to drop them.
         depth = min(k + len(self._tombstones), self._index.ntotal)
-        scores, ids = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), depth)
+        # The inner index, then our own position → id lookup: IndexIDMap2.search maps ids in an OpenMP loop even
+        # for one query, and waking faiss's OpenMP threads right after the embedder's (another OpenMP runtime)
+        # took 13 ms a search on a busy 2-core machine, more than the search itself.
+        scores, positions = self._index.index.search(np.ascontiguousarray(queries, dtype=np.float32), depth)
+        if self._labels is None:
+            self._labels = faiss.vector_to_array(self._index.id_map)
+        ids = np.where(positions >= 0, self._labels[positions], -1)
         out = []
-        for row_ids, row_scores in zip(ids, scores):
-            hits = [(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0 and int(i) not in self._tombstones]
+        for row_ids, row_scores in zip(ids.tolist(), scores.tolist()):
+            hits = [(i, s) for i, s in zip(row_ids, row_scores) if i >= 0 and i not in self._tombstones]
             out.append(hits[:k])
         return out
 
@@ -258,6 +297,7 @@ class FaissVectors:
 
     def close(self) -> None:
         self._index = None
+        self._labels = None
 
 
 def _collect(batches: Iterator[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

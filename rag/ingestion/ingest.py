@@ -2,8 +2,11 @@
 
 Unchanged documents (same content hash) are skipped; changed ones are replaced whole; batches are
 committed one transaction at a time, so a run that is killed keeps what it finished and the next run
-picks up where it stopped. A spreadsheet too long for one document is several (its parts, runs of whole rows):
-each is compared and replaced like a document of its own, and those the file no longer has are removed.
+picks up where it stopped. Documents are searchable by BM25 as soon as they are cleaned and chunked: their
+vectors are computed afterwards (:func:`embed_pending`, at the end of the same run, or by ``rag embed`` later),
+batch by batch, while other processes already search them. A spreadsheet too long for one document is several
+(its parts, runs of whole rows): each is compared and replaced like a document of its own, and those the file no
+longer has are removed.
 :func:`rechunk_document` re-chunks one stored document with chunk settings of its own, which later ingests of its
 file keep.
 """
@@ -11,14 +14,14 @@ file keep.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from ..config import Settings
@@ -28,7 +31,7 @@ from ..index.store import ChunkRecord, DocumentRecord, IndexStore, StoreError
 from ..normalize import normalize
 from .chunking import check_chunk_settings, chunk_text
 from .cleaning import clean_text
-from .loaders import NamedFile, RawDocument, Skipped, html_to_text, iter_documents
+from .loaders import NamedFile, RawDocument, Skipped, _walk, display_path, html_to_text, iter_documents
 from .locations import Locator
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,8 @@ class IngestReport:
     missing: list[str] = field(default_factory=list)  # paths given that do not exist
     chunks_written: int = 0
     chunks_embedded: int = 0
+    vectors_pending: int = 0  # chunks still without a vector when the run ended (``rag embed`` fills them in)
+    searchable_s: float = 0.0  # seconds until every document of the run could be found by BM25
     seconds: dict[str, float] = field(default_factory=lambda: {"load_clean": 0.0, "chunk": 0.0, "embed": 0.0,
                                                                "store": 0.0, "total": 0.0})
 
@@ -126,14 +131,76 @@ def make_chunks(doc: DocumentRecord, settings: Settings) -> list[ChunkRecord]:
     return out
 
 
+@dataclass(frozen=True)
+class FileToRead:
+    """One input that can be read by itself, in any process: a path given that is not a folder (a file, or one
+    that does not exist) or an upload, read as :func:`iter_documents` reads it; or a file inside a folder given,
+    named as that folder's file (``root``: the folder, which its documents record)."""
+
+    given: str | NamedFile
+    root: str | None = None
+
+
+# Reads files on workers elsewhere (rag.distributed): each input's documents, in input order.
+FileReader = Callable[[Iterable[FileToRead | Skipped]], Iterator[list[RawDocument | Skipped]]]
+
+
+def files_to_read(paths: Sequence[str | Path | NamedFile]) -> Iterator[FileToRead | Skipped]:
+    """The inputs of ``iter_documents(paths)`` file by file, in its order, for readers that share them out: read
+    with :func:`read_file_documents`, they give the documents and skips it gives."""
+    for given in paths:
+        if isinstance(given, NamedFile):
+            yield FileToRead(given)
+            continue
+        if not Path(given).exists():
+            yield from iter_documents([given])  # its Skipped, named as the user wrote it
+            continue
+        if not Path(given).is_dir():
+            yield FileToRead(str(Path(given).resolve()))  # absolute: a worker elsewhere has another directory
+            continue
+        base = Path(given).resolve()
+        for path in _walk(base):
+            if isinstance(path, Skipped):
+                yield path
+                continue
+            doc_id = display_path(path.relative_to(base).as_posix())
+            yield FileToRead(NamedFile(path, doc_id, display_path(path)), display_path(base))
+
+
+def read_file_documents(item: FileToRead | Skipped, settings: Settings) -> list[RawDocument | Skipped]:
+    """The documents (or the reasons for skipping) of one input of :func:`files_to_read`, OCR included."""
+    if isinstance(item, Skipped):
+        return [item]
+    found = list(iter_documents([item.given], settings.max_file_mb, settings.max_document_chars, settings.cache_dir))
+    if item.root is not None:
+        for doc in found:
+            if doc.root is not None:  # a bad JSONL line records no root, as iter_documents gives it
+                doc.root = item.root
+    return found
+
+
+def read_documents(paths: Sequence[str | Path | NamedFile], settings: Settings, progress: bool = False,
+                   read_files: FileReader | None = None) -> Iterator[RawDocument | Skipped]:
+    """What ``paths`` hold, document by document: read here (:func:`iter_documents`), or by ``read_files`` (each
+    file on a worker of a cluster, :class:`rag.distributed.WorkerPool`), in the same order either way."""
+    if read_files is None:
+        return iter_documents(list(paths), settings.max_file_mb, settings.max_document_chars, settings.cache_dir,
+                              progress)
+    return itertools.chain.from_iterable(read_files(files_to_read(paths)))
+
+
 def ingest(paths: Sequence[str | Path | NamedFile], store: IndexStore, embedder: Embedder, settings: Settings, *,
            cache: EmbeddingCache | None = None, sync: bool = False, replace: bool = False, progress: bool = True,
-           batch_documents: int = BATCH_DOCUMENTS, on_item: Callable[[str], None] | None = None) -> IngestReport:
+           batch_documents: int = BATCH_DOCUMENTS, on_item: Callable[[str], None] | None = None,
+           read_files: FileReader | None = None, embed: bool = True) -> IngestReport:
     """Ingest files and folders into ``store``; see the module docstring. Never raises for a bad input.
 
     A document whose id already belongs to another source (another folder's file of the same relative path, a
     JSONL line reusing a file's id, an upload of an existing name) is refused and reported unless ``replace``.
     ``on_item(source)`` is told about each file or JSONL line as it is read (for progress in front ends).
+    ``read_files`` reads the files elsewhere (:func:`read_documents`); this process still decides what changed
+    and is the only one that writes to ``store``. Documents are written without vectors first (BM25 finds them at
+    once); then the vectors of every chunk still lacking one are computed, unless ``embed`` is false.
     """
     report = IngestReport()
     started = time.perf_counter()
@@ -149,14 +216,13 @@ def ingest(paths: Sequence[str | Path | NamedFile], store: IndexStore, embedder:
 
     def flush_batch() -> None:
         if pending:
-            _write_batch(pending, store, embedder, settings, cache, report, bar)
+            _write_batch(pending, store, report, bar)
             pending.clear()
 
     with store.write_lock():
         store.bind_embedder(embedder.name, embedder.dim)
         try:
-            items = iter_documents(list(paths), settings.max_file_mb, settings.max_document_chars, settings.cache_dir,
-                                   progress)
+            items = read_documents(paths, settings, progress, read_files)
             for item in _timed(items, report.seconds):
                 if on_item is not None:
                     on_item(item.source)
@@ -207,6 +273,13 @@ def ingest(paths: Sequence[str | Path | NamedFile], store: IndexStore, embedder:
                         store.remove_documents(gone)
                         report.removed.extend(gone)
                         log.info("removed %d documents no longer under %s", len(gone), root)
+            report.searchable_s = time.perf_counter() - started
+            bar.close()
+            if embed:
+                t0 = time.perf_counter()
+                report.chunks_embedded += embed_pending(store, embedder, settings, cache=cache, progress=progress)
+                report.seconds["embed"] += time.perf_counter() - t0
+            report.vectors_pending = store.pending_count()
         finally:
             bar.close()
             t2 = time.perf_counter()
@@ -214,6 +287,49 @@ def ingest(paths: Sequence[str | Path | NamedFile], store: IndexStore, embedder:
             report.seconds["store"] += time.perf_counter() - t2
     report.seconds["total"] = time.perf_counter() - started
     return report
+
+
+def embed_pending(store: IndexStore, embedder: Embedder, settings: Settings, *, cache: EmbeddingCache | None = None,
+                  progress: bool = True, batch_chunks: int = 256) -> int:
+    """Compute the vectors of every chunk still without one (ingested BM25-first), ``batch_chunks`` per transaction,
+    so a killed run keeps what it finished; returns how many texts were embedded (the rest came from ``cache``).
+
+    A batch the embedder fails on is tried chunk by chunk; a chunk that still fails keeps BM25 only, with a
+    warning, and is tried again by the next run.
+    """
+    embedded = 0
+    with store.write_lock():
+        store.bind_embedder(embedder.name, embedder.dim)
+        total = store.pending_count()
+        failed: set[int] = set()
+        with tqdm(total=total, desc="vectors", unit="chunk", disable=not progress or not total or None,
+                  dynamic_ncols=True) as bar:
+            while batch := [c for c in store.pending_chunks(batch_chunks + len(failed)) if c[0] not in failed]:
+                done = _embed_chunks(batch[:batch_chunks], store, embedder, settings, cache, failed)
+                embedded += done
+                bar.update(min(batch_chunks, len(batch)))
+        store.flush()
+    if failed:
+        log.warning("%d chunk(s) could not be embedded and are found by BM25 only; `rag embed` tries again", len(failed))
+    return embedded
+
+
+def _embed_chunks(batch: list[tuple[int, str]], store: IndexStore, embedder: Embedder, settings: Settings,
+                  cache: EmbeddingCache | None, failed: set[int]) -> int:
+    """Embed and store one batch of pending chunks; on an embedder error, chunk by chunk (failures go to
+    ``failed``). Returns how many texts were embedded."""
+    try:
+        vectors, embedded = embed_with_cache(embedder, cache, [t for _, t in batch], settings.embed_batch_size)
+    except (sqlite3.Error, OSError, StoreError):
+        raise
+    except Exception as exc:
+        if len(batch) == 1:
+            log.warning("could not embed chunk %d: %s", batch[0][0], exc)
+            failed.add(batch[0][0])
+            return 0
+        return sum(_embed_chunks([item], store, embedder, settings, cache, failed) for item in batch)
+    store.set_vectors([i for i, _ in batch], vectors)
+    return embedded
 
 
 @dataclass
@@ -334,12 +450,11 @@ def _prepare(item: RawDocument, store: IndexStore, settings: Settings, taken: di
     return PreparedDocument(record, chunks, stored is None, renamed)
 
 
-def _write_batch(batch: list[PreparedDocument], store: IndexStore, embedder: Embedder, settings: Settings,
-                 cache: EmbeddingCache | None, report: IngestReport, bar: tqdm) -> None:
-    """Embed and store a batch in one transaction; when that fails for a reason other than the index or the
-    disk, each document is tried alone so that one bad document costs only itself."""
+def _write_batch(batch: list[PreparedDocument], store: IndexStore, report: IngestReport, bar: tqdm) -> None:
+    """Store a batch in one transaction (its vectors to come); when that fails for a reason other than the index
+    or the disk, each document is tried alone so that one bad document costs only itself."""
     try:
-        _write_documents(batch, store, embedder, settings, cache, report)
+        _write_documents(batch, store, report)
     except (sqlite3.Error, OSError, StoreError):
         raise
     except Exception as exc:
@@ -349,28 +464,18 @@ def _write_batch(batch: list[PreparedDocument], store: IndexStore, embedder: Emb
             log.warning("could not index %s: %s", where, exc)
         else:
             for prepared in batch:
-                _write_batch([prepared], store, embedder, settings, cache, report, bar)
+                _write_batch([prepared], store, report, bar)
             return
     bar.update(len(batch))
 
 
-def _write_documents(batch: list[PreparedDocument], store: IndexStore, embedder: Embedder, settings: Settings,
-                     cache: EmbeddingCache | None, report: IngestReport) -> None:
-    texts = [c.index_text for p in batch for c in p.chunks]
-    t0 = time.perf_counter()
-    vectors, embedded = embed_with_cache(embedder, cache, texts, settings.embed_batch_size)
-    report.seconds["embed"] += time.perf_counter() - t0
-    report.chunks_embedded += embedded
+def _write_documents(batch: list[PreparedDocument], store: IndexStore, report: IngestReport) -> None:
     t1 = time.perf_counter()
-    per_doc: list[np.ndarray] = []
-    row = 0
-    for p in batch:
-        per_doc.append(vectors[row : row + len(p.chunks)])
-        row += len(p.chunks)
     replaced = [old for p in batch for old in p.replaces]
-    store.write_documents([p.record for p in batch], [p.chunks for p in batch], per_doc, also_remove=replaced)
+    store.write_documents([p.record for p in batch], [p.chunks for p in batch], [None] * len(batch),
+                          also_remove=replaced)
     report.seconds["store"] += time.perf_counter() - t1
-    report.chunks_written += len(texts)
+    report.chunks_written += sum(len(p.chunks) for p in batch)
     for p in batch:
         (report.added if p.is_new else report.updated).append(p.record.doc_id)
         report.renamed.update(dict.fromkeys(p.replaces, p.record.doc_id))

@@ -10,12 +10,12 @@ the document.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 from ..config import Settings
 from ..index.embeddings import Embedder
-from ..index.lexical import phrase_coverage, query_bigrams, query_terms
+from ..index.lexical import phrase_coverage, query_words
 from ..index.store import IndexStore, StoredChunk
 from ..normalize import clean_text_field, has_unusable, normalize
 from .rerank import CrossEncoderReranker, mmr_order
@@ -23,6 +23,8 @@ from .rerank import CrossEncoderReranker, mmr_order
 log = logging.getLogger(__name__)
 
 RETRIEVERS = ("hybrid", "dense", "bm25")
+Ranked = tuple[int, float, list[str]]  # (chunk id, score, names of the retrievers that found it)
+_LOOKUP_MARGIN = 5  # chunks read beyond those kept, for near-duplicates dropped on the way
 
 
 class QueryError(ValueError):
@@ -76,6 +78,29 @@ def jaccard(a: set[str], b: set[str]) -> float:
     """|a ∩ b| / |a ∪ b| (0 for two empty sets)."""
     union = len(a | b)
     return len(a & b) / union if union else 0.0
+
+
+def is_near_duplicate(grams: set[str], kept: Sequence[set[str]], threshold: float) -> bool:
+    """Whether ``jaccard(grams, other) >= threshold`` for any ``other`` in ``kept``.
+
+    Most pairs are unrelated chunks, told apart after a few dozen look-ups: a Jaccard of ``t`` needs
+    ``|a ∩ b| ≥ t·(|a| + |b|) / (1 + t)``, so once more of the smaller set's n-grams are missing from the larger
+    one than that allows, the pair cannot reach ``t``. Pairs that might are measured exactly with :func:`jaccard`.
+    """
+    for other in kept:
+        small, large = (grams, other) if len(grams) <= len(other) else (other, grams)
+        # One miss of slack keeps float rounding from rejecting a pair exactly at the threshold.
+        allowed = len(small) + 1 - (threshold * (len(grams) + len(other)) / (1 + threshold) if threshold > 0 else 0)
+        misses = 0
+        for gram in small:
+            if gram not in large:
+                misses += 1
+                if misses > allowed:
+                    break
+        else:
+            if jaccard(grams, other) >= threshold:
+                return True
+    return False
 
 
 def weighted_rrf(rankings: dict[str, list[int]], weights: dict[str, float],
@@ -136,40 +161,68 @@ class Retriever:
         prepared = [self.prepare_query(q) for q in queries]
         normalized = [normalize(q) for q, _ in prepared]
         depth = max(self.settings.candidates, k)
+        pool = self._pool(k)
 
         dense: list[list[tuple[int, float]]] = [[] for _ in queries]
         if mode in ("hybrid", "dense") and queries:
             dense = self.store.search_dense(self.embedder.embed_queries(normalized), depth)
         results = []
         for (query, note), norm, dense_hits in zip(prepared, normalized, dense):
-            chunks = None
+            ranked: Iterable[tuple[StoredChunk, float, list[str]]]
             if mode == "dense":
-                ranked = [(cid, score, ["dense"]) for cid, score in dense_hits]
+                ranked = self._resolved([(cid, score, ["dense"]) for cid, score in dense_hits], pool)
             else:
-                terms = query_terms(norm)
+                terms, bigrams = query_words(norm)
                 bm25_hits = self.store.search_bm25(terms, depth)
                 if mode == "bm25":
-                    ranked = [(cid, score, ["bm25"]) for cid, score in bm25_hits]
+                    ranked = self._resolved([(cid, score, ["bm25"]) for cid, score in bm25_hits], pool)
                 else:
                     doc_hits = self.store.search_bm25_documents(terms, depth)
-                    ranked, chunks = self._fuse(norm, dense_hits, bm25_hits, doc_hits)
-            results.append(SearchResult(query, self._finish(query, ranked, k, chunks), mode, note))
+                    ranked = self._resolved(self._fuse(bigrams, dense_hits, bm25_hits, doc_hits), pool)
+            results.append(SearchResult(query, self._finish(query, ranked, k, pool), mode, note))
+        pending = self.store.pending_count() if mode != "bm25" else 0
+        if pending:
+            # Chunks ingested moments ago are found by their words only until their vectors are computed.
+            waiting = f"{pending} 个段落尚未生成向量，暂只能按关键词找到"
+            for result in results:
+                result.note = "；".join(filter(None, [result.note, waiting]))
         return results
 
-    def _fuse(self, query: str, dense_hits: list[tuple[int, float]], bm25_hits: list[tuple[int, float]],
-              doc_hits: list[tuple[str, float]]) -> tuple[list[tuple[int, float, list[str]]], dict[int, StoredChunk]]:
+    def _pool(self, k: int) -> int:
+        """How many de-duplicated chunks :meth:`_finish` takes: ``k``, or the reranker's or MMR's depth."""
+        s = self.settings
+        return max(k, s.rerank_depth) if self.reranker is not None or s.mmr_lambda < 1.0 else k
+
+    def _resolved(self, ranked: Sequence[Ranked], first: int) -> Iterator[tuple[StoredChunk, float, list[str]]]:
+        """``ranked`` with each chunk looked up in the index, leaving out chunks removed or excluded since they were
+        found.
+
+        The index is read ``first`` + a few chunks at a time, then twice as many each time: only the best few
+        are shown, and reading all the candidates cost more than the rest of a dense search.
+        """
+        start, size = 0, first + _LOOKUP_MARGIN
+        while start < len(ranked):
+            part = ranked[start : start + size]
+            chunks = self.store.get_chunks(cid for cid, _, _ in part)
+            for cid, score, found_by in part:
+                if (chunk := chunks.get(cid)) is not None:
+                    yield chunk, score, found_by
+            start, size = start + size, size * 2
+
+    def _fuse(self, bigrams: set[str], dense_hits: list[tuple[int, float]], bm25_hits: list[tuple[int, float]],
+              doc_hits: list[tuple[str, float]]) -> list[Ranked]:
         """Fuse dense chunks, BM25 chunks, BM25 documents (each chunk gets its document's rank or score) and the
-        phrase coverage of each candidate; returns the ranking and the candidates' chunks.
+        phrase coverage of each candidate (the share of ``bigrams`` its normalised text contains); returns the
+        ranking.
 
         ``fusion = "rrf"``: weighted reciprocal-rank fusion; ``"score"``: weighted sum of min-max normalised scores.
         """
         s = self.settings
         doc_chunks = self.store.chunk_ids_of([d for d, _ in doc_hits]) if s.weight_bm25_doc > 0 else {}
         candidates = {c for c, _ in dense_hits} | {c for c, _ in bm25_hits} | {c for ids in doc_chunks.values() for c in ids}
-        chunks = self.store.get_chunks(candidates)
-        candidates &= chunks.keys()  # removed by a writer since the vector file was read
-        bigrams = query_bigrams(query)
-        phrase = sorted(((c, phrase_coverage(bigrams, chunks[c].index_text)) for c in candidates),
+        texts = self.store.index_texts(candidates)
+        candidates &= texts.keys()  # removed by a writer since the vector file was read
+        phrase = sorted(((c, phrase_coverage(bigrams, texts[c])) for c in candidates),
                         key=lambda x: (-x[1], x[0])) if s.weight_phrase > 0 else []
         # The document ranking, spread over the chunks of each document.
         doc_list = [(c, score) for d, score in doc_hits for c in doc_chunks.get(d, [])]
@@ -198,26 +251,18 @@ class Retriever:
                         scores[c] += weights["doc"] / (s.rrf_k + rank)
         dense_ids, bm25_ids = {c for c, _ in dense_hits}, {c for c, _ in bm25_hits} | {c for c, _ in doc_list}
         found = {c: [name for name, ids in (("bm25", bm25_ids), ("dense", dense_ids)) if c in ids] for c in candidates}
-        ranked = sorted(((c, scores[c], found[c]) for c in candidates), key=lambda x: (-x[1], x[0]))
-        return ranked, chunks
+        return sorted(((c, scores[c], found[c]) for c in candidates), key=lambda x: (-x[1], x[0]))
 
-    def _finish(self, query: str, ranked: list[tuple[int, float, list[str]]], k: int,
-                chunks: dict[int, StoredChunk] | None = None) -> list[Hit]:
-        """Look chunks up (unless given), drop near-duplicates of better-ranked ones, rerank or diversify the best
-        ``rerank_depth`` when configured, keep ``k``."""
+    def _finish(self, query: str, ranked: Iterable[tuple[StoredChunk, float, list[str]]], k: int,
+                pool: int) -> list[Hit]:
+        """Drop near-duplicates of better-ranked chunks, keep ``pool``, rerank or diversify them when configured,
+        keep ``k``."""
         s = self.settings
-        second_stage = self.reranker is not None or s.mmr_lambda < 1.0
-        pool = max(k, s.rerank_depth) if second_stage else k
-        if chunks is None:
-            chunks = self.store.get_chunks(cid for cid, _, _ in ranked)
         hits: list[Hit] = []
         kept_grams: list[set[str]] = []
-        for cid, score, found_by in ranked:
-            chunk: StoredChunk | None = chunks.get(cid)
-            if chunk is None:  # removed by a writer since the vector file was read
-                continue
+        for chunk, score, found_by in ranked:
             grams = char_ngrams(chunk.index_text)
-            if any(jaccard(grams, other) >= s.dedup_threshold for other in kept_grams):
+            if is_near_duplicate(grams, kept_grams, s.dedup_threshold):
                 continue
             kept_grams.append(grams)
             hits.append(Hit(chunk.doc_id, chunk.chunk_id, round(score, 6), chunk.text, chunk.start, chunk.end,

@@ -16,8 +16,8 @@ import logging
 import math
 import re
 import time
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,16 @@ class Summarizer:
         self.settings = settings
         self.generator = generator
 
+    @property
+    def name(self) -> str:
+        """What writes the summaries: the model's name, or ``extractive``."""
+        return self.generator.name if self.generator else "extractive"
+
+    def summary_rows(self, jobs: Iterable[SummaryJob]) -> Iterator[dict[str, Any]]:
+        """The batch lines of ``jobs``, in order, each made when it is asked for (:func:`summarize_batch`;
+        :class:`rag.distributed.RemoteSummarizer` makes them on a cluster's workers)."""
+        return (summary_row(self, job) for job in jobs)
+
     def summarize(self, text: str, doc_id: str | None = None, title: str | None = None, length: str = "medium",
                   script: str | None = None) -> Summary:
         """Summary of one document's cleaned (display) text."""
@@ -303,6 +313,29 @@ class Summarizer:
         return Summary(None, query, body, self.generator.name, bullets=picked, dropped=dropped)
 
 
+@dataclass(frozen=True)
+class SummaryJob:
+    """One document of a batch to summarise, with the hash its line is kept under."""
+
+    doc_id: str
+    title: str | None
+    text: str
+    length: str
+    script: str | None
+    digest: str
+
+
+def summary_row(summarizer: Summarizer, job: SummaryJob) -> dict[str, Any]:
+    """The batch line of one document: its summary with its sources, or ``{"doc_id", "title", "error", "hash"}``
+    when summarising it fails (the batch goes on)."""
+    try:
+        summary = summarizer.summarize(job.text, job.doc_id, job.title, job.length, job.script)
+    except Exception as exc:
+        return {"doc_id": job.doc_id, "title": job.title, "error": f"{type(exc).__name__}: {exc}", "hash": job.digest}
+    return {"doc_id": job.doc_id, "title": job.title, "summary": summary.summary, "generator": summary.generator,
+            "sources": [asdict(s) for s in summary.sources], "dropped": summary.dropped, "hash": job.digest}
+
+
 def summarize_batch(documents: Iterator[tuple[str, str | None, str]], summarizer: Summarizer, out: Path,
                     length: str = "medium", script: str | None = None, total: int | None = None,
                     progress: bool = True) -> dict[str, int]:
@@ -310,9 +343,11 @@ def summarize_batch(documents: Iterator[tuple[str, str | None, str]], summarizer
 
     Resumable: documents already in ``out`` with the same text hash and settings are kept, not redone, and so are
     those a killed run had written to ``out`` + ``.tmp`` (each line is flushed as it is written). A failure is
-    written as that document's line (with ``"error"``) and the batch goes on.
+    written as that document's line (with ``"error"``) and the batch goes on. The summaries are made by
+    ``summarizer.summary_rows``: here one after another, or on a cluster's workers
+    (:class:`rag.distributed.RemoteSummarizer`); either way this function alone writes, in input order.
     """
-    key = f"{length}|{script}|{summarizer.generator.name if summarizer.generator else 'extractive'}"
+    key = f"{length}|{script}|{summarizer.name}"
     tmp = out.with_name(out.name + ".tmp")
     done: dict[str, dict[str, Any]] = {}
     for previous_run in (out, tmp):
@@ -329,29 +364,40 @@ def summarize_batch(documents: Iterator[tuple[str, str | None, str]], summarizer
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    # Lines in input order; None stands for a summary still being made. A kept line is written as soon as every
+    # line before it is, so that a killed run loses no line it could keep.
+    waiting: deque[dict[str, Any] | None] = deque()
     with open(tmp, "w", encoding="utf-8") as fh, tqdm(total=total, desc="summarize", unit="doc",
                                                       disable=not progress or None) as bar:
-        for doc_id, title, text in documents:
-            digest = text_hash(key + "|" + text)
-            previous = done.get(doc_id)
-            if previous is not None and previous.get("hash") == digest:
-                row = previous
-                counts["reused"] += 1
+
+        def write_ready() -> None:
+            while waiting and waiting[0] is not None:
+                row = waiting.popleft()
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.flush()
+                rows.append(row)
+                bar.update(1)
+
+        def jobs() -> Iterator[SummaryJob]:
+            for doc_id, title, text in documents:
+                digest = text_hash(key + "|" + text)
+                previous = done.get(doc_id)
+                if previous is not None and previous.get("hash") == digest:
+                    counts["reused"] += 1
+                    waiting.append(previous)
+                    write_ready()
+                else:
+                    waiting.append(None)
+                    yield SummaryJob(doc_id, title, text, length, script, digest)
+
+        for row in summarizer.summary_rows(jobs()):
+            if "error" in row:
+                log.warning("summary of %s failed: %s", row["doc_id"], row["error"])
+                counts["failed"] += 1
             else:
-                try:
-                    summary = summarizer.summarize(text, doc_id, title, length, script)
-                    row = {"doc_id": doc_id, "title": title, "summary": summary.summary,
-                           "generator": summary.generator, "sources": [asdict(s) for s in summary.sources],
-                           "dropped": summary.dropped, "hash": digest}
-                    counts["summarised"] += 1
-                except Exception as exc:
-                    log.warning("summary of %s failed: %s", doc_id, exc)
-                    row = {"doc_id": doc_id, "title": title, "error": f"{type(exc).__name__}: {exc}", "hash": digest}
-                    counts["failed"] += 1
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            fh.flush()
-            rows.append(row)
-            bar.update(1)
+                counts["summarised"] += 1
+            waiting[0] = row
+            write_ready()
     tmp.replace(out)
     digest_md = ["# 摘要汇编", ""]
     for row in rows:
