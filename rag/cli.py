@@ -477,7 +477,8 @@ def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_copy(args: argparse.Namespace, settings: Settings) -> int:
-    with IndexStore.open(args.source, settings=settings.replace(index_store="sqlite", database_schema="")) as source, \
+    source_settings = settings.replace(index_store="sqlite", database_schema="")
+    with IndexStore.open(args.source, settings=source_settings, read_only=True) as source, \
             IndexStore.open(settings.index_dir, create=True, settings=settings) as target:
         counts = target.copy_from(source, progress=not args.quiet)
         stats = target.stats()

@@ -150,8 +150,38 @@ def test_a_restarted_server_is_reconnected_to(tmp_path, settings, hash_embedder,
         before = [h.chunk_id for h in Retriever(store, hash_embedder, s).search("精河县", 5).hits]
         postgres.restart()
         assert [h.chunk_id for h in Retriever(store, hash_embedder, s).search("精河县", 5).hits] == before
+        # A writer whose connection drops has lost its lock with it: it stops rather than write unlocked.
+        with store.write_lock():
+            postgres.restart()
+            with pytest.raises(StoreError, match="write lock"):
+                store.remove_documents([DOC_002])
         with store.write_lock():
             assert store.remove_documents([DOC_002]) == 1
+
+
+def test_a_library_replaced_under_an_open_store_is_not_mixed_up(tmp_path, settings, hash_embedder,
+                                                               database_url) -> None:
+    """A library deleted and another renamed into its name while a service has it open: the service's vector
+    cache was built for the old one, and its chunk ids must not be read as the new one's."""
+    from rag.index.postgres import SchemaCatalogue
+    from rag.ingestion.ingest import ingest
+    from rag.ingestion.loaders import NamedFile
+    from rag.retrieval.retrieve import Retriever
+
+    s = pg_settings(settings, database_url, tmp_path / "a", "rag_lib_swap")
+    with IndexStore.open(s.index_dir, create=True, settings=s) as served:
+        ingest([SAMPLE], served, hash_embedder, s, progress=False)
+        retriever = Retriever(served, hash_embedder, s)
+        assert DOC_002 in {h.doc_id for h in retriever.search("精河县", 10, "dense").hits}
+        SchemaCatalogue(s).trash("rag_lib_swap", "20261130")
+        other = tmp_path / "other.txt"
+        other.write_text("阿勒泰地区召开妇女儿童工作会议，部署妇女儿童发展纲要。", encoding="utf-8")
+        fresh = pg_settings(settings, database_url, tmp_path / "b", "rag_lib_swap")
+        with IndexStore.open(fresh.index_dir, create=True, settings=fresh) as replacement:
+            ingest([NamedFile(other, "other.txt", str(other))], replacement, hash_embedder, fresh, progress=False)
+        for mode in ("dense", "hybrid"):
+            assert {h.doc_id for h in retriever.search("精河县", 10, mode).hits} == {"other.txt"}
+        assert served.vector_backend.count() == 1  # rebuilt for the new library, not the old one's 50 vectors
 
 
 def test_an_index_moves_into_postgresql_and_backs_up_into_a_folder(tmp_path, settings, hash_embedder,

@@ -7,7 +7,8 @@ What differs:
 
 - **BM25.** SQLite's FTS5 is replaced by term tables filled from the jieba words ingestion already computes
   (split and lower-cased as FTS5's ``unicode61`` tokenizer does) and scored in SQL with FTS5's own formula
-  (k1 = 1.2, b = 0.75, the same IDF), so rankings match the embedded store's.
+  (k1 = 1.2, b = 0.75, the same IDF), so rankings match the embedded store's. (A question word of several
+  tokens, ``3.5``, is a phrase to FTS5 and its tokens here.)
 - **The vector index** stays a FAISS file, now a cache in the library's local folder on each machine, brought up
   to date from the database's generation counter and removal log exactly as a SQLite library's is. The removal
   log is kept whole: a cache on another machine may still need any part of it.
@@ -45,7 +46,7 @@ from .store import (
     StoreError,
     _marks,
 )
-from .vectors import FAISS_NAME, FAISS_STAMP
+from .vectors import FAISS_NAME, FAISS_STAMP, LOG_START
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -90,15 +91,18 @@ CREATE TABLE doc_terms (term TEXT NOT NULL, doc_id TEXT NOT NULL, tf INTEGER NOT
 CREATE INDEX doc_terms_doc ON doc_terms(doc_id);
 CREATE TABLE doc_lengths (doc_id TEXT PRIMARY KEY, terms INTEGER NOT NULL);
 CREATE TABLE removed_chunks (chunk_id BIGINT PRIMARY KEY, generation BIGINT NOT NULL);
+CREATE INDEX removed_chunks_generation ON removed_chunks(generation);
 CREATE TABLE excluded_chunks (chunk_id BIGINT PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE);
 CREATE TABLE pending_vectors (chunk_id BIGINT PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE);
-CREATE TABLE filled_vectors (chunk_id BIGINT PRIMARY KEY, generation BIGINT NOT NULL)
+CREATE TABLE filled_vectors (chunk_id BIGINT PRIMARY KEY, generation BIGINT NOT NULL);
+CREATE INDEX filled_vectors_generation ON filled_vectors(generation)
 """
 # FTS5's bm25() constants.
 _K1, _B = 1.2, 0.75
 # What FTS5's unicode61 tokenizer keeps as one token: runs of letters and digits (CJK included), lower-cased.
 _TOKEN = re.compile(r"[^\W_]+")
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_MAX_TOKEN = 200
 
 
 def fts_tokens(terms: Sequence[str]) -> list[str]:
@@ -132,6 +136,7 @@ class _Database:
         self._schema: str | None = None
         self._transactions: list[Any] = []
         self._lock = threading.RLock()  # a transaction belongs to the thread that opened it
+        self.session_locks = 0  # advisory locks held: they end with the connection, so it is not made again then
         self.conn = self._connect()
 
     def _connect(self) -> Any:
@@ -168,21 +173,30 @@ class _Database:
         import psycopg
 
         for attempt in (1, 2):
-            if self.conn.closed and not self._transactions:
-                self.conn = self._connect()
+            self._reconnect_if_dropped()
             try:
                 return statement(self.conn)
             except psycopg.OperationalError as exc:
-                # Once more on a new connection when the old one died outside a transaction (nothing half-done).
-                if attempt == 2 or not self.conn.closed or self._transactions:
+                if not self.conn.closed:
+                    raise  # a statement the server refused (a timeout, a limit), not a lost connection
+                # Once more on a new connection when the old one died outside a transaction (nothing half-done);
+                # not while this connection held the write lock (_reconnect_if_dropped says so).
+                if attempt == 2 or self._transactions:
                     raise StoreError(f"the library's database cannot be reached ({_first_line(exc)})") from None
         raise AssertionError("unreachable")
+
+    def _reconnect_if_dropped(self) -> None:
+        if not self.conn.closed or self._transactions:
+            return
+        if self.session_locks:
+            raise StoreError("the connection to the library's database dropped while writing, and the write lock "
+                             "with it; what was committed is kept: run the command again")
+        self.conn = self._connect()
 
     def __enter__(self) -> _Database:
         self._lock.acquire()
         try:
-            if self.conn.closed and not self._transactions:
-                self.conn = self._connect()
+            self._reconnect_if_dropped()
             transaction = self.conn.transaction()
             transaction.__enter__()
         except BaseException:
@@ -253,6 +267,7 @@ class PostgresStore(IndexStore):
         self.schema = schema
         self._database_errors = (psycopg.DatabaseError,)
         self._sizes: dict[str, tuple[int, int, float]] = {}  # kind → (generation, rows, average length)
+        self._uid: str | None = None  # the library the vector cache was built for
 
     @classmethod
     def open(cls, directory: str | Any, *, create: bool = False, settings: Settings | None = None) -> PostgresStore:
@@ -260,6 +275,10 @@ class PostgresStore(IndexStore):
         ``settings.database_schema`` (a library's, from :class:`rag.app.libraries.Libraries`), else the one the
         folder's :data:`STORE_FILE` names, else one named after the folder."""
         directory = Path(directory)
+        if settings is not None and settings.vector_store == "milvus" and not settings.milvus_uri:
+            # Milvus Lite is a file of one machine, but the record of how far it is synced would be shared.
+            raise StoreError("a library in PostgreSQL keeps its vectors in FAISS or a Milvus server (milvus_uri), "
+                             "not Milvus Lite")
         marker = directory / STORE_FILE
         recorded = _read_marker(marker)
         schema = check_schema_name((settings.database_schema if settings is not None else "")
@@ -291,6 +310,18 @@ class PostgresStore(IndexStore):
                 raise StoreError(f"cannot use {directory} as the library's local folder ({exc.strerror or exc})") from None
         return store
 
+    def _backend(self) -> Any:
+        """The vector cache, dropped first when the schema now holds another library (one deleted and another
+        renamed into its name while this store was open): its ids would point at the other library's chunks."""
+        uid = self._meta("uid")
+        if self._vectors is not None and uid != self._uid:
+            self._vectors.close()
+            self._vectors = None
+            for name in (FAISS_NAME, FAISS_STAMP):
+                (self.directory / name).unlink(missing_ok=True)
+        self._uid = uid
+        return super()._backend()
+
     def _check_format(self) -> None:
         version = self._meta("format_version")
         if version != str(FORMAT_VERSION):
@@ -304,10 +335,13 @@ class PostgresStore(IndexStore):
         key = _lock_key(self.schema)
         if not self._db.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]:
             raise IndexBusyError(f"another process is writing to library schema {self.schema}; try again when it ends")
+        self._db.session_locks += 1
         try:
             yield
         finally:
-            self._db.execute("SELECT pg_advisory_unlock(?)", (key,))
+            self._db.session_locks -= 1
+            if not self._db.conn.closed:
+                self._db.execute("SELECT pg_advisory_unlock(?)", (key,))
 
     def quick_check(self) -> list[str]:
         """Nothing to check page by page: PostgreSQL keeps its own files whole."""
@@ -323,7 +357,8 @@ class PostgresStore(IndexStore):
         return chunk_id
 
     def _write_terms(self, kind: str, key: int | str, terms: Sequence[str]) -> None:
-        tokens = fts_tokens(terms)
+        # A run of letters and digits longer than a B-tree key may be (base64, hex dumps) matches no question.
+        tokens = [t for t in fts_tokens(terms) if len(t) <= _MAX_TOKEN]
         self._db.executemany(f"INSERT INTO {kind}_terms (term, {kind}_id, tf) VALUES (?, ?, ?)",
                              [(t, key, n) for t, n in collections.Counter(tokens).items()])
         self._db.execute(f"INSERT INTO {kind}_lengths ({kind}_id, terms) VALUES (?, ?)", (key, len(tokens)))
@@ -464,7 +499,7 @@ def _create_schema(db: _Database, schema: str, settings: Settings | None) -> Non
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 db.execute(statement)
-        meta = [("format_version", str(FORMAT_VERSION)), ("generation", "0"), ("uid", uuid.uuid4().hex),
+        meta = [("format_version", str(FORMAT_VERSION)), ("generation", "0"), (LOG_START, "0"), ("uid", uuid.uuid4().hex),
                 ("vector_store", settings.vector_store if settings else "faiss")]
         if settings is not None and settings.vector_store == "milvus":
             meta += [("milvus_uri", settings.milvus_uri), ("milvus_collection", settings.milvus_collection)]
@@ -511,8 +546,9 @@ class SchemaCatalogue:
                 "AND substr(table_schema, 1, 8) = 'rag_lib_'")]
             names = []
             for schema in schemas:
-                row = db.execute(f'SELECT value FROM "{check_schema_name(schema)}".meta WHERE key = ?',
-                                 ("library",)).fetchone()
+                if not _SCHEMA_NAME.fullmatch(schema):
+                    continue  # not one of ours
+                row = db.execute(f'SELECT value FROM "{schema}".meta WHERE key = ?', ("library",)).fetchone()
                 if row is not None:
                     names.append(str(row[0]))
             return names

@@ -251,7 +251,7 @@ class IndexStore:
     # -- opening -----------------------------------------------------------------------------------------
     @classmethod
     def open(cls, directory: str | os.PathLike[str], *, create: bool = False,
-             settings: Settings | None = None) -> IndexStore:
+             settings: Settings | None = None, read_only: bool = False) -> IndexStore:
         """Open the index in ``directory`` (creating it when ``create``); raises :class:`StoreError` subclasses.
 
         An index this process cannot write (a read-only mount, another user's folder) opens read-only: it answers,
@@ -275,7 +275,7 @@ class IndexStore:
                 directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create the index folder {directory} ({exc.strerror or exc})") from None
-        db, read_only = _connect(db_path)
+        db, read_only = _connect(db_path, read_only)
         try:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if not tables and create and not read_only:
@@ -353,6 +353,8 @@ class IndexStore:
             if version < 5:  # every chunk of an older index has its vector
                 self._db.execute(_PENDING_TABLE)
                 self._db.execute(_FILLED_TABLE)
+                # Older releases trimmed the removal log without saying how far: only a snapshot is safe to start from.
+                self._put_meta(LOG_START, str(self.generation()))
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
         self._format = FORMAT_VERSION
         log.info("upgraded %s from index format %d to %d", self.directory, version, FORMAT_VERSION)
@@ -929,7 +931,7 @@ class IndexStore:
                 "FROM chunks c WHERE c.doc_id = ? ORDER BY c.ordinal", (doc_id,)).fetchall()
             terms = self._chunk_terms([r[0] for r in rows])
             chunks = [ChunkRecord(r[1], r[2], r[3], r[4], r[5], terms.get(r[0], []), r[7]) for r in rows]
-            excluded = self._excluded_among(r[0] for r in rows)
+            excluded = self._excluded_among(r[0] for r in rows) if self._format >= 4 else set()
             vectors = None
             if rows and all(len(r[6]) for r in rows):
                 vectors = np.frombuffer(b"".join(r[6] for r in rows), dtype=np.float32).reshape(len(rows), -1)
@@ -967,8 +969,11 @@ class IndexStore:
                 have = self.origins([doc.record.doc_id]).get(doc.record.doc_id)
                 chunking = (doc.record.chunk_size, doc.record.chunk_overlap) if doc.record.chunk_size else None
                 if have is not None and have.content_hash == doc.record.content_hash and have.chunking == chunking:
-                    counts["unchanged"] += 1
-                    continue
+                    # The same, exclusions included (a copy killed between a document and its exclusions redoes it).
+                    here = [c.ordinal for c in self.chunks_of(doc.record.doc_id) or [] if c.excluded]
+                    if here == doc.excluded:
+                        counts["unchanged"] += 1
+                        continue
                 batch.append(doc)
                 if len(batch) >= 64:
                     counts["copied"] += self._write_stored(batch)
@@ -1159,15 +1164,16 @@ def _chunk_id(value: int | str) -> int:
 
 
 
-def _connect(db_path: Path) -> tuple[sqlite3.Connection, bool]:
+def _connect(db_path: Path, read_only: bool = False) -> tuple[sqlite3.Connection, bool]:
     """A connection to ``db_path`` and whether it is read-only.
 
-    Read-write (WAL) when this process may write the file and its folder; otherwise read-only, which for a WAL
+    Read-write (WAL) when this process may write the file and its folder (unless ``read_only``: a source that is
+    only read, and so not upgraded either); otherwise read-only, which for a WAL
     database in a folder we cannot write needs SQLite's ``immutable`` mode, safe only when no change is waiting
     in the ``-wal`` file.
     """
     folder = db_path.parent
-    if os.access(folder, os.W_OK) and (not db_path.exists() or os.access(db_path, os.W_OK)):
+    if not read_only and os.access(folder, os.W_OK) and (not db_path.exists() or os.access(db_path, os.W_OK)):
         try:
             db = sqlite3.connect(db_path, timeout=30, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -1223,7 +1229,7 @@ def _create_schema(db: sqlite3.Connection, settings: Settings | None) -> set[str
     try:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables:
-            meta = [("format_version", str(FORMAT_VERSION)), ("generation", "0"),
+            meta = [("format_version", str(FORMAT_VERSION)), ("generation", "0"), (LOG_START, "0"),
                     ("vector_store", settings.vector_store if settings else "faiss")]
             if settings is not None and settings.vector_store == "milvus":
                 meta += [("milvus_uri", settings.milvus_uri), ("milvus_collection", settings.milvus_collection)]

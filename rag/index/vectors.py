@@ -139,13 +139,23 @@ class FaissVectors:
         generation = source.generation()
         if self._index is not None and self._generation == generation:
             return
-        if self._index is not None and self._generation >= int(source.get_meta(LOG_START) or 0):
+        if self._index is not None and self._generation <= generation and self._log_reaches(source):
             # Behind by a few writes (of another process): replay them in memory, without reading a snapshot
             # again; for a library in PostgreSQL on another machine, without rebuilding from the database.
             self._replay(source, self._generation, self._max_id)
-        elif not self._load_snapshot(source):
+            if self._log_reaches(source):
+                self._generation = generation
+                return
+            # A writer trimmed the logs while they were read: what was replayed may have gaps.
+        if not self._load_snapshot(source):
             self._rebuild(source)
         self._generation = generation
+
+    def _log_reaches(self, source: VectorSource) -> bool:
+        """Whether the database still logs every removal and filled vector since this index's generation (an
+        index older than format 5, whose release trimmed the log without saying how far, never does)."""
+        start = source.get_meta(LOG_START)
+        return start is not None and self._generation >= int(start)
 
     def _load_snapshot(self, source: VectorSource) -> bool:
         """Read the snapshot file and replay the changes made after it; ``False`` if it is missing or unusable."""
