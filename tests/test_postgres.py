@@ -135,6 +135,10 @@ def test_two_stores_share_one_library(tmp_path, settings, hash_embedder, databas
     c_settings = pg_settings(settings, database_url, tmp_path / "c", "rag_shared")
     with IndexStore.open(c_settings.index_dir, settings=c_settings) as c:
         assert c.vector_backend.count() == c.stats()["chunks"]
+    # ... and keeps it when it closes, so that its next start replays from it.
+    assert (tmp_path / "c" / "vectors.faiss").is_file()
+    with IndexStore.open(c_settings.index_dir, settings=c_settings) as c:
+        assert c.vector_backend.count() == c.stats()["chunks"] and not c.vector_backend.notes
     with pytest.raises(StoreError, match="no library"):
         IndexStore.open(tmp_path / "d", settings=pg_settings(settings, database_url, tmp_path / "d", "rag_none"))
 

@@ -322,6 +322,18 @@ class PostgresStore(IndexStore):
         self._uid = uid
         return super()._backend()
 
+    def flush(self) -> None:
+        """Save pending vector changes; a process that only read saves its local cache too (when it has none, or
+        much has changed), so that its next start replays from it rather than rebuilding from the database. That
+        save takes the writers' lock, so no write slips between the catch-up and the snapshot; it is skipped
+        while another process writes."""
+        super().flush()
+        if self._vectors is None or self._lock_owner is not None or self._db.conn.closed:
+            return
+        with contextlib.suppress(IndexBusyError), self.write_lock():
+            self._vectors.sync(self)
+            self._vectors.save(self)
+
     def _check_format(self) -> None:
         version = self._meta("format_version")
         if version != str(FORMAT_VERSION):
