@@ -78,7 +78,7 @@ class Libraries:
             return False
         if (path / "index.sqlite").is_file():
             return True
-        return self._database is not None and self._database.exists(self._schema(name))
+        return self._database is not None and self._database.exists(self._schema(name), named=name != DEFAULT_LIBRARY)
 
     def _schema(self, name: str) -> str:
         """The database schema of library ``name`` in PostgreSQL."""
@@ -116,7 +116,8 @@ class Libraries:
         from ..index.store import IndexStore
 
         path = self.path(check_name(name))
-        if self.exists(name) or (path.exists() and any(path.iterdir())):
+        # A folder with files is someone's (in PostgreSQL it only caches vectors, and a half-made library's is kept).
+        if self.exists(name) or (self._database is None and path.exists() and any(path.iterdir())):
             raise LibraryError(f"文档库 {name!r} 已存在")
         path.mkdir(parents=True, exist_ok=True)
         IndexStore.open(path, create=True, settings=self.settings_for(name)).close()

@@ -545,10 +545,14 @@ class SchemaCatalogue:
         finally:
             db.close()
 
-    def exists(self, schema: str) -> bool:
-        """Whether ``schema`` holds a library."""
+    def exists(self, schema: str, named: bool = False) -> bool:
+        """Whether ``schema`` holds a library (``named``: one whose name is recorded, as :meth:`names` lists; a
+        schema a crash left unnamed is not, and creating the library again names it)."""
         with self._db() as db:
-            return schema_exists(db, schema)
+            if not schema_exists(db, schema):
+                return False
+            return not named or db.execute(f'SELECT 1 FROM "{check_schema_name(schema)}".meta WHERE key = ?',
+                                           ("library",)).fetchone() is not None
 
     def names(self) -> list[str]:
         """The named libraries (``rag_lib_*`` schemas, by the name each records)."""
