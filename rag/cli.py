@@ -131,25 +131,29 @@ def _worker_pool(args: argparse.Namespace, settings: Settings) -> Iterator[Worke
 
 
 # -- commands -------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _embedding(pool: WorkerPool | None, settings: Settings) -> Iterator[tuple[Any, Settings, EmbeddingCache]]:
+    """``(embedder, settings, cache)`` for passages: the one the settings name (an index made with another refuses
+    it), or the pool's workers, each call of the embedding loop then handing every worker several batches."""
+    if pool is None:
+        embedder = load_embedder(settings)
+    else:
+        embedder = RemoteEmbedder(pool, settings.embed_batch_size)
+        settings = settings.replace(embed_batch_size=embedder.texts_per_call)
+    cache = EmbeddingCache(settings.cache_dir, embedder.name, embedder.dim)
+    try:
+        yield embedder, settings, cache
+    finally:
+        cache.close()
+
+
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    with _worker_pool(args, settings) as pool:
-        read_files: FileReader | None = None
-        if pool is None:
-            embedder = load_embedder(settings)  # the one asked for: an index made with another refuses it
-        else:
-            embedder = RemoteEmbedder(pool, settings.embed_batch_size)
-            read_files = functools.partial(pool.map, "read")
-            # Each call of ingest's embedding loop then hands every worker several batches of embed_batch_size.
-            settings = settings.replace(embed_batch_size=embedder.texts_per_call)
-        cache = EmbeddingCache(settings.cache_dir, embedder.name, embedder.dim)
-        try:
-            with IndexStore.open(settings.index_dir, create=True, settings=settings) as store:
-                report = ingest(args.paths, store, embedder, settings, cache=cache, sync=args.sync,
-                                replace=args.replace, progress=not args.quiet, read_files=read_files,
-                                embed=not args.no_embed)
-                stats = store.stats()
-        finally:
-            cache.close()
+    with _worker_pool(args, settings) as pool, _embedding(pool, settings) as (embedder, settings, cache):
+        read_files: FileReader | None = None if pool is None else functools.partial(pool.map, "read")
+        with IndexStore.open(settings.index_dir, create=True, settings=settings) as store:
+            report = ingest(args.paths, store, embedder, settings, cache=cache, sync=args.sync, replace=args.replace,
+                            progress=not args.quiet, read_files=read_files, embed=not args.no_embed)
+            stats = store.stats()
     if report.added or report.updated or report.removed:
         _audit(args, settings, "ingest", {"paths": args.paths, "added": report.added, "updated": report.updated,
                                           "removed": report.removed, "replace": args.replace})
@@ -452,22 +456,13 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
-    with _worker_pool(args, settings) as pool:
-        if pool is None:
-            embedder = load_embedder(settings)
-        else:
-            embedder = RemoteEmbedder(pool, settings.embed_batch_size)
-            settings = settings.replace(embed_batch_size=embedder.texts_per_call)
-        cache = EmbeddingCache(settings.cache_dir, embedder.name, embedder.dim)
-        try:
-            with IndexStore.open(settings.index_dir, settings=settings) as store:
-                pending = store.pending_count()
-                started = time.perf_counter()
-                embedded = embed_pending(store, embedder, settings, cache=cache, progress=not args.quiet)
-                result = {"pending_before": pending, "embedded": embedded, "pending": store.pending_count(),
-                          "seconds": round(time.perf_counter() - started, 1)}
-        finally:
-            cache.close()
+    with _worker_pool(args, settings) as pool, _embedding(pool, settings) as (embedder, settings, cache), \
+            IndexStore.open(settings.index_dir, settings=settings) as store:
+        pending = store.pending_count()
+        started = time.perf_counter()
+        embedded = embed_pending(store, embedder, settings, cache=cache, progress=not args.quiet)
+        result = {"pending_before": pending, "embedded": embedded, "pending": store.pending_count(),
+                  "seconds": round(time.perf_counter() - started, 1)}
     if args.json:
         _print_json(result)
     else:

@@ -44,6 +44,7 @@ from .store import (
     IndexFormatError,
     IndexStore,
     StoreError,
+    _batches,
     _marks,
 )
 from .vectors import FAISS_NAME, FAISS_STAMP, LOG_START
@@ -119,6 +120,12 @@ def _read_marker(marker: Path) -> dict[str, str]:
     except (OSError, ValueError) as exc:
         raise IndexFormatError(f"{marker} cannot be read ({exc}); delete it to open the library again") from None
     return {k: str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _forget_cache(directory: Path) -> None:
+    """Delete a folder's vector cache, built for another library than the one its schema now holds."""
+    for name in (FAISS_NAME, FAISS_STAMP):
+        (directory / name).unlink(missing_ok=True)
 
 
 def _lock_key(schema: str) -> int:
@@ -302,8 +309,7 @@ class PostgresStore(IndexStore):
             # file must not be mistaken for this library's.
             try:
                 directory.mkdir(parents=True, exist_ok=True)
-                for name in (FAISS_NAME, FAISS_STAMP):
-                    (directory / name).unlink(missing_ok=True)
+                _forget_cache(directory)
                 marker.write_text(json.dumps({"store": "postgresql", "schema": schema, "uid": uid}), encoding="utf-8")
             except OSError as exc:
                 db.close()
@@ -317,8 +323,7 @@ class PostgresStore(IndexStore):
         if self._vectors is not None and uid != self._uid:
             self._vectors.close()
             self._vectors = None
-            for name in (FAISS_NAME, FAISS_STAMP):
-                (self.directory / name).unlink(missing_ok=True)
+            _forget_cache(self.directory)
         self._uid = uid
         return super()._backend()
 
@@ -385,8 +390,7 @@ class PostgresStore(IndexStore):
 
     def _chunk_terms(self, chunk_ids: Sequence[int]) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
-        for start in range(0, len(chunk_ids), 500):
-            part = list(chunk_ids[start : start + 500])
+        for part in _batches(chunk_ids):
             for chunk_id, term, tf in self._db.execute(
                     f"SELECT chunk_id, term, tf FROM chunk_terms WHERE chunk_id IN ({_marks(part)})", part):
                 out.setdefault(int(chunk_id), []).extend([term] * tf)
