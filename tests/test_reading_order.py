@@ -52,6 +52,18 @@ def test_two_columns_are_read_left_then_right() -> None:
                                                    "右栏第一行讲到儿童之家的建设，右栏第二行讲到全县共建成四十五个儿童之家。")
 
 
+def test_three_columns_are_read_in_turn_under_a_title() -> None:
+    sides = [(40, 320), (360, 640), (680, 960)]  # a newsletter page, 40 px gutters
+    title = [found(300, 40, 700, "妇女儿童工作简报")]
+    columns = [column(side, 100, [f"第{n}栏第一行写满了这一栏，", f"第{n}栏第二行也写满这一栏，", f"第{n}栏完。"])
+               for n, side in enumerate(sides, 1)]
+    footer = [found(40, 300, 960, "本期简报由县妇联办公室编印，发至各乡镇妇联和县直各单位，请各单位认真阅读并抓好落实。")]
+    items = title + [line for lines in columns for line in lines] + footer
+    assert texts(shuffled(items)) == [item[1] for item in items]
+    blocks = reading_blocks(shuffled(items), _box)
+    assert [(b.left, b.right) for b in blocks] == [(40, 960), (40, 320), (360, 640), (680, 960), (40, 960)]
+
+
 def test_a_paragraph_runs_on_from_one_column_into_the_next() -> None:
     left = [found(LEFT[0], 100 + 40 * n, LEFT[1], f"左栏第{n + 1}行没有写完的句子") for n in range(4)]
     right = column(RIGHT, 100, ["接着写完这一句，", "然后开始新的一段，", "到这里结束。"])
@@ -115,3 +127,20 @@ def test_a_scanned_two_column_page_is_read_a_column_at_a_time(tmp_path: Path) ->
     image.save(tmp_path / "简报.png")
     assert read_image(tmp_path / "简报.png", ReadOptions()).splitlines() == [
         "精河县妇联工作简报", "".join(left), "".join(right)]
+
+
+@pytest.mark.slow
+@needs_ocr
+def test_a_scanned_three_column_page_is_read_a_column_at_a_time(tmp_path: Path) -> None:
+    from rag.ingestion.ocr import read_image
+
+    image = Image.new("L", (1200, 300), 255)
+    pen = ImageDraw.Draw(image)
+    font = ImageFont.truetype(str(FONT), 28)
+    columns = [["妇女之家一百二十", "个，覆盖所有乡镇", "和行政村。"], ["儿童之家四十五个", "，每周开放五天，", "暑期每天开放。"],
+               ["家长学校三十所，", "每年举办讲座百场", "以上。"]]
+    for x, lines in zip((40, 440, 840), columns):
+        for n, line in enumerate(lines):
+            pen.text((x, 60 + 48 * n), line, font=font, fill=0)
+    image.save(tmp_path / "三栏.png")
+    assert read_image(tmp_path / "三栏.png", ReadOptions()).splitlines() == ["".join(lines) for lines in columns]

