@@ -64,6 +64,16 @@ def test_three_columns_are_read_in_turn_under_a_title() -> None:
     assert [(b.left, b.right) for b in blocks] == [(40, 960), (40, 320), (360, 640), (680, 960), (40, 960)]
 
 
+def test_a_short_line_is_measured_against_its_whole_column() -> None:
+    top = (column(LEFT, 100, ["左栏第一行讲到妇女之家的建设，", "左栏第二行讲到全县共建成", "一百二十个妇女之家。"])
+           + column(RIGHT, 100, ["右栏第一行讲到儿童之家的建设，", "右栏第二行讲到全县共建成", "四十五个儿童之家。"]))
+    rule = [found(40, 240, 960, "本期要点到此为止。")]
+    # Below the full-width line, the left column holds only a heading: it does not fill its column, so it is
+    # not run on into the right column's text.
+    bottom = [found(LEFT[0], 300, LEFT[0] + 150, "二、工作安排"), *column(RIGHT, 300, ["右栏下半部分第一行写满这一栏，", "完。"])]
+    assert layout_text(shuffled(top + rule + bottom)).splitlines()[3:] == ["二、工作安排", "右栏下半部分第一行写满这一栏，完。"]
+
+
 def test_a_paragraph_runs_on_from_one_column_into_the_next() -> None:
     left = [found(LEFT[0], 100 + 40 * n, LEFT[1], f"左栏第{n + 1}行没有写完的句子") for n in range(4)]
     right = column(RIGHT, 100, ["接着写完这一句，", "然后开始新的一段，", "到这里结束。"])

@@ -92,6 +92,7 @@ def reading_blocks(items: Sequence[T], box: Callable[[T], Box]) -> list[Block[T]
     if split is None:
         return [Block(reading_rows(items, box), *page)]
     left, right, across = split
+    extents = [(min(boxes[i].left for i in members), max(boxes[i].right for i in members)) for members in (left, right)]
     # Column lines belong to the section between the full-width boxes above and below them.
     centres = sorted(((boxes[i].top + boxes[i].bottom) / 2, i) for i in across)
     sections: list[tuple[list[int], list[int]]] = [([], []) for _ in range(len(across) + 1)]
@@ -104,9 +105,13 @@ def reading_blocks(items: Sequence[T], box: Callable[[T], Box]) -> list[Block[T]
         if any(section):
             if band:
                 blocks.append(Block(reading_rows([items[i] for i in band], box), *page))
-            for members in section:
-                if members:
-                    blocks.extend(reading_blocks([items[i] for i in members], box))
+            for side, members in enumerate(section):
+                if not members:
+                    continue
+                inner = reading_blocks([items[i] for i in members], box)
+                if len(inner) == 1:  # one column: its margins are the whole column's, not just this section's
+                    inner = [Block(inner[0].rows, *extents[side])]
+                blocks.extend(inner)
             band = []
         if n < len(centres):
             band.append(centres[n][1])
