@@ -268,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                 scans[0].save(args.out / "scanned-page.png")  # to see what was read
             log.info("%s: %d pages as a scanned PDF", source.name, len(images))
             rows.append(read_back(source.name, "scanned PDF", _read_pdf, pdf, references, known, args.out))
+    if args.long_scan and not all_scans:
+        log.warning("--long-scan repeats the scanned PDF pages, and --pdf-docs 0 made none: no long scan read")
     long_scan = read_long_scan(all_scans, args.long_scan, work) if args.long_scan and all_scans else None
     paths = dict.fromkeys(r["path"] for r in rows)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # kB on Linux

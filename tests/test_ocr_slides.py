@@ -7,6 +7,7 @@ import importlib.util
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 from pptx import Presentation
@@ -174,6 +175,15 @@ def test_a_scanned_pdf_is_read_page_by_page_and_cited_by_page(library) -> None:
 
 
 @needs_ocr
+def test_a_16_bit_scan_is_read(tmp_path: Path) -> None:
+    ink = np.asarray(draw(NOTICE[1:2]), dtype=np.float64) / 255
+    scan = (3000 + ink * 57000).astype(np.uint16)  # a 16-bit scanner's ink is far above 255, its paper near 60000
+    Image.fromarray(scan).save(tmp_path / "scan16.tif")
+    assert Image.open(tmp_path / "scan16.tif").mode.startswith("I;16")
+    assert read_file(tmp_path / "scan16.tif", ReadOptions())[0] == NOTICE[1]
+
+
+@needs_ocr
 def test_only_pages_without_a_text_layer_go_to_ocr(tmp_path: Path, monkeypatch) -> None:
     from pypdf import PdfWriter
 
@@ -230,6 +240,29 @@ def test_a_traditional_scan_is_read_in_traditional(tmp_path: Path) -> None:
     draw([line]).save(tmp_path / "notice.png")
     text = ocr.read_image(tmp_path / "notice.png", ReadOptions())
     assert "".join(text.split()) == line  # PP-OCRv4's dictionary has none of 黨 議 貫 堅
+
+
+def test_paper_is_made_white_but_coloured_and_light_text_is_kept() -> None:
+    from rag.ingestion.ocr import _paper_white
+
+    def page(paper: tuple[int, int, int], ink: tuple[int, int, int]) -> Image.Image:
+        image = Image.new("RGB", (600, 200), paper)
+        ImageDraw.Draw(image).text((40, 60), "妇女儿童发展规划中期评估", font=ImageFont.truetype(str(FONT), 40), fill=ink)
+        return image
+
+    scan = page((255, 255, 255), (20, 20, 20))
+    buffer = io.BytesIO()
+    scan.save(buffer, "JPEG", quality=75)  # JPEG leaves faint specks around every stroke
+    specked = Image.open(buffer).convert("RGB")
+    whitened = np.asarray(_paper_white(specked))
+    before = np.asarray(specked)
+    specks = (before > 230) & (before < 255)
+    assert specks.sum() > 1000 and (whitened[specks] == 255).all()
+    assert whitened.min() == 0  # the strokes stay black
+    yellow = np.asarray(_paper_white(page((250, 250, 250), (255, 230, 0))))
+    assert yellow[..., 2].min() < 50  # yellow on white keeps its contrast in the blue channel
+    for kept in (page((237, 125, 49), (255, 255, 255)), page((210, 210, 210), (255, 255, 255))):
+        assert _paper_white(kept) is kept  # white text on orange or on light gray: left as it is
 
 
 def test_ocr_models_with_the_wrong_hash_are_never_loaded(tmp_path: Path, caplog) -> None:

@@ -64,6 +64,18 @@ def test_three_columns_are_read_in_turn_under_a_title() -> None:
     assert [(b.left, b.right) for b in blocks] == [(40, 960), (40, 320), (360, 640), (680, 960), (40, 960)]
 
 
+def test_a_short_section_of_three_columns_is_split_like_the_page() -> None:
+    sides = [(40, 320), (360, 640), (680, 960)]
+    upper = [line for n, side in enumerate(sides, 1)
+             for line in column(side, 100, [f"第{n}栏上半第一行写满这一栏，", f"第{n}栏上半第二行写满，", f"第{n}栏上半完。"])]
+    rule = [found(40, 240, 960, "以下为下期预告，请各单位留意，并及时报送相关材料和工作信息。")]
+    # Below the rule, two lines a column: too few to find columns in, so the page's own split is used.
+    lower = [line for n, side in enumerate(sides, 1)
+             for line in column(side, 300, [f"第{n}栏下半写满这一栏的一行，", f"第{n}栏下半完。"])]
+    assert layout_text(shuffled(upper + rule + lower)).splitlines()[-3:] == [
+        f"第{n}栏下半写满这一栏的一行，第{n}栏下半完。" for n in (1, 2, 3)]
+
+
 def test_a_short_line_is_measured_against_its_whole_column() -> None:
     top = (column(LEFT, 100, ["左栏第一行讲到妇女之家的建设，", "左栏第二行讲到全县共建成", "一百二十个妇女之家。"])
            + column(RIGHT, 100, ["右栏第一行讲到儿童之家的建设，", "右栏第二行讲到全县共建成", "四十五个儿童之家。"]))

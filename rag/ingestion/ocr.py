@@ -53,8 +53,10 @@ MAX_ASPECT = 2.0
 _MIN_SIDE = 8  # narrower than this, an image has no room for a line of text
 _SENTENCE_ENDS = tuple("。！？!?；;：:")
 PAPER_MARGIN = 25  # shades this close to the paper's are paper (see _paper_white)
+PAPER_MIN = 200  # paper darker than this, in any channel, is left as it is: it may be a coloured background
+PAPER_BRIGHTER_MAX = 0.02  # nor when more of the page than this is lighter than its paper: light text
 # Bumped when what is done with a page or the engine's boxes changes, so cached pages are read again (2: two
-# columns; 3: paper made white).
+# columns; 3: paper made white, three or more columns).
 _LAYOUT_VERSION = 3
 CACHE_FILE = "ocr-pages.sqlite3"
 
@@ -68,7 +70,8 @@ class OcrModels:
 
     name: str
     package: str  # the distribution that carries them
-    files: dict[str, tuple[str, str]] = field(default_factory=dict)  # role -> (file name, sha256); none: RapidOCR's
+    # role -> (file name, sha256); none: RapidOCR's own
+    files: dict[str, tuple[str, str]] = field(default_factory=dict, hash=False, compare=False)
     # A recognizer trained mostly on Simplified text writes some Traditional characters in their Simplified form
     # (習 as 习), so a page it reads as Traditional is given back all in Traditional. One that knows both scripts
     # is left as it reads: converting would only add the converter's own mistakes.
@@ -105,8 +108,7 @@ def first_verified(choices: tuple[OcrModels, ...]) -> tuple[OcrModels, dict[str,
         if folder is None:
             continue
         paths = {role: folder / name for role, (name, _) in models.files.items()}
-        bad = [path.name for role, path in paths.items()
-               if not path.is_file() or _sha256(path) != models.files[role][1]]
+        bad = [path.name for role, path in paths.items() if _file_sha256(path) != models.files[role][1]]
         if not bad:
             return models, paths
         log.warning("the %s models of %s do not match their pinned SHA-256 (%s); using %s instead",
@@ -117,7 +119,9 @@ def first_verified(choices: tuple[OcrModels, ...]) -> tuple[OcrModels, dict[str,
 def engine_version() -> str:
     """What a cached page was read with: the engine's release and models, the render resolution and the layout
     rules."""
-    return (f"rapidocr-onnxruntime {importlib.metadata.version('rapidocr-onnxruntime')}; {ocr_models()[0].name}; "
+    models = ocr_models()[0]
+    pinned = "".join(f" {sha256[:12]}" for _, sha256 in models.files.values())
+    return (f"rapidocr-onnxruntime {importlib.metadata.version('rapidocr-onnxruntime')}; {models.name}{pinned}; "
             f"{RENDER_DPI} dpi; max side {MAX_SIDE}; no angle classifier; layout {_LAYOUT_VERSION}")
 
 
@@ -203,32 +207,42 @@ def _prepared(image: Image.Image) -> Image.Image:
         rgba = frame.convert("RGBA")
         background = Image.new("RGBA", rgba.size, "white")
         frame = Image.alpha_composite(background, rgba)
+    elif frame.mode.startswith(("I", "F")):
+        # A 16-bit (or 32-bit) scan: Pillow's conversion clips every value above 255 to white, blanking the page.
+        values = np.asarray(frame, dtype=np.float64)
+        frame = Image.fromarray((values * (255 / max(values.max(), 1.0))).astype(np.uint8), "L")
     return frame.convert("RGB")
 
 
 def _read_page(image: Image.Image) -> str:
     """The text of one page or frame, however long or wide: read in pieces the engine can take."""
     texts = []
-    for piece in _pieces(_paper_white(image)):
+    for piece in _pieces(image):
+        piece = _paper_white(piece)
         piece.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
         texts.append(_recognize(piece))
     return "\n".join(text for text in texts if text)
 
 
 def _paper_white(image: Image.Image) -> Image.Image:
-    """``image`` in grays with its paper made white: every shade within :data:`PAPER_MARGIN` of the page's median
-    (its paper, on a page of text) becomes white, and darker shades are stretched to fill the range.
+    """``image`` with its paper made white: in each channel, every shade within :data:`PAPER_MARGIN` of the
+    channel's median (the paper, on a page of text) becomes white, and darker shades are stretched to fill the
+    range. Colour stays (yellow on white keeps its blue channel's contrast).
 
     The PP-OCRv5 recognizer drops whole characters ("女性就业人员比例" read as "性就业员例") over the faint gray
     specks that JPEG compression and scanners leave around strokes; on white paper it reads them all. A page whose
-    median is dark (white text on a dark slide) is left as it is.
+    paper is not light (a coloured slide, white text on orange) or that has light text on it is left as it is.
     """
-    gray = image.convert("L")
-    paper = int(np.median(np.asarray(gray)))
-    if paper < 128:
+    counts = np.asarray(image.histogram(), dtype=np.int64).reshape(-1, 256)  # one row per channel
+    total = counts[0].sum()
+    paper = [int(np.searchsorted(np.cumsum(row), total / 2)) for row in counts]
+    if min(paper) < PAPER_MIN:
         return image
-    white = max(1, paper - PAPER_MARGIN)
-    return gray.point([min(255, value * 255 // white) for value in range(256)]).convert("RGB")
+    lighter = max(row[level + PAPER_MARGIN + 1:].sum() for row, level in zip(counts, paper, strict=True))
+    if lighter > PAPER_BRIGHTER_MAX * total:
+        return image
+    table = [min(255, value * 255 // (level - PAPER_MARGIN)) for level in paper for value in range(256)]
+    return image.point(table)
 
 
 def _pieces(image: Image.Image) -> list[Image.Image]:
@@ -420,6 +434,14 @@ class _PageCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _file_sha256(path: Path) -> str | None:
+    """The SHA-256 of the file at ``path``, or None when it cannot be read."""
+    try:
+        return _sha256(path)
+    except OSError:
+        return None
 
 
 def _sha256(path: Path) -> str:

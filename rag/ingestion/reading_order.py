@@ -86,13 +86,31 @@ def reading_blocks(items: Sequence[T], box: Callable[[T], Box]) -> list[Block[T]
     """
     if not items:
         return []
+    return _blocks(items, box, _columns([box(item) for item in items]))
+
+
+@dataclass(frozen=True)
+class _Split:
+    """Boxes split in two at a gutter, and how each side is laid out: one column (``None``) or split again.
+    Found once on the whole page, so that a short section between two full-width lines is split the same way
+    and its lines are measured against their whole column's margins."""
+
+    start: float
+    end: float
+    sides: tuple[_Split | None, _Split | None]
+    extents: tuple[tuple[float, float], tuple[float, float]]  # each side's left and right, over the whole page
+
+
+def _blocks(items: Sequence[T], box: Callable[[T], Box], split: _Split | None,
+            extent: tuple[float, float] | None = None) -> list[Block[T]]:
+    """:func:`reading_blocks` with the layout already found; ``extent``: the margins of a single column."""
     boxes = [box(item) for item in items]
     page = (min(b.left for b in boxes), max(b.right for b in boxes))
-    split = _two_columns(boxes)
     if split is None:
-        return [Block(reading_rows(items, box), *page)]
-    left, right, across = split
-    extents = [(min(boxes[i].left for i in members), max(boxes[i].right for i in members)) for members in (left, right)]
+        return [Block(reading_rows(items, box), *(extent or page))]
+    left = [i for i, b in enumerate(boxes) if b.right <= split.start]
+    right = [i for i, b in enumerate(boxes) if b.left >= split.end]
+    across = [i for i, b in enumerate(boxes) if b.right > split.start and b.left < split.end]
     # Column lines belong to the section between the full-width boxes above and below them.
     centres = sorted(((boxes[i].top + boxes[i].bottom) / 2, i) for i in across)
     sections: list[tuple[list[int], list[int]]] = [([], []) for _ in range(len(across) + 1)]
@@ -106,12 +124,8 @@ def reading_blocks(items: Sequence[T], box: Callable[[T], Box]) -> list[Block[T]
             if band:
                 blocks.append(Block(reading_rows([items[i] for i in band], box), *page))
             for side, members in enumerate(section):
-                if not members:
-                    continue
-                inner = reading_blocks([items[i] for i in members], box)
-                if len(inner) == 1:  # one column: its margins are the whole column's, not just this section's
-                    inner = [Block(inner[0].rows, *extents[side])]
-                blocks.extend(inner)
+                if members:
+                    blocks.extend(_blocks([items[i] for i in members], box, split.sides[side], split.extents[side]))
             band = []
         if n < len(centres):
             band.append(centres[n][1])
@@ -120,9 +134,9 @@ def reading_blocks(items: Sequence[T], box: Callable[[T], Box]) -> list[Block[T]
     return blocks
 
 
-def _two_columns(boxes: list[Box]) -> tuple[list[int], list[int], list[int]] | None:
-    """The boxes left of a gutter, right of it and across it, by index; ``None`` when the page is not split in
-    columns there, each side a column of text or columns itself (see the module docstring)."""
+def _columns(boxes: list[Box]) -> _Split | None:
+    """How ``boxes`` split in columns at a gutter, each side a column of text or split again; ``None`` when the
+    page is not in columns (see the module docstring)."""
     if len(boxes) < 2 * _COLUMN_MIN_LINES:
         return None
     height = statistics.median(b.bottom - b.top for b in boxes)
@@ -130,19 +144,24 @@ def _two_columns(boxes: list[Box]) -> tuple[list[int], list[int], list[int]] | N
     if gutter is None:
         return None
     start, end = gutter
-    left = [i for i, b in enumerate(boxes) if b.right <= start]
-    right = [i for i, b in enumerate(boxes) if b.left >= end]
-    across = [i for i, b in enumerate(boxes) if b.right > start and b.left < end]
+    left = [b for b in boxes if b.right <= start]
+    right = [b for b in boxes if b.left >= end]
+    across = [b for b in boxes if b.right > start and b.left < end]
     if len(left) + len(right) < len(across):  # the columns are not the body of the page
         return None
     # A box across the gutter beside a column line is not a full-width stretch: the gap is inside a column.
-    if any(_same_row(boxes[i].top, boxes[i].bottom, boxes[j].top, boxes[j].bottom)
-           for i in across for j in left + right):
+    if any(_same_row(a.top, a.bottom, b.top, b.bottom) for a in across for b in left + right):
         return None
-    if not all(_text_column(side, height) or _two_columns(side) is not None
-               for side in ([boxes[i] for i in left], [boxes[i] for i in right])):
-        return None
-    return left, right, across
+    sides = []
+    for side in (left, right):
+        if _text_column(side, height):
+            sides.append(None)
+        elif (inner := _columns(side)) is not None:
+            sides.append(inner)
+        else:
+            return None
+    extents = tuple((min(b.left for b in side), max(b.right for b in side)) for side in (left, right))
+    return _Split(start, end, (sides[0], sides[1]), (extents[0], extents[1]))
 
 
 def _gutter(boxes: list[Box], height: float) -> tuple[float, float] | None:
