@@ -36,7 +36,6 @@ sys.path.insert(0, str(ROOT / "train"))
 
 import e5_base  # noqa: E402
 
-from rag.answering.models import file_sha256  # noqa: E402
 from rag.answering.reader import (  # noqa: E402
     SHIPPED_READER,
     Reader,
@@ -48,6 +47,7 @@ from rag.answering.reader import (  # noqa: E402
     pick_span,
     token_targets,
 )
+from rag.checksums import file_sha256  # noqa: E402
 from rag.evaluation.metrics import char_f1, exact_match  # noqa: E402
 from rag.normalize import normalize  # noqa: E402
 

@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checksums import file_sha256
+
 log = logging.getLogger(__name__)
 
 
@@ -135,9 +137,3 @@ def _verified(target: Path, model: OfflineModel) -> bool:
         return False
     return stamp == {"sha256": model.sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                      "inode": stat.st_ino} and stat.st_size == model.size
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in blocks."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()

@@ -25,10 +25,10 @@ from typing import Protocol
 
 import numpy as np
 
+from ..checksums import file_sha256
 from ..config import Settings
 from ..normalize import normalize
 from .extractive import Extraction, PassageText, ScoredSentence, question_type
-from .models import file_sha256
 
 log = logging.getLogger(__name__)
 

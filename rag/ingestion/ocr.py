@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..checksums import file_sha256
 from ..normalize import is_traditional, to_traditional
 from .loaders import LoadError, ReadOptions
 from .locations import page_marker
@@ -389,7 +389,7 @@ class _PageCache:
             return
         self.engine = engine_version()
         try:
-            self.digest = _sha256(path)
+            self.digest = file_sha256(path)
             cache_dir.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(cache_dir / CACHE_FILE, timeout=30)
             self.db.execute("CREATE TABLE IF NOT EXISTS pages (sha256 TEXT, page INTEGER, engine TEXT, text TEXT, "
@@ -439,14 +439,6 @@ class _PageCache:
 def _file_sha256(path: Path) -> str | None:
     """The SHA-256 of the file at ``path``, or None when it cannot be read."""
     try:
-        return _sha256(path)
+        return file_sha256(path)
     except OSError:
         return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
