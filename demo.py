@@ -30,12 +30,15 @@ from typing import Any
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
+from gradio.routes import App as GradioApp
 from gradio.utils import get_upload_folder
 
 from rag.answering.answer import Answer
+from rag.answering.conversation import ConversationNotFound
 from rag.answering.generate import GeneratorError
-from rag.app.access import LOCAL_USER, AccessDenied, AccessError, Permission, User, UserStore, require
+from rag.app.access import LOCAL_USER, AccessDenied, AccessError, Permission, User, UserStore
 from rag.app.api import install_api
+from rag.app.http_guard import RequestGuard
 from rag.app.libraries import DEFAULT_LIBRARY, LibraryError
 from rag.app.service import (
     RagService,
@@ -46,10 +49,11 @@ from rag.app.service import (
     render_summary,
     render_turn,
 )
-from rag.app.uploads import accept_uploads, discard_uploads
+from rag.app.signin import SignIn
+from rag.app.uploads import UploadGate
 from rag.config import Settings, load_settings
 from rag.index.embeddings import EmbedderError
-from rag.index.store import StoreError, damaged
+from rag.index.store import StoreError, describe_store_error, is_damage, is_disk_full
 from rag.retrieval.rerank import RerankerError
 from rag.retrieval.retrieve import QueryError
 
@@ -69,31 +73,43 @@ CSS = """
 
 
 def _error(message: str) -> str:
-    return f"**出错了**：{message}"
+    return f"**出错了**：{html.escape(message)}"
+
+
+def _markdown_text(text: str) -> str:
+    """``text`` shown as itself in Markdown: HTML escaped, and the characters Markdown would read as formatting
+    backslash-escaped."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|>~])", r"\\\1", html.escape(text))
 
 
 def _explain(exc: Exception, service: RagService, doing: str) -> str:
     """What a user is told when a handler fails: the reason when it is theirs to act on, never a traceback."""
-    if isinstance(exc, (AccessDenied, QueryError, StoreError)):
+    if isinstance(exc, (AccessDenied, QueryError, StoreError, LibraryError, ConversationNotFound)):
         return _error(str(exc))
-    if isinstance(exc, sqlite3.DatabaseError):
-        log.error("%s: %s", doing, damaged(service.settings.index_dir, exc))
+    if isinstance(exc, (sqlite3.DatabaseError, OSError)) and is_disk_full(exc):
+        log.error("%s: %s", doing, describe_store_error(service.settings.index_dir, exc))
+        return _error("服务器磁盘已满，未能保存；请联系管理员清理磁盘后重试（已有资料未受影响）")
+    if isinstance(exc, sqlite3.DatabaseError) and is_damage(exc):
+        log.error("%s: %s", doing, describe_store_error(service.settings.index_dir, exc))
         return _error("索引已损坏，请联系管理员（rag check 可查明原因，并从 rag backup 的备份恢复）")
     log.exception("%s failed", doing)
     return _error(f"{doing}时出现问题（{type(exc).__name__}）")
 
 
-def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
-    """The Blocks app around one :class:`RagService`; with ``users`` every request acts as its signed-in user,
-    without them as :data:`rag.app.access.LOCAL_USER` (the page is then reachable from this machine only). Every
-    handler takes the library chosen at the top of the page as its last input."""
+def build_app(service: RagService, signin: SignIn | None = None) -> gr.Blocks:
+    """The Blocks app around one :class:`RagService`. ``signin`` decides per request who is asking: the signed-in
+    user, or :data:`rag.app.access.LOCAL_USER` while the server is open (no users, this machine only; also
+    without ``signin``). Every handler takes the library chosen at the top of the page as its last input."""
     max_bytes = int(service.settings.max_upload_mb * 1e6)
 
     def who(request: gr.Request | None) -> User | None:
-        if users is None:
+        if signin is None:
             return LOCAL_USER
-        name = getattr(request, "username", None)
-        return users.get(name) if name else None
+        return signin.user(getattr(request, "username", None))
+
+    def gate() -> UploadGate:
+        """The check for files named in a request: only those Gradio's upload route wrote, each used once."""
+        return UploadGate(get_upload_folder(), app.upload_file_set)
 
     # -- 问答 -------------------------------------------------------------------------------------------------
     def ask(question: str, more: list[str] | None, library: str,
@@ -257,15 +273,15 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
         paths = [getattr(f, "name", f) for f in (files or [])]
         if not paths:
             return _error("请先选择文件"), documents(library, request), stats(library, request)
-        upload_root = get_upload_folder()
+        uploaded = gate()
         try:
-            uploads, refused = accept_uploads(paths, upload_root, max_bytes)
+            uploads, refused = uploaded.accept(paths, max_bytes)
             report = service.ingest_uploads(who(request), uploads, replace=bool(replace), library=library,
                                             progress=lambda frac, msg: progress(frac, desc=f"正在处理 {msg}"))
         except Exception as exc:
             return _explain(exc, service, "导入"), documents(library, request), stats(library, request)
         finally:
-            discard_uploads(paths, upload_root)
+            uploaded.discard(paths)
         lines = [f"新增 {len(report.added)} 篇，更新 {len(report.updated)} 篇，未变 {report.unchanged} 篇，"
                  f"跳过 {len(report.skipped) + len(refused)} 个；写入 {report.chunks_written} 个段落。"]
         lines += [f"- 新增：{d}" for d in report.added + report.updated]
@@ -283,9 +299,11 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
             return _explain(exc, service, "读取文档")
         if doc is None:
             return _error(f"没有文档 {doc_id!r}")
-        origin = describe_source(doc["source"])
-        head = f"### {doc['title'] or doc['doc_id']}\n\n<small>{doc['doc_id']} · 来源 {origin}</small>\n\n"
-        return head + doc["text"].replace("\n", "\n\n")
+        # Everything shown is the document's text, never markup: a document holding tags shows them as text.
+        origin = html.escape(describe_source(doc["source"]))
+        head = (f"### {html.escape(doc['title'] or doc['doc_id'])}\n\n<small>{html.escape(doc['doc_id'])} · "
+                f"来源 {origin}</small>\n\n")
+        return head + _markdown_text(doc["text"]).replace("\n", "\n\n")
 
     def remove_document(doc_id: str, library: str, request: gr.Request) -> tuple[str, list[list[Any]], str]:
         """Remove a document: (message, library rows, statistics)."""
@@ -364,8 +382,8 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
     # -- 反馈 -------------------------------------------------------------------------------------------------
     def feedback_rows(library: str, request: gr.Request) -> list[list[Any]]:
         try:
-            require(who(request), Permission.EDIT, library)
-        except AccessDenied:
+            service.authorize(who(request), Permission.EDIT, library)
+        except (AccessDenied, LibraryError):
             return []
         return [[time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created or 0)), "👍" if r.rating > 0 else "👎",
                  r.user, r.question, r.answer, r.comment] for r in service.feedback.list(library=library, limit=200)]
@@ -386,11 +404,11 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
         from rag.evaluation.evaluate import load_gold, plot_qa, qa_markdown, write_report
 
         given = getattr(gold_file, "name", gold_file)
-        upload_root = get_upload_folder()
+        uploaded = gate()
         try:
             path, name = GOLD, GOLD.name
             if given:
-                accepted, refused = accept_uploads([given], upload_root, max_bytes)
+                accepted, refused = uploaded.accept([given], max_bytes)
                 if refused:
                     return _error(f"{refused[0].name}：{refused[0].reason}"), []
                 path, name = accepted[0].path, accepted[0].name
@@ -400,7 +418,7 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
             return _explain(exc, service, "评测"), []
         finally:
             if given:
-                discard_uploads([given], upload_root)
+                uploaded.discard([given])
         markdown, written = write_report(report, Path(tempfile.mkdtemp(prefix="rag-eval-")), qa_markdown, plot_qa,
                                          dataset=name, index=library)
         return markdown, [str(p) for p in written if p.suffix == ".png"]
@@ -409,13 +427,16 @@ def build_app(service: RagService, users: UserStore | None = None) -> gr.Blocks:
         with gr.Row():
             gr.Markdown("# 中文资料问答与评测\n简体、繁体均可提问；答案附带出处，资料不足时如实说明。")
             with gr.Column(scale=0, min_width=260):
-                library = gr.Dropdown([DEFAULT_LIBRARY], value=DEFAULT_LIBRARY, label="文档库", elem_id="library-pick")
+                # Any name is accepted from a program (the choices are filled per visitor; the service decides).
+                library = gr.Dropdown([DEFAULT_LIBRARY], value=DEFAULT_LIBRARY, label="文档库", elem_id="library-pick",
+                                      allow_custom_value=True)
                 signed_in = gr.Markdown(elem_id="signed-in")
         with gr.Tab("问答"):
             with gr.Row():
                 question = gr.Textbox(label="问题", placeholder="输入问题后按回车", scale=5, elem_id="question")
                 ask_button = gr.Button("提问", variant="primary", scale=1, elem_id="ask")
-            more = gr.Dropdown([], value=[], multiselect=True, label="同时检索这些文档库（可选）", elem_id="more-libraries")
+            more = gr.Dropdown([], value=[], multiselect=True, label="同时检索这些文档库（可选）", elem_id="more-libraries",
+                               allow_custom_value=True)
             gr.Examples(EXAMPLES, inputs=question, label="示例问题")
             answer_md = gr.Markdown(elem_id="answer")
             shown_answer = gr.State(None)
@@ -569,24 +590,43 @@ def main() -> None:
         settings = settings.replace(index_dir=Path(args.index))
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
-        users = login_users(settings, args.host)
+        signin = sign_in_policy(settings, args.host)
         service = open_service(settings)
     except (StoreError, EmbedderError, GeneratorError, RerankerError, AccessError, LibraryError) as exc:
         raise SystemExit(f"demo: error: {exc}") from None
     # Open event streams (the page's queue) would hold a graceful shutdown forever: give them 5 s.
-    uvicorn.run(serve(service, users), host=args.host, port=args.port, log_level="warning",
+    uvicorn.run(serve(service, signin), host=args.host, port=args.port, log_level="warning",
                 timeout_graceful_shutdown=5)
 
 
-def serve(service: RagService, users: UserStore | None) -> FastAPI:
-    """One FastAPI app for a process: the HTTP API under /v1 (:mod:`rag.app.api`) and the page at /."""
+def serve(service: RagService, signin: SignIn) -> FastAPI:
+    """One FastAPI app for a process: the HTTP API under /v1 (:mod:`rag.app.api`) and the page at /, behind
+    :class:`rag.app.http_guard.RequestGuard`."""
     app = FastAPI(title="rag-zh", docs_url="/v1/docs", openapi_url="/v1/openapi.json", redoc_url=None)
-    install_api(app, service, users)
-    blocks = build_app(service, users).queue(default_concurrency_limit=4)
-    auth = (lambda name, password: users.authenticate(name, password) is not None) if users else None
-    return gr.mount_gradio_app(app, blocks, path="/", auth=auth, css=CSS, show_error=False,
-                               auth_message="请输入用户名和密码（管理员用 rag user add 创建用户）",
-                               max_file_size=int(service.settings.max_upload_mb * 1e6))
+    install_api(app, service, signin)
+    blocks = build_app(service, signin).queue(default_concurrency_limit=4)
+    app = gr.mount_gradio_app(app, blocks, path="/", auth=signin.check_password, css=CSS, show_error=False,
+                              auth_message="请输入用户名和密码（管理员用 rag user add 创建用户）",
+                              max_file_size=int(service.settings.max_upload_mb * 1e6))
+    # Gradio checks that a path named in a request is an upload only in an app it launched itself; mounted, the
+    # Blocks must be told they run, or any server file a request names is copied into the upload folder.
+    blocks.has_launched = True
+    page = next(route.app for route in app.routes if isinstance(getattr(route, "app", None), GradioApp))
+    app.add_middleware(_PageSignIn, page=page, signin=signin)
+    app.add_middleware(RequestGuard, signin=signin, max_request_bytes=int(service.settings.max_request_mb * 1e6))
+    return app
+
+
+class _PageSignIn:
+    """Keeps the page's login in step with the users file on every request: Gradio asks for a password when its
+    app has an ``auth`` check and lets everyone in when it has none, and it reads that attribute per request."""
+
+    def __init__(self, app: Any, *, page: GradioApp, signin: SignIn) -> None:
+        self.app, self.page, self.signin = app, page, signin
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.page.auth = self.signin.check_password if self.signin.required() else None
+        await self.app(scope, receive, send)
 
 
 def is_local(host: str) -> bool:
@@ -599,17 +639,16 @@ def is_local(host: str) -> bool:
         return False
 
 
-def login_users(settings: Settings, host: str) -> UserStore | None:
-    """The users who sign in, or ``None`` when nobody needs to: the page is reachable from this machine only and
-    no users are configured. Reachable from elsewhere with no users is refused (:class:`AccessError`)."""
+def sign_in_policy(settings: Settings, host: str) -> SignIn:
+    """Who must sign in, decided per request (:class:`rag.app.signin.SignIn`): on a loopback address the page is
+    open while no users are configured; reachable from other machines it always needs users, and with none
+    configured it does not start (:class:`AccessError`)."""
     users = UserStore(settings.users_file)
-    if users.exists():
-        return users
-    if not is_local(host):
+    if not is_local(host) and not users.exists():
         raise AccessError(f"--host {host} makes the page reachable from other machines, "
                           f"so it needs users to sign in, and {settings.users_file} has none: add one with "
                           "`rag user add NAME --role editor`")
-    return None
+    return SignIn(users, open_when_empty=is_local(host))
 
 
 def open_service(settings: Settings) -> RagService:

@@ -32,6 +32,7 @@ from reporting import percentiles, write_report  # noqa: E402  (bench/, the scri
 import demo  # noqa: E402
 from rag.app.access import LOCAL_USER, UserStore  # noqa: E402
 from rag.app.service import RagService  # noqa: E402
+from rag.app.signin import SignIn  # noqa: E402
 from rag.config import load_settings  # noqa: E402
 from rag.evaluation.evaluate import load_gold, run_info  # noqa: E402
 from rag.normalize import normalize  # noqa: E402
@@ -48,7 +49,7 @@ def serve(service: RagService, users: UserStore) -> tuple[str, Any, threading.Th
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(demo.serve(service, users), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(demo.serve(service, SignIn(users, open_when_empty=True)), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

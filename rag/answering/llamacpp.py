@@ -1,25 +1,24 @@
-"""GGUF chat models through llama.cpp (the ``xllamacpp`` package): the default answerer when a model is installed.
+"""GGUF chat models through llama.cpp: the default answerer when a model is installed.
 
-One :class:`LlamaCppGenerator` holds one llama.cpp server in this process; every request of the process goes
-through it (requests queue on its single slot). Decoding is greedy, the chat template is the model's own, and the
-fixed start of every prompt (the system message) stays in the KV cache between requests (``cache_prompt``).
-llama.cpp's server also listens on a loopback port; it is given a random API key that nobody is told, so only
-this process can use it.
+One :class:`LlamaCppGenerator` holds one model, run in a process of its own by the fastest llama.cpp runtime that
+works on this machine (:mod:`rag.answering.llm_worker`: llama.cpp compiled here for this CPU, else the prebuilt
+AVX2 wheel); every request of the process goes through it, one at a time. Decoding is greedy, the chat template is
+the model's own, and the fixed start of every prompt (the system message) stays in the model's KV cache between
+requests. A model process that dies (a crash in llama.cpp) is a failed answer, and the next request starts it
+again.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
-import secrets
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..config import Settings
 from .generate import GeneratorError, format_sources, read_prompt
+from .llm_worker import ModelWorker, RuntimeInfo, WorkerError, start_worker
 
 log = logging.getLogger(__name__)
 
@@ -37,31 +36,16 @@ def _chars_as_tokens(text: str) -> int:
 
 
 class LlamaCppGenerator:
-    """A chat model in a GGUF file, run by llama.cpp in this process."""
+    """A chat model in a GGUF file, run by llama.cpp in a process of its own."""
 
     def __init__(self, model_path: Path, settings: Settings, label: str | None = None) -> None:
-        try:
-            import xllamacpp
-        except ImportError as exc:
-            raise GeneratorError("GGUF models run through llama.cpp: pip install 'rag-zh[llm]'") from exc
         model_path = Path(model_path)
         _check_gguf(model_path)
-        params = xllamacpp.CommonParams()
-        params.model.path = str(model_path)
-        params.n_ctx = settings.llm_context
         threads = settings.llm_threads or os.cpu_count() or 1
-        params.cpuparams.n_threads = threads
-        params.cpuparams_batch.n_threads = threads
-        params.n_parallel = 1
-        params.cache_prompt = True
-        params.hostnames = ["127.0.0.1"]
-        params.api_keys = [secrets.token_urlsafe(32)]  # the loopback HTTP server answers no one but us
-        params.verbosity = 3 if log.isEnabledFor(logging.DEBUG) else -1  # llama.cpp logs every request to stderr
         try:
-            self._server = xllamacpp.Server(params)
-        except Exception as exc:  # llama.cpp reports a bad file or parameters as a generic init failure
-            raise GeneratorError(f"llama.cpp cannot load {model_path} ({exc}); is it a complete GGUF chat model?") \
-                from None
+            self._worker: ModelWorker = start_worker(model_path, settings.llm_runtime, settings.llm_context, threads)
+        except WorkerError as exc:
+            raise GeneratorError(f"llama.cpp cannot run {model_path}: {exc}") from None
         self.name = f"llamacpp:{label or model_path.stem}"
         self.max_input = settings.llm_context - max(settings.max_new_tokens, settings.summary_new_tokens) - 16
         self.max_new_tokens = settings.max_new_tokens
@@ -73,7 +57,6 @@ class LlamaCppGenerator:
         self.topic_template = read_prompt("summarize_topic_user.txt")
         self.rewrite_system = read_prompt("rewrite_question_system.txt")
         self.rewrite_template = read_prompt("rewrite_question_user.txt")
-        self.last_timings: dict[str, Any] = {}
 
     def count_tokens(self, text: str) -> int:
         """An upper bound of ``text``'s length in the model's tokens."""
@@ -87,19 +70,28 @@ class LlamaCppGenerator:
         user = template.format(sources=format_sources(sources, self.count_tokens, budget), **fields)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
-    def _request(self, messages: list[dict[str, str]], max_tokens: int, stream: bool = False) -> dict[str, Any]:
-        return {"messages": messages, "max_tokens": max_tokens, "temperature": 0.0, "top_k": 1,
-                "cache_prompt": True, "stream": stream}
+    @property
+    def runtime(self) -> RuntimeInfo:
+        """The llama.cpp runtime the model runs on, and the CPU features it uses."""
+        return self._worker.info
+
+    @property
+    def last_timings(self) -> dict[str, Any]:
+        """llama.cpp's timings of the last request (prompt and generated tokens, milliseconds)."""
+        return self._worker.last_timings
 
     def _complete(self, messages: list[dict[str, str]], max_tokens: int) -> str:
+        return "".join(self._stream(messages, max_tokens)).strip()
+
+    def _stream(self, messages: list[dict[str, str]], max_tokens: int) -> Iterator[str]:
         try:
-            result = self._server.handle_chat_completions(self._request(messages, max_tokens))
-        except Exception as exc:
-            raise GeneratorError(f"llama.cpp failed ({exc})") from None
-        if not isinstance(result, dict) or "choices" not in result:
-            raise GeneratorError(f"llama.cpp failed ({result!r:.200})")
-        self.last_timings = result.get("timings") or {}
-        return (result["choices"][0]["message"].get("content") or "").strip()
+            yield from self._worker.stream(messages, max_tokens)
+        except WorkerError as exc:
+            raise GeneratorError(f"llama.cpp failed: {exc}") from None
+
+    def close(self) -> None:
+        """Stop the model's process."""
+        self._worker.close()
 
     def answer(self, question: str, sources: Sequence[Any]) -> str:
         """The model's answer to ``question`` from the numbered ``sources``."""
@@ -110,40 +102,6 @@ class LlamaCppGenerator:
         """The answer as it is generated, piece by piece (joined, the same text :meth:`answer` gives)."""
         yield from self._stream(self._with_sources(self.system, self.template, sources, question=question),
                                 self.max_new_tokens)
-
-    def _stream(self, messages: list[dict[str, str]], max_tokens: int) -> Iterator[str]:
-        pieces: queue.Queue[Any] = queue.Queue()
-        done = object()
-        stop = threading.Event()
-
-        def on_chunk(chunk: Any) -> bool:
-            if isinstance(chunk, dict):
-                for choice in chunk.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        pieces.put(text)
-                if chunk.get("timings"):
-                    self.last_timings = chunk["timings"]
-            return stop.is_set()  # True stops generation: the reader went away
-
-        def run() -> None:
-            try:
-                self._server.handle_chat_completions(self._request(messages, max_tokens, stream=True), on_chunk)
-            except Exception as exc:
-                pieces.put(GeneratorError(f"llama.cpp failed ({exc})"))
-            finally:
-                pieces.put(done)
-
-        worker = threading.Thread(target=run, name="llamacpp-stream", daemon=True)
-        worker.start()
-        try:
-            while (item := pieces.get()) is not done:
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            worker.join()
 
     def summarize_sources(self, topic: str, sources: Sequence[Any], bullets: int) -> str:
         """Points about ``topic`` from the numbered ``sources``, one a line, each ending with its ``[n]``."""

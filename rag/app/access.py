@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import enum
 import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -22,6 +24,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class Permission(enum.Enum):
@@ -126,8 +130,21 @@ class UserStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        # The file as last parsed, with the stat it had: every request asks who may do what, so the file is parsed
+        # again only when it changed (rag user add in another process changes its inode, mtime or size).
+        self._parsed: tuple[tuple[int, int, int], dict[str, dict]] | None = None
 
     def _read(self) -> dict[str, dict]:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise AccessError(f"users file {self.path} cannot be read ({exc})") from None
+        signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        parsed = self._parsed
+        if parsed is not None and parsed[0] == signature:
+            return copy.deepcopy(parsed[1])
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -137,7 +154,13 @@ class UserStore:
         users = data.get("users") if isinstance(data, dict) else None
         if not isinstance(users, dict):
             raise AccessError(f"users file {self.path} has no \"users\" table")
-        return users
+        # The built-in local user is nobody's account: a record under its name (written by hand) is ignored, so it
+        # can never sign in and see what the open page stored.
+        if users.pop(LOCAL_USER.name, None) is not None:
+            log.warning("users file %s: the record named %r is ignored (that name is reserved)", self.path,
+                        LOCAL_USER.name)
+        self._parsed = (signature, users)
+        return copy.deepcopy(users)
 
     @contextlib.contextmanager
     def _editing(self) -> Iterator[dict[str, dict]]:
@@ -169,6 +192,8 @@ class UserStore:
         """Create a user (or, with ``replace``, set an existing one's password and role)."""
         if not _NAME.fullmatch(name):
             raise AccessError(f"user name {name!r}: use 1–64 letters, digits, '.', '@', '-' or '_'")
+        if name == LOCAL_USER.name:
+            raise AccessError(f"user name {name!r} is reserved for the person at the server's own machine")
         _check_role(role)
         if len(password) < MIN_PASSWORD:
             raise AccessError(f"the password needs at least {MIN_PASSWORD} characters")
@@ -192,13 +217,20 @@ class UserStore:
                 grants[library] = role
         return self.get(name) or User(name, "viewer")
 
-    def rename_library(self, old: str, new: str) -> None:
-        """Carry every user's role in library ``old`` over to its new name."""
+    def copy_grants(self, old: str, new: str) -> None:
+        """Give every user the role in library ``new`` they have in library ``old`` (a rename's first step: the
+        library never goes by a name that lacks its grants, see :meth:`rag.app.service.RagService.rename_library`)."""
         with self._editing() as users:
             for record in users.values():
                 grants = record.get("libraries") or {}
                 if old in grants:
-                    grants[new] = grants.pop(old)
+                    grants[new] = grants[old]
+
+    def drop_grants(self, library: str) -> None:
+        """Forget every user's role in ``library`` (a rename's last step)."""
+        with self._editing() as users:
+            for record in users.values():
+                (record.get("libraries") or {}).pop(library, None)
 
     def create_key(self, name: str, label: str = "") -> str:
         """A new API key for ``name``, shown this once: only its SHA-256 is stored (keys are random, 256 bits)."""

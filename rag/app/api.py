@@ -23,31 +23,39 @@ import logging
 import re
 import secrets
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile as StarletteUpload
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
 
 from ..answering.answer import NOT_FOUND, Answer
 from ..answering.conversation import Turn
-from ..index.store import StoreError
+from ..index.store import StoreError, is_disk_full
 from ..normalize import clean_text_field
 from ..retrieval.retrieve import QueryError
-from .access import LOCAL_USER, AccessDenied, User, UserStore
+from .access import AccessDenied, Permission, User
 from .libraries import DEFAULT_LIBRARY, LibraryError
-from .service import RagService
+from .service import RagService, describe_source
+from .signin import SignIn
 from .uploads import Upload
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGES = 64
 MAX_MESSAGE_CHARS = 8_000
+MAX_FILES = 100  # parts of one POST /v1/documents
+MAX_NAME_CHARS = 120  # a document name from an upload
 
 
 class ApiError(Exception):
@@ -126,16 +134,13 @@ def content_of(answer: Answer) -> str:
     return answer.answer + "".join(f"[{m}]" for m in answer.citations)
 
 
-def build_api(service: RagService, users: UserStore | None) -> APIRouter:
-    """The ``/v1`` routes over ``service``. ``users`` authenticates API keys; ``None`` (a server reachable from
-    this machine only, with no users configured) acts as :data:`rag.app.access.LOCAL_USER`, like the page."""
+def build_api(service: RagService, signin: SignIn) -> APIRouter:
+    """The ``/v1`` routes over ``service``. ``signin`` decides per request whether a key is needed and whose it
+    is (while the server is open, requests act as :data:`rag.app.access.LOCAL_USER`, like the page)."""
     router = APIRouter(prefix="/v1")
 
     def caller(authorization: str | None = Header(default=None)) -> User:
-        if users is None:
-            return LOCAL_USER
-        scheme, _, key = (authorization or "").partition(" ")
-        user = users.authenticate_key(key.strip()) if scheme.lower() == "bearer" else None
+        user = signin.key_user(authorization)
         if user is None:
             raise ApiError(401, "a valid API key is needed (Authorization: Bearer rag-…; see `rag user key`)",
                            "authentication_error")
@@ -179,16 +184,26 @@ def build_api(service: RagService, users: UserStore | None) -> APIRouter:
 
     @router.get("/documents")
     def documents(model: str = Query(DEFAULT_LIBRARY), user: User = Depends(caller)) -> dict[str, Any]:
-        return {"object": "list", "library": model, "data": service.documents(user, model)}
+        # Where a document's file lies on the server is not the caller's business: sources as the page shows them.
+        listed = [d | {"source": describe_source(d["source"])} for d in service.documents(user, model)]
+        return {"object": "list", "library": model, "data": listed}
 
+    # The multipart body is read in the handler, after the key and the right to the library are checked (a form
+    # parameter would make FastAPI read and spool the whole body first); RequestGuard caps its size.
     @router.post("/documents")
-    def add_documents(files: list[UploadFile] = File(...), model: str = Query(DEFAULT_LIBRARY),
-                      replace: bool = Query(False), user: User = Depends(caller)) -> dict[str, Any]:
-        service.documents(user, model)  # an unknown library or no right to it: refused before reading uploads
+    async def add_documents(request: Request, model: str = Query(DEFAULT_LIBRARY), replace: bool = Query(False),
+                            user: User = Depends(caller)) -> dict[str, Any]:
+        await run_in_threadpool(service.authorize, user, Permission.EDIT, model)
         folder = Path(tempfile.mkdtemp(prefix="rag-api-"))
         try:
-            uploads = [_save_upload(f, folder / str(i), service.settings.max_upload_mb) for i, f in enumerate(files)]
-            report = service.ingest_uploads(user, uploads, replace=replace, library=model)
+            async with request.form(max_files=MAX_FILES, max_fields=MAX_FILES) as form:
+                files = [part for part in form.getlist("files") if isinstance(part, StarletteUpload)]
+                if not files:
+                    raise ApiError(400, 'no files: send them as multipart parts named "files"')
+                uploads = [await run_in_threadpool(_save_upload, f, folder / str(i), service.settings.max_upload_mb)
+                           for i, f in enumerate(files)]
+            report = await run_in_threadpool(
+                lambda: service.ingest_uploads(user, uploads, replace=replace, library=model))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return {"library": model, **report.to_dict()}
@@ -203,11 +218,25 @@ def build_api(service: RagService, users: UserStore | None) -> APIRouter:
     return router
 
 
-def _save_upload(upload: UploadFile, folder: Path, max_mb: float) -> Upload:
-    """An uploaded part written to ``folder`` under its base name, refused past ``max_mb``."""
-    name = clean_text_field(Path(upload.filename or "upload").name)[:200] or "upload"
+def upload_name(filename: str | None) -> str:
+    """The document name an upload's ``filename`` gives: its last path part, cleaned, at most
+    :data:`MAX_NAME_CHARS` characters (the suffix kept); "upload" when nothing usable is left ("", ".", "..")."""
+    name = clean_text_field(re.split(r"[/\\]", filename or "")[-1]).strip()
+    if name in ("", ".", ".."):
+        return "upload"
+    if len(name) > MAX_NAME_CHARS:
+        stem, dot, suffix = name.rpartition(".")
+        keep = "." + suffix if dot and stem and len(suffix) <= 10 else ""
+        name = name[: MAX_NAME_CHARS - len(keep)] + keep
+    return name
+
+
+def _save_upload(upload: StarletteUpload, folder: Path, max_mb: float) -> Upload:
+    """An uploaded part written into ``folder``, refused past ``max_mb``. The file on disk is named by its suffix
+    only (a user's name is never a path); the name they gave is the document's."""
+    name = upload_name(upload.filename)
     folder.mkdir(parents=True)
-    path = folder / name
+    path = folder / ("upload" + Path(name).suffix.lower()[:16])
     limit, written = int(max_mb * 1e6), 0
     with open(path, "wb") as out:
         while chunk := upload.file.read(1 << 20):
@@ -233,11 +262,12 @@ def _chunks(completion_id: str, created: int, model: str, content: str, extra: d
     yield "data: [DONE]\n\n"
 
 
-def install_api(app: FastAPI, service: RagService, users: UserStore | None) -> None:
+def install_api(app: FastAPI, service: RagService, signin: SignIn) -> None:
     """Add the ``/v1`` routes and their error handling to ``app`` (the FastAPI app the page is mounted on)."""
-    app.include_router(build_api(service, users))
+    app.include_router(build_api(service, signin))
     status = {AccessDenied: (403, "permission_error"), LibraryError: (404, "not_found_error"),
-              QueryError: (400, "invalid_request_error"), StoreError: (503, "server_error")}
+              QueryError: (400, "invalid_request_error"), StoreError: (503, "server_error"),
+              ClientDisconnect: (400, "invalid_request_error"), MultiPartException: (400, "invalid_request_error")}
 
     @app.exception_handler(ApiError)
     def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -257,6 +287,9 @@ def install_api(app: FastAPI, service: RagService, users: UserStore | None) -> N
 
     @app.exception_handler(Exception)
     def failed(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, (sqlite3.DatabaseError, OSError)) and is_disk_full(exc):
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+            return _error(507, "the server's disk is full: nothing was stored; ask its administrator", "server_error")
         log.exception("%s %s failed", request.method, request.url.path)  # the trace stays in the server's log
         return _error(500, f"the request failed ({type(exc).__name__})", "server_error")
 

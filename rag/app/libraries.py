@@ -15,6 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..config import Settings
 
@@ -33,10 +34,11 @@ class LibraryError(ValueError):
 
 @dataclass(frozen=True)
 class Library:
-    """A library's name and the index folder that holds it."""
+    """A library's name, the index folder that holds it, and what it is whatever its name (:meth:`Libraries.identity`)."""
 
     name: str
     path: Path
+    identity: tuple[Any, ...] | None = None
 
 
 def check_name(name: str) -> str:
@@ -88,11 +90,29 @@ class Libraries:
             return self.settings.database_schema or folder_schema(Path(self.settings.index_dir))
         return library_schema(name)
 
+    def identity(self, name: str) -> tuple[Any, ...] | None:
+        """What library ``name`` is now, whatever it is called: the device and inode of its ``index.sqlite`` (kept
+        by a rename, new for a library made again under an old name), or its PostgreSQL schema; ``None`` when there
+        is no such library."""
+        try:
+            path = self.path(name)
+        except LibraryError:
+            return None
+        try:
+            stat = (path / "index.sqlite").stat()
+            return ("sqlite", stat.st_dev, stat.st_ino)
+        except FileNotFoundError:
+            pass
+        if self._database is not None and self.exists(name):
+            return ("postgresql", self._schema(name))
+        return None
+
     def get(self, name: str) -> Library:
         """Library ``name``; raises :class:`LibraryError` when there is none."""
-        if not self.exists(name):
+        identity = self.identity(name)
+        if identity is None:
             raise LibraryError(f"没有名为 {name!r} 的文档库 (no library {name!r})")
-        return Library(name, self.path(name))
+        return Library(name, self.path(name), identity)
 
     def names(self) -> list[str]:
         """Every library, ``default`` first (when it exists), then by name."""
@@ -126,14 +146,18 @@ class Libraries:
         log.info("created library %s at %s", name, path)
         return Library(name, path)
 
-    def rename(self, old: str, new: str) -> Library:
-        """Give library ``old`` the name ``new`` (its folder is moved; ``default`` keeps its name)."""
+    def check_rename(self, old: str, new: str) -> None:
+        """Raise :class:`LibraryError` when library ``old`` cannot be renamed ``new``."""
         if DEFAULT_LIBRARY in (old, new):
             raise LibraryError("默认文档库（default）不能改名，也不能用作新名字")
-        source = self.get(old).path
-        target = self.path(check_name(new))
-        if target.exists() or self.exists(new):
+        self.get(old)
+        if self.path(check_name(new)).exists() or self.exists(new):
             raise LibraryError(f"文档库 {new!r} 已存在")
+
+    def rename(self, old: str, new: str) -> Library:
+        """Give library ``old`` the name ``new`` (its folder is moved; ``default`` keeps its name)."""
+        self.check_rename(old, new)
+        source, target = self.get(old).path, self.path(new)
         if self._database is not None and not (source / "index.sqlite").is_file():
             self._database.rename(self._schema(old), self._schema(new), new)
             if not source.exists():

@@ -19,22 +19,28 @@ from pathlib import Path
 from typing import Any
 
 from ..answering.answer import Answer, Prepared
-from ..answering.conversation import ConversationInfo, ConversationStore, Turn, rewrite_followup
+from ..answering.conversation import (
+    ConversationInfo,
+    ConversationNotFound,
+    ConversationStore,
+    Turn,
+    rewrite_followup,
+)
 from ..answering.generate import Generator, load_generator
 from ..answering.reader import load_reader
 from ..config import Settings
 from ..evaluation.feedback import Feedback, FeedbackStore, export_gold
 from ..index.embeddings import Embedder, EmbeddingCache
 from ..index.store import ChunkView, IndexStore, StoreError
-from ..ingestion.ingest import IngestReport, RechunkReport, ingest, rechunk_document
+from ..ingestion.ingest import IngestReport, RechunkReport, ingest_documents, read_documents, rechunk_document
 from ..ingestion.loaders import NamedFile
 from ..normalize import normalize
 from ..pipeline import LOAD, Pipeline
 from ..retrieval.retrieve import SearchResult
 from ..summaries.summarize import Summary, summarize_batch
-from .access import Permission, User, UserStore, require
+from .access import LOCAL_USER, AccessError, Permission, User, UserStore, require
 from .audit import AuditEvent, AuditLog
-from .libraries import DEFAULT_LIBRARY, Libraries, LibraryError
+from .libraries import DEFAULT_LIBRARY, Libraries, Library, LibraryError
 from .uploads import Upload
 
 log = logging.getLogger(__name__)
@@ -101,7 +107,7 @@ class RagService:
             IndexStore.open(self.libraries.path(DEFAULT_LIBRARY), create=True, settings=settings).close()
         self.generator = load_generator(settings) if generator is LOAD else generator
         self.reader = load_reader(settings)
-        self._pipelines: dict[str, Pipeline] = {}
+        self._pipelines: dict[str, tuple[Any, Pipeline]] = {}  # by name, with the identity it was opened as
         self._locks: dict[str, threading.RLock] = {}
         self._embedders: dict[Any, Embedder] = {}
         self._opening = threading.Lock()
@@ -112,33 +118,72 @@ class RagService:
 
     def pipeline(self, library: str) -> Pipeline:
         """Library ``library``'s pipeline, opened (and checked) at first use; no rights are checked here."""
+        return self._pipeline(self.libraries.get(library))
+
+    def _pipeline(self, found: Library) -> Pipeline:
+        """The open pipeline of the library ``found`` resolved to. One opened for another library under the same
+        name (renamed or deleted and made again by another process meanwhile) is closed, never used."""
         with self._opening:
-            if library not in self._pipelines:
-                found = self.libraries.get(library)
-                pipeline = Pipeline.open(self.libraries.settings_for(library), index_dir=found.path,
-                                         generator=self.generator, reader=self.reader,
-                                         embedders=self._embedders)
-                try:
-                    pipeline.store.ensure_intact()  # a damaged library should fail here, not on a user's question
-                except StoreError:
-                    pipeline.close()
-                    raise
-                self._pipelines[library] = pipeline
-                self._locks[library] = threading.RLock()
-            return self._pipelines[library]
+            cached = self._pipelines.get(found.name)
+            if cached is not None and cached[0] == found.identity:
+                return cached[1]
+            lock = self._locks.setdefault(found.name, threading.RLock())
+        if cached is not None:
+            log.info("library %s changed on disk since it was opened: opening it again", found.name)
+            with lock:
+                cached[1].close()
+        pipeline = Pipeline.open(self.libraries.settings_for(found.name), index_dir=found.path,
+                                 generator=self.generator, reader=self.reader, embedders=self._embedders)
+        try:
+            pipeline.store.ensure_intact()  # a damaged library should fail here, not on a user's question
+        except StoreError:
+            pipeline.close()
+            raise
+        with self._opening:
+            if self._pipelines.get(found.name, (None,))[0] == found.identity:  # another thread was quicker
+                pipeline.close()
+                return self._pipelines[found.name][1]
+            self._pipelines[found.name] = (found.identity, pipeline)
+            return pipeline
+
+    def _current(self, user: User | None) -> User | None:
+        """``user`` as the users file has them now (roles change while a server runs); a user the file does not
+        hold (the local user, a program's own) as given."""
+        if user is None or user is LOCAL_USER:
+            return user
+        try:
+            return self.users.get(user.name) or user if self.users.exists() else user
+        except AccessError:
+            return user
 
     def _library(self, user: User | None, permission: Permission, library: str) -> tuple[User, Pipeline]:
-        """The user (when allowed) and the library's pipeline: the rights check every method starts with."""
-        user = require(user, permission, library)
+        """The user (when allowed) and the library's pipeline: the rights check every method starts with.
+
+        The library and the rights are resolved together: the name is resolved to a library first, the user's
+        roles are read after that, and the name must still resolve to the same library afterwards. A rename
+        gives the new name its grants before the folder moves and drops the old name's after
+        (:meth:`rename_library`), so whichever name a request uses, the roles it is checked against are that
+        library's; a library renamed or deleted by another process is never served under its old name.
+        """
+        found = self.libraries.get(library)
+        user = require(self._current(user), permission, library)
         try:
-            return user, self.pipeline(library)
+            pipeline = self._pipeline(found)
         except StoreError as exc:  # which library is damaged, for whoever reads the message
             raise StoreError(f"文档库 {library}：{exc}") from None
+        if self.libraries.identity(library) != found.identity:
+            raise LibraryError(f"文档库 {library} 刚被改名或删除，请刷新后重试")
+        return user, pipeline
+
+    def authorize(self, user: User | None, permission: Permission, library: str = DEFAULT_LIBRARY) -> User:
+        """``user`` when they may do ``permission`` in ``library``, which exists; raises :class:`AccessDenied` or
+        :class:`LibraryError` otherwise (a cheap check before reading a request's uploads)."""
+        return self._library(user, permission, library)[0]
 
     def close(self) -> None:
         """Save and close every open library, and the conversations."""
         with self._opening:
-            for library, pipeline in self._pipelines.items():
+            for library, (_, pipeline) in self._pipelines.items():
                 with self._locks[library]:
                     pipeline.close()
             self._pipelines.clear()
@@ -159,11 +204,16 @@ class RagService:
             return self._feedback
 
     @property
+    def conversations_path(self) -> Path:
+        """Where every user's conversations are kept."""
+        return self.settings.state_root / "conversations.sqlite"
+
+    @property
     def conversations(self) -> ConversationStore:
         """Every user's conversations (``state_dir/conversations.sqlite``)."""
         with self._opening:
             if self._conversations is None:
-                self._conversations = ConversationStore(self.settings.state_root / "conversations.sqlite")
+                self._conversations = ConversationStore(self.conversations_path)
             return self._conversations
 
     def __enter__(self) -> RagService:
@@ -181,23 +231,35 @@ class RagService:
 
     def create_library(self, user: User | None, name: str) -> str:
         """A new, empty library (administrators only)."""
-        user = require(user, Permission.ADMIN)
+        user = require(self._current(user), Permission.ADMIN)
         self.libraries.create(name)
         self.audit.record(AuditEvent(user.name, "library.create", name))
         return name
 
     def rename_library(self, user: User | None, old: str, new: str) -> str:
-        """Rename a library; users' roles in it follow it."""
-        user = require(user, Permission.ADMIN)
+        """Rename a library; users' roles in it and their conversations over it follow it.
+
+        The new name gets the old one's grants before the folder moves, and the old name loses them only after:
+        at every moment, each name the library can be found under carries its grants (see :meth:`_library`).
+        """
+        user = require(self._current(user), Permission.ADMIN)
+        self.libraries.check_rename(old, new)
+        self.users.copy_grants(old, new)
         self._close_library(old)
-        self.libraries.rename(old, new)
-        self.users.rename_library(old, new)
+        try:
+            self.libraries.rename(old, new)
+        except Exception:
+            self.users.drop_grants(new)
+            raise
+        self.users.drop_grants(old)
+        if self.conversations_path.exists():
+            self.conversations.rename_library(old, new)
         self.audit.record(AuditEvent(user.name, "library.rename", new, {"from": old}))
         return new
 
     def delete_library(self, user: User | None, name: str) -> str:
         """Move a library to the trash folder (administrators only); where it went."""
-        user = require(user, Permission.ADMIN)
+        user = require(self._current(user), Permission.ADMIN)
         self._close_library(name)
         moved = self.libraries.delete(name)
         self.audit.record(AuditEvent(user.name, "library.delete", name, {"moved_to": moved}))
@@ -206,10 +268,10 @@ class RagService:
     def _close_library(self, name: str) -> None:
         """Close a library's pipeline (if open) once no one is using its index, before its folder moves."""
         with self._opening:
-            pipeline, lock = self._pipelines.pop(name, None), self._locks.pop(name, None)
-        if pipeline is not None and lock is not None:
+            cached, lock = self._pipelines.pop(name, None), self._locks.get(name)
+        if cached is not None and lock is not None:
             with lock:
-                pipeline.close()
+                cached[1].close()
 
     # -- questions --------------------------------------------------------------------------------------------
     def _prepare(self, user: User | None, question: str, library: str | Sequence[str]) -> tuple[Pipeline, Prepared]:
@@ -220,17 +282,18 @@ class RagService:
         if len(names) == 1:
             with self._locks[names[0]]:  # the index is read under the lock; the model runs outside it
                 return pipelines[0], pipelines[0].answerer.prepare_many([question])[0]
-        found = self._search_across(question, names)
+        found = self._search_across(question, dict(zip(names, pipelines)))
         with self._locks[names[0]]:  # its index weighs the question's words
             return pipelines[0], pipelines[0].answerer.prepare_result(question, found)
 
-    def _search_across(self, query: str, names: Sequence[str], k: int | None = None) -> SearchResult:
-        """The best hits of several libraries: each library's own, labelled with it, merged by fused score."""
+    def _search_across(self, query: str, pipelines: dict[str, Pipeline], k: int | None = None) -> SearchResult:
+        """The best hits of several libraries (by name): each library's own, labelled with it, merged by fused
+        score."""
         k = k or self.settings.answer_sources
         results = []
-        for name in names:
+        for name, pipeline in pipelines.items():
             with self._locks[name]:
-                result = self._pipelines[name].retriever.search(query, k)
+                result = pipeline.retriever.search(query, k)
             for hit in result.hits:
                 hit.library = name
             results.append(result)
@@ -256,10 +319,12 @@ class RagService:
         the chat model when one is loaded, else by rules), answered from ``library`` as the model writes it
         (text pieces), then the :class:`ChatTurn`, stored so that the conversation survives a restart. A new
         conversation is started when ``conversation_id`` is ``None``."""
-        user = require(user, Permission.READ, library)
+        user = self.authorize(user, Permission.READ, library)
         if conversation_id is None:
             conversation_id = self.conversations.create(user.name, library, title=question.strip()[:40])
-        history = self.conversations.turns(user.name, conversation_id)  # raises when it is not theirs
+        elif self.conversations.library_of(user.name, conversation_id) != library:  # raises when it is not theirs
+            raise ConversationNotFound(f"对话 {conversation_id} 不属于文档库 {library}")
+        history = self.conversations.turns(user.name, conversation_id)
         standalone = self.standalone_question(user, question, history, library)
         answer = None
         for item in self.ask_stream(user, standalone, library):
@@ -279,7 +344,7 @@ class RagService:
         :func:`rag.answering.conversation.rewrite_followup`). Rights are checked first: the model's time is
         spent only on questions the user may ask."""
         for name in [library] if isinstance(library, str) else library:
-            require(user, Permission.READ, name)
+            self.authorize(user, Permission.READ, name)
         return rewrite_followup(question, history, self.generator) if history else question
 
     def chat(self, user: User | None, question: str, conversation_id: str | None = None,
@@ -291,12 +356,15 @@ class RagService:
 
     def conversation_list(self, user: User | None, library: str | None = None) -> list[ConversationInfo]:
         """The user's own conversations (in ``library``), newest first."""
-        user = require(user, Permission.READ, library)
+        user = require(self._current(user), Permission.READ, library)
         return self.conversations.list(user.name, library)
 
     def conversation(self, user: User | None, conversation_id: str, library: str = DEFAULT_LIBRARY) -> list[Turn]:
-        """The turns of one of the user's own conversations in ``library``."""
-        user = require(user, Permission.READ, library)
+        """The turns of one of the user's own conversations in ``library``: the rights checked are those on the
+        library the conversation belongs to, which must be ``library``."""
+        user = require(self._current(user), Permission.READ, library)
+        if self.conversations.library_of(user.name, conversation_id) != library:  # raises when it is not theirs
+            raise ConversationNotFound(f"对话 {conversation_id} 不属于文档库 {library}")
         return self.conversations.turns(user.name, conversation_id)
 
     def ask_many(self, user: User | None, questions: Sequence[str], library: str = DEFAULT_LIBRARY) -> list[Answer]:
@@ -310,12 +378,11 @@ class RagService:
                k: int | None = None, retriever: str | None = None) -> SearchResult:
         """The passages search finds for ``query`` in one library or several."""
         names = [library] if isinstance(library, str) else list(dict.fromkeys(library))
-        for name in names:
-            self._library(user, Permission.READ, name)
+        pipelines = {name: self._library(user, Permission.READ, name)[1] for name in names}
         if len(names) == 1:
             with self._locks[names[0]]:
-                return self._pipelines[names[0]].retriever.search(query, k or self.settings.top_k, retriever)
-        return self._search_across(query, names, k or self.settings.top_k)
+                return pipelines[names[0]].retriever.search(query, k or self.settings.top_k, retriever)
+        return self._search_across(query, pipelines, k or self.settings.top_k)
 
     def evaluate_qa(self, user: User | None, items: Sequence[Any], library: str = DEFAULT_LIBRARY) -> dict[str, Any]:
         """A QA evaluation run (see :func:`rag.evaluation.evaluate.evaluate_qa`) over a library."""
@@ -369,7 +436,7 @@ class RagService:
                      progress: Callable[[float, str], None] | None = None,
                      library: str = DEFAULT_LIBRARY) -> IngestReport:
         """Ingest files or folders of this machine (the sample corpus, a folder an administrator names)."""
-        user = require(user, Permission.ADMIN)
+        user = require(self._current(user), Permission.ADMIN)
         _, pipeline = self._library(user, Permission.EDIT, library)
         report = self._ingest(pipeline, library, list(paths), False, progress)
         self.audit.record(AuditEvent(user.name, "ingest", library, {
@@ -385,9 +452,14 @@ class RagService:
             if progress:
                 progress(min(len(seen) / max(len(items), 1), 0.99), Path(source).name)
 
+        # Uploads (at most max_upload_mb each) are parsed before any lock is taken, so one slow file never holds up
+        # other libraries or their questions; a folder named on the server is read as it is written instead, not
+        # held in memory whole.
+        uploads = all(isinstance(item, NamedFile) for item in items)
+        documents = list(read_documents(items, pipeline.settings)) if uploads else read_documents(items, pipeline.settings)
         with self._ingesting, self._locks[library]:
-            report = ingest(list(items), pipeline.store, pipeline.embedder, pipeline.settings,
-                            cache=self._cache(pipeline), replace=replace, progress=False, on_item=tell)
+            report = ingest_documents(documents, pipeline.store, pipeline.embedder, pipeline.settings,
+                                      cache=self._cache(pipeline), replace=replace, progress=False, on_item=tell)
         if progress:
             progress(1.0, "完成")
         return report
@@ -456,18 +528,18 @@ class RagService:
     def give_feedback(self, user: User | None, answer: Answer, rating: int, comment: str = "", correction: str = "",
                       library: str = DEFAULT_LIBRARY, question: str | None = None) -> int:
         """Store 👍 (1) or 👎 (-1) on an answer given in ``library``; its id."""
-        user = require(user, Permission.READ, library)
+        user = self.authorize(user, Permission.READ, library)
         return self.feedback.add(Feedback.from_answer(answer, user=user.name, library=library, rating=rating,
                                                       comment=comment, correction=correction, question=question))
 
     def export_feedback(self, user: User | None, out: Path, library: str = DEFAULT_LIBRARY) -> dict[str, int]:
         """A library's rated answers as a gold-file draft for ``rag eval qa`` (editors of the library)."""
-        require(user, Permission.EDIT, library)
+        self.authorize(user, Permission.EDIT, library)
         return export_gold(self.feedback.list(library=library, limit=None), out)
 
     def audit_log(self, user: User | None, limit: int = 200, library: str | None = None) -> list[AuditEvent]:
         """The newest changes (administrators only)."""
-        require(user, Permission.ADMIN)
+        require(self._current(user), Permission.ADMIN)
         return self.audit.read(limit, library)
 
     def stats(self, user: User | None, library: str = DEFAULT_LIBRARY) -> ServiceStats:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ..jsonl import DatasetError, read_jsonl
 from ..normalize import normalize
 from ..retrieval.retrieve import Retriever
+from . import cmrc_scorer
 from .metrics import (
     contains_answer,
     faithfulness,
@@ -37,6 +38,7 @@ from .metrics import (
 log = logging.getLogger(__name__)
 
 RECALL_KS = (1, 3, 5, 10)
+SCORER_NAME = "CMRC 2018 official scorer (cmrc2018_evaluate.py v5)"  # what rag eval qa's F1 and EM are
 
 
 @dataclass
@@ -258,10 +260,17 @@ def _answers_by_batch(answerer, batches: list[list[str]]) -> Iterator[list[Any]]
     return ask_batches(batches) if ask_batches is not None else map(answerer.ask_many, batches)
 
 
-def evaluate_qa(items: Sequence[GoldItem], answerer, batch_size: int = 8, progress: bool = True) -> dict[str, Any]:
-    """Answer every gold question and score answers, abstention, citations and faithfulness."""
+def evaluate_qa(items: Sequence[GoldItem], answerer, batch_size: int = 8, progress: bool = True,
+                fold_script: bool = False) -> dict[str, Any]:
+    """Answer every gold question and score answers, abstention, citations and faithfulness.
+
+    ``f1`` and ``em`` are the CMRC 2018 official scorer's (:mod:`rag.evaluation.cmrc_scorer`), in percent over the
+    answerable questions, an abstention scoring as the empty answer; ``char_f1`` is the character-bag F1 of
+    :func:`~rag.evaluation.metrics.char_f1`, kept as a secondary figure. ``fold_script`` folds Traditional and
+    full-width letters and digits in answers and gold answers before the official scoring (not official; off by
+    default), for gold sets whose questions are asked in both scripts; the report's ``scorer`` says which."""
     from ..normalize import is_traditional
-    from .metrics import abstention_scores, char_f1, contains_answer, exact_match, faithfulness
+    from .metrics import abstention_scores, char_f1, contains_answer, faithfulness
 
     rows: list[dict[str, Any]] = []
     parts = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
@@ -278,8 +287,9 @@ def evaluate_qa(items: Sequence[GoldItem], answerer, batch_size: int = 8, progre
                        "retrieved_gold_doc": any(s.doc_id in set(item.doc_ids) for s in ans.sources)}
                 if answerable:
                     shown = "" if ans.abstained else ans.answer
-                    row.update(em=exact_match(shown, item.answers), f1=char_f1(shown, item.answers),
-                               contains=contains_answer(shown, item.answers))
+                    scored, golds = _as_scored(shown, item.answers, fold_script)
+                    row.update(em=cmrc_scorer.em_score(scored, golds), f1=cmrc_scorer.f1_score(scored, golds),
+                               char_f1=char_f1(shown, item.answers), contains=contains_answer(shown, item.answers))
                     if cited:
                         row["citation_precision"] = _mean(contains_answer(s.text, item.answers) for s in cited)
                 if not ans.abstained and cited:
@@ -297,7 +307,7 @@ def evaluate_qa(items: Sequence[GoldItem], answerer, batch_size: int = 8, progre
         out = {"questions": len(group)}
         if ans:
             out.update(em=100 * _mean(r["em"] for r in ans), f1=100 * _mean(r["f1"] for r in ans),
-                       contains=_mean(r["contains"] for r in ans),
+                       char_f1=100 * _mean(r["char_f1"] for r in ans), contains=_mean(r["contains"] for r in ans),
                        abstain_rate_answerable=_mean(r["abstained"] for r in ans))
         return out
 
@@ -317,23 +327,53 @@ def evaluate_qa(items: Sequence[GoldItem], answerer, batch_size: int = 8, progre
         for value in sorted({r[key] for r in rows if r[key]}):
             groups[f"{key}={value}"] = summary([r for r in rows if r[key] == value])
     return {"kind": "qa", "modes": groups, "per_question": {r["id"]: r for r in rows},
-            "generators": sorted({r["generator"] for r in rows})}
+            "generators": sorted({r["generator"] for r in rows}),
+            "scorer": {"f1_em": SCORER_NAME, "fold_script": fold_script, "char_f1": "character-bag F1 (secondary)"}}
+
+
+def _as_scored(answer: str, golds: Sequence[str], fold: bool) -> tuple[str, list[str]]:
+    """An answer and its gold answers as the official scorer sees them: folded when ``fold``, else unchanged."""
+    if fold:
+        return cmrc_scorer.fold_script(answer), [cmrc_scorer.fold_script(g) for g in golds]
+    return answer, list(golds)
+
+
+def export_official(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """Write a QA report's answerable questions as the official scorer's input files, ``ground_truth.json``
+    (SQuAD-style) and ``predictions.json`` (``{id: answer}``), with the texts exactly as they were scored (folded
+    when the run folded scripts; an abstention as the empty answer), so that
+    ``python cmrc2018_evaluate.py ground_truth.json predictions.json`` re-checks the report's F1 and EM."""
+    fold = report.get("scorer", {}).get("fold_script", False)
+    questions, predictions = [], {}
+    for row in report["per_question"].values():
+        if row["answerable"]:
+            answer, golds = _as_scored("" if row["abstained"] else row["answer"], row["gold"], fold)
+            questions.append((row["id"], row["question"], golds))
+            predictions[row["id"]] = answer
+    return cmrc_scorer.write_official_files(out_dir, questions, predictions)
 
 
 def qa_markdown(report: dict[str, Any]) -> str:
     """Markdown tables of a QA report: overall, then per question type and script."""
     overall = report["modes"]["all"]
+    scorer = report.get("scorer", {})
+    folding = "on (Traditional and full-width folded first: not the official figure)" if scorer.get(
+        "fold_script") else "off"
     lines = [f"# QA evaluation: {report.get('dataset', '')}", "",
              f"Generators: {', '.join(report['generators'])}; index `{report.get('index', '')}`; "
-             f"commit `{report['run'].get('commit')}`.", "", "| metric | value |", "|---|---|"]
+             f"commit `{report['run'].get('commit')}`.", "",
+             f"EM and F1: {scorer.get('f1_em', SCORER_NAME)}, script folding {folding}; char_f1: the character-bag "
+             "F1 (any shared characters, all punctuation dropped, scripts folded), secondary.", "",
+             "| metric | value |", "|---|---|"]
     for key, value in overall.items():
         lines.append(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
-    lines += ["", "| group | questions | EM | F1 | contains | abstained (answerable) |", "|---|---|---|---|---|---|"]
+    lines += ["", "| group | questions | EM | F1 | char F1 | contains | abstained (answerable) |",
+              "|---|---|---|---|---|---|---|"]
     for group, m in report["modes"].items():
         if group == "all" or "f1" not in m:
             continue
-        lines.append(f"| {group} | {m['questions']} | {m['em']:.1f} | {m['f1']:.1f} | {m['contains']:.3f} | "
-                     f"{m['abstain_rate_answerable']:.3f} |")
+        lines.append(f"| {group} | {m['questions']} | {m['em']:.1f} | {m['f1']:.1f} | {m['char_f1']:.1f} | "
+                     f"{m['contains']:.3f} | {m['abstain_rate_answerable']:.3f} |")
     wrong = [r for r in report["per_question"].values()
              if (r["answerable"] and not r.get("contains")) or (not r["answerable"] and not r["abstained"])]
     lines += ["", f"## Misses ({len(wrong)})", ""]
@@ -350,13 +390,13 @@ def _plot_f1_by_group(report: dict[str, Any], path: Path) -> None:
 
     groups = [(g, m) for g, m in report["modes"].items() if "f1" in m]
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(groups)), 4), dpi=110)
-    ax.bar(range(len(groups)), [m["f1"] for _, m in groups], color="#4C72B0", label="F1")
+    ax.bar(range(len(groups)), [m["f1"] for _, m in groups], color="#4C72B0", label="F1 (CMRC 2018 official)")
     ax.plot(range(len(groups)), [100 * m["contains"] for _, m in groups], "o", color="#DD8452",
             label="contains (%)")
     ax.set_xticks(range(len(groups)), [g.replace("type=", "").replace("script=", "") for g, _ in groups],
                   rotation=30, ha="right")
     ax.set_ylim(0, 105)
-    ax.set_title("Character F1 and answer-contains by group", pad=24)
+    ax.set_title("F1 and answer-contains by group", pad=24)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

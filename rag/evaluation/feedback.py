@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..index.store import is_disk_full
 from ..normalize import clean_text_field, normalize
 
 if TYPE_CHECKING:
@@ -235,6 +236,8 @@ class FeedbackStore:
                 raise FeedbackError(f"the feedback database {self.path} is busy ({exc}); try again") from None
             if "readonly" in str(exc) or "unable to open" in str(exc):  # permissions, not damage
                 raise FeedbackError(f"cannot write the feedback database {self.path} ({exc})") from None
+            if is_disk_full(exc):  # nothing is damaged: the rating was not stored
+                raise FeedbackError(f"the disk holding {self.path} is full; free some space and rate again") from None
             raise self._damaged(exc) from None
         except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
             raise self._damaged(exc) from None

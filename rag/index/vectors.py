@@ -31,6 +31,12 @@ FAISS_STAMP = "vectors.json"
 # (what :meth:`VectorSource.forget_removed` dropped came before it).
 LOG_START = "log_start"
 MILVUS_LITE_NAME = "milvus.db"
+# A vector the backend holds counts as the database's when no component differs by more than this (FAISS and Milvus
+# keep the same float32 values; a wrong vector differs by far more).
+VECTOR_TOLERANCE = 1e-5
+# Milvus is compared on this many vectors at most (spread over the ids): reading a whole collection back over the
+# network costs more than `rag check` should; FAISS, in memory, is compared whole.
+MILVUS_CHECK_SAMPLE = 5_000
 Hits = list[list[tuple[int, float]]]
 
 
@@ -82,6 +88,10 @@ class VectorBackend(Protocol):
 
     def ids(self) -> set[int]:
         """The chunk ids searchable now (for ``rag check``)."""
+
+    def compare_vectors(self, source: VectorSource) -> tuple[int, int]:
+        """``(differing, compared)``: how many of the vectors held under the database's chunk ids differ from the
+        database's, of how many compared (for ``rag check``, once the ids agree)."""
 
     def save(self, source: VectorSource) -> None:
         """Persist what needs persisting (called by writers, under the write lock)."""
@@ -268,6 +278,25 @@ class FaissVectors:
             return set()
         return set(faiss.vector_to_array(self._index.id_map).tolist()) - self._tombstones
 
+    def compare_vectors(self, source: VectorSource) -> tuple[int, int]:
+        """Every vector, read back from the index (flat and HNSW keep them whole) by its chunk id's position and
+        compared with the database's, a batch at a time: 60,000 384-d vectors take about a second."""
+        if self._index is None:
+            return 0, 0
+        labels = faiss.vector_to_array(self._index.id_map)
+        order = np.argsort(labels, kind="stable")
+        by_id = labels[order]
+        differing = compared = 0
+        for ids, vectors in source.iter_vectors():
+            at = np.minimum(np.searchsorted(by_id, ids), max(len(by_id) - 1, 0))
+            held = np.isin(ids, by_id)  # ids without a vector here are what the id check reports
+            if not held.any():
+                continue
+            found = self._index.index.reconstruct_batch(np.ascontiguousarray(order[at[held]], dtype=np.int64))
+            differing += int(np.count_nonzero(np.abs(found - vectors[held]).max(axis=1) > VECTOR_TOLERANCE))
+            compared += int(held.sum())
+        return differing, compared
+
     # -- saving ---------------------------------------------------------------------------------------------
     def save(self, source: VectorSource) -> None:
         """Write a new snapshot when the replay log grew large, the policy wants another index type, or none exists.
@@ -292,8 +321,16 @@ class FaissVectors:
                  "kind": self.kind, "dim": self.dim, "tombstones": sorted(self._tombstones)}
         faiss_tmp = self.directory / (FAISS_NAME + ".tmp")
         stamp_tmp = self.directory / (FAISS_STAMP + ".tmp")
-        faiss.write_index(self._index, str(faiss_tmp))
-        stamp_tmp.write_text(json.dumps(stamp))
+        try:
+            # Written through Python's file: a full disk raises OSError (ENOSPC) that says so, where faiss's own
+            # writer raises a RuntimeError with the reason inside its message.
+            with open(faiss_tmp, "wb") as fh:
+                faiss.write_index(self._index, faiss.PyCallbackIOWriter(fh.write))
+            stamp_tmp.write_text(json.dumps(stamp))
+        except BaseException:
+            for tmp in (faiss_tmp, stamp_tmp):  # a half-written snapshot only takes room; the database has it all
+                tmp.unlink(missing_ok=True)
+            raise
         # Stamp last: a crash between the renames leaves a stamp that does not match the file, so we rebuild.
         os.replace(faiss_tmp, self.directory / FAISS_NAME)
         os.replace(stamp_tmp, self.directory / FAISS_STAMP)
@@ -399,6 +436,24 @@ class MilvusVectors:
 
     def ids(self) -> set[int]:
         return self._ids()
+
+    def compare_vectors(self, source: VectorSource) -> tuple[int, int]:
+        """Up to :data:`MILVUS_CHECK_SAMPLE` vectors, spread evenly over the chunk ids, fetched from Milvus and
+        compared with the database's."""
+        live = sorted(source.chunk_id_set())
+        if not live:
+            return 0, 0
+        step = max(1, -(-len(live) // MILVUS_CHECK_SAMPLE))
+        sample = live[::step]
+        differing = 0
+        for start in range(0, len(sample), 1_000):
+            part = sample[start : start + 1_000]
+            rows = self._client.get(self.collection, ids=part, output_fields=["vector"])
+            held = {int(row["id"]): np.asarray(row["vector"], dtype=np.float32) for row in rows}
+            for chunk_id, vector in zip(part, source.get_vectors(part)):
+                found = held.get(chunk_id)
+                differing += found is None or float(np.abs(found - vector).max()) > VECTOR_TOLERANCE
+        return differing, len(sample)
 
     def save(self, source: VectorSource) -> None:
         """Nothing to do: each write went to Milvus when it was committed."""

@@ -29,6 +29,7 @@ from ..index.embeddings import Embedder, EmbeddingCache, embed_with_cache, text_
 from ..index.lexical import document_terms, tokenize, word_spans
 from ..index.store import ChunkRecord, DocumentRecord, IndexStore, StoreError
 from ..normalize import normalize
+from .archives import ZipLimits
 from .chunking import check_chunk_settings, chunk_text
 from .cleaning import clean_text
 from .loaders import NamedFile, RawDocument, Skipped, _walk, display_path, html_to_text, iter_documents
@@ -171,7 +172,8 @@ def read_file_documents(item: FileToRead | Skipped, settings: Settings) -> list[
     """The documents (or the reasons for skipping) of one input of :func:`files_to_read`, OCR included."""
     if isinstance(item, Skipped):
         return [item]
-    found = list(iter_documents([item.given], settings.max_file_mb, settings.max_document_chars, settings.cache_dir))
+    found = list(iter_documents([item.given], settings.max_file_mb, settings.max_document_chars, settings.cache_dir,
+                                zip_limits=ZipLimits.from_settings(settings)))
     if item.root is not None:
         for doc in found:
             if doc.root is not None:  # a bad JSONL line records no root, as iter_documents gives it
@@ -185,7 +187,7 @@ def read_documents(paths: Sequence[str | Path | NamedFile], settings: Settings, 
     file on a worker of a cluster, :class:`rag.distributed.WorkerPool`), in the same order either way."""
     if read_files is None:
         return iter_documents(list(paths), settings.max_file_mb, settings.max_document_chars, settings.cache_dir,
-                              progress)
+                              progress, ZipLimits.from_settings(settings))
     return itertools.chain.from_iterable(read_files(files_to_read(paths)))
 
 
@@ -201,7 +203,23 @@ def ingest(paths: Sequence[str | Path | NamedFile], store: IndexStore, embedder:
     ``read_files`` reads the files elsewhere (:func:`read_documents`); this process still decides what changed
     and is the only one that writes to ``store``. Documents are written without vectors first (BM25 finds them at
     once); then the vectors of every chunk still lacking one are computed, unless ``embed`` is false.
+
+    The files are read as they are written, batch by batch, under the store's write lock. To parse them without
+    holding any lock (a service serving other libraries meanwhile), read them first with :func:`read_documents`
+    and give what it yields to :func:`ingest_documents`, which this calls.
     """
+    return ingest_documents(read_documents(paths, settings, progress, read_files), store, embedder, settings,
+                            cache=cache, sync=sync, replace=replace, progress=progress,
+                            batch_documents=batch_documents, on_item=on_item, embed=embed)
+
+
+def ingest_documents(items: Iterable[RawDocument | Skipped], store: IndexStore, embedder: Embedder,
+                     settings: Settings, *, cache: EmbeddingCache | None = None, sync: bool = False,
+                     replace: bool = False, progress: bool = True, batch_documents: int = BATCH_DOCUMENTS,
+                     on_item: Callable[[str], None] | None = None, embed: bool = True) -> IngestReport:
+    """Write documents already read (what :func:`read_documents` or :func:`read_file_documents` yield, skips
+    included, in their order) into ``store``, as :func:`ingest` does; reading happens wherever ``items`` is
+    iterated: a list read beforehand holds no lock while its files are parsed."""
     report = IngestReport()
     started = time.perf_counter()
     seen_by_root: dict[str, set[str]] = {}
@@ -222,8 +240,7 @@ def ingest(paths: Sequence[str | Path | NamedFile], store: IndexStore, embedder:
     with store.write_lock():
         store.bind_embedder(embedder.name, embedder.dim)
         try:
-            items = read_documents(paths, settings, progress, read_files)
-            for item in _timed(items, report.seconds):
+            for item in _timed(iter(items), report.seconds):
                 if on_item is not None:
                     on_item(item.source)
                 if isinstance(item, Skipped):
@@ -307,6 +324,8 @@ def embed_pending(store: IndexStore, embedder: Embedder, settings: Settings, *, 
             while batch := [c for c in store.pending_chunks(batch_chunks + len(failed)) if c[0] not in failed]:
                 done = _embed_chunks(batch[:batch_chunks], store, embedder, settings, cache, failed)
                 embedded += done
+                if getattr(embedder, "engine", None):  # which engine the chunks/s figure is for
+                    bar.set_postfix_str(embedder.engine, refresh=False)
                 bar.update(min(batch_chunks, len(batch)))
         store.flush()
     if failed:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..normalize import clean_text_field
+from .archives import ArchiveRefused, ZipLimits, check_archive
 from .locations import marker_kind, page_marker
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+OCR_EXTRA = "pip install -e '.[ocr]'"
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".text"}
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
@@ -74,6 +76,24 @@ class NamedFile:
 
 class LoadError(Exception):
     """A file cannot be turned into text; the message is the user-facing reason."""
+
+
+class OcrUnavailableError(LoadError):
+    """OCR cannot run here: a package of the OCR extra (``missing``) is not installed."""
+
+    def __init__(self, reason: str, missing: str) -> None:
+        super().__init__(reason)
+        self.missing = missing
+
+
+@dataclass(frozen=True)
+class PartlyRead:
+    """What a reader gives for a file it could read only in part: the text it read, which part of the file is
+    left out (``"pages 2, 5"``), and why. The file is ingested, and the part left out is reported as skipped."""
+
+    text: str
+    left_out: str
+    reason: str
 
 
 def decode_bytes(data: bytes) -> tuple[str, str]:
@@ -206,6 +226,7 @@ class ReadOptions:
     cache_dir: Path | None = None  # where OCR keeps each page it has read, so a killed scan resumes
     progress: bool = False  # a progress bar for long reads (OCR pages)
     max_chars: int = 2_000_000  # a document's most characters; a longer spreadsheet is read in parts of at most this
+    zip_limits: ZipLimits = field(default_factory=ZipLimits)  # how far a zip-based file (.docx, .xlsx) may unpack
 
 
 def _read_docx(path: Path, options: ReadOptions) -> str:
@@ -234,9 +255,10 @@ def _read_docx(path: Path, options: ReadOptions) -> str:
     return "\n".join(parts)
 
 
-def _read_pdf(path: Path, options: ReadOptions) -> str:
+def _read_pdf(path: Path, options: ReadOptions) -> str | PartlyRead:
     """The PDF's pages, each after its page marker; pages without a text layer are read by OCR when the OCR extra
-    is installed."""
+    is installed. Without it, a PDF with no text layer at all raises :class:`LoadError` saying how to get it read,
+    and the other pages of one with some are read (:class:`PartlyRead`, naming the pages left out)."""
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -248,24 +270,32 @@ def _read_pdf(path: Path, options: ReadOptions) -> str:
     except (PdfReadError, ValueError, KeyError, OSError, NotImplementedError) as exc:
         raise LoadError(f"not a readable PDF ({exc})") from None
     scanned = [n for n, text in enumerate(pages, 1) if not text.strip()]
+    missing = ""
     if scanned:
         try:
             from .ocr import ocr_pdf_pages
-        except ImportError:
-            if len(scanned) == len(pages):
-                raise LoadError("PDF has no text layer: scanned pages need the OCR extra "
-                                "(pip install -e '.[ocr]')") from None
-            log.warning("%s: %d pages without a text layer are left out (install the OCR extra to read them)",
-                        path.name, len(scanned))
-        else:
+
             for number, text in ocr_pdf_pages(path, scanned, options).items():
                 pages[number - 1] = text
+        except OcrUnavailableError as exc:
+            missing = exc.missing
+        except ImportError as exc:  # the OCR module itself, or a package it needs, cannot be imported
+            missing = exc.name or str(exc)
+    if missing and len(scanned) == len(pages):
+        raise LoadError(f"PDF has no text layer: scanned pages need the OCR extra ({OCR_EXTRA}; {missing} is not "
+                        "installed)")
     if not any(text.strip() for text in pages):
         raise LoadError("no text found in the PDF")
-    return "\n".join(f"{page_marker(n)}\n{text}" for n, text in enumerate(pages, 1) if text.strip())
+    text = "\n".join(f"{page_marker(n)}\n{text}" for n, text in enumerate(pages, 1) if text.strip())
+    if not missing:
+        return text
+    numbers = ", ".join(map(str, scanned))
+    return PartlyRead(text, f"page{'s' if len(scanned) > 1 else ''} {numbers}",
+                      f"no text layer: read by OCR with the OCR extra ({OCR_EXTRA}; {missing} is not installed), "
+                      "then ingest the file again; the other pages were ingested")
 
 
-Reader = Callable[[Path, ReadOptions], str]
+Reader = Callable[[Path, ReadOptions], str | PartlyRead]
 PartReader = Callable[[Path, ReadOptions], Iterator["TablePart"]]
 
 
@@ -302,11 +332,19 @@ PART_READERS: dict[str, PartReader] = {
     ".csv": _lazy(".tables", "csv_parts"),
 }
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | set(READERS) | {".jsonl"}
+# The formats whose readers open zip packages (an .xls may be an .xlsx renamed): checked before they are parsed.
+ZIP_SUFFIXES = {".docx", ".xlsx", ".xlsm", ".xls", ".pptx"}
 
 
 def read_file(path: Path, options: ReadOptions) -> tuple[str, bool]:
     """Text of one non-JSONL file and whether it is HTML; raises :class:`LoadError` with the reason (for a
-    spreadsheet too long for one document too: :func:`iter_documents` reads that in parts)."""
+    spreadsheet too long for one document too: :func:`iter_documents` reads that in parts). Of a file read only in
+    part (:class:`PartlyRead`), the text read: :func:`iter_documents` reports what is left out."""
+    text, is_html = _read_text(path, options)
+    return (text.text if isinstance(text, PartlyRead) else text), is_html
+
+
+def _read_text(path: Path, options: ReadOptions) -> tuple[str | PartlyRead, bool]:
     suffix = path.suffix.lower()
     _check_size(path, options)
     if suffix in READERS:
@@ -317,12 +355,18 @@ def read_file(path: Path, options: ReadOptions) -> tuple[str, bool]:
 
 
 def _check_size(path: Path, options: ReadOptions) -> None:
-    """Raise :class:`LoadError` for an empty file or one over the size limit."""
+    """Raise :class:`LoadError` for an empty file, one over the size limit, or a zip-based file that would unpack
+    past :attr:`ReadOptions.zip_limits` (checked here, before any parser opens it)."""
     size = path.stat().st_size
     if size == 0:
         raise LoadError("empty file")
     if size > options.max_bytes:
         raise LoadError(f"file too large ({size / 1e6:.1f} MB > {options.max_bytes / 1e6:.0f} MB limit)")
+    if path.suffix.lower() in ZIP_SUFFIXES:
+        try:
+            check_archive(path, options.zip_limits)
+        except ArchiveRefused as exc:
+            raise LoadError(str(exc)) from None
 
 
 def _is_markup(text: str) -> bool:
@@ -384,16 +428,20 @@ def display_path(path: str | os.PathLike[str]) -> str:
 
 def iter_documents(paths: Sequence[str | os.PathLike[str] | NamedFile], max_file_mb: float = 64.0,
                    max_document_chars: int = 2_000_000, cache_dir: Path | None = None,
-                   progress: bool = False) -> Iterator[RawDocument | Skipped]:
+                   progress: bool = False, zip_limits: ZipLimits | None = None) -> Iterator[RawDocument | Skipped]:
     """Walk files and folders, yielding a :class:`RawDocument` or a :class:`Skipped` for each input; never raises
-    for one bad input.
+    for one bad input (whatever a file's reader raises costs that file only; ``KeyboardInterrupt`` still stops).
+    A zip-based file is checked against ``zip_limits`` (default :class:`ZipLimits`) before it is parsed. A file
+    read only in part (a PDF whose scanned pages need the OCR extra) is its document followed by a
+    :class:`Skipped` naming what was left out (``scan.pdf (pages 2, 5)``).
 
     Ids (what answers cite and ``rag show`` takes): a file in a folder given is its path relative to that folder;
     a file given by itself is its absolute path; a :class:`NamedFile` (an upload) takes the id it was given; a
     JSONL line takes its ``id`` field. A spreadsheet too long for one document is several, named by the file's id
     and their number: ``统计.xlsx#1``, ``统计.xlsx#2`` …
     """
-    options = ReadOptions(int(max_file_mb * 1e6), cache_dir, progress, max_chars=max_document_chars)
+    options = ReadOptions(int(max_file_mb * 1e6), cache_dir, progress, max_chars=max_document_chars,
+                          zip_limits=zip_limits or ZipLimits())
     for given in paths:
         if isinstance(given, NamedFile):
             yield from _read_one(given.path, given.doc_id, given.source, given.source, options, max_document_chars)
@@ -436,24 +484,43 @@ def _read_one(path: Path, doc_id: str, source: str, root: str, options: ReadOpti
         yield Skipped(source, f"unsupported file type {suffix or '(none)'}", doc_id, root)
         return
     if suffix == ".jsonl":
-        yield from iter_jsonl(path, root, max_chars, source)
+        try:
+            yield from iter_jsonl(path, root, max_chars, source)
+        except Exception as exc:
+            yield _failed(source, exc, doc_id, root)
         return
     if suffix in PART_READERS:
         yield from _read_parts(path, PART_READERS[suffix], doc_id, source, root, options)
         return
     try:
-        text, is_html = read_file(path, options)
+        text, is_html = _read_text(path, options)
     except LoadError as exc:
         yield Skipped(source, str(exc), doc_id, root)
         return
     except OSError as exc:
         yield Skipped(source, f"cannot read ({exc.strerror or exc})", doc_id, root)
         return
-    text = clean_text_field(text)
+    except Exception as exc:
+        yield _failed(source, exc, doc_id, root)
+        return
+    partly = text if isinstance(text, PartlyRead) else None
+    text = clean_text_field(partly.text if partly else text)
     if len(text) > max_chars:
         yield Skipped(source, f"too long ({len(text)} > {max_chars} characters)", doc_id, root)
         return
     yield RawDocument(doc_id=doc_id, text=text, source=source, root=root, is_html=is_html)
+    if partly:
+        # No doc_id or root: the file's document is there, so --sync has nothing to keep for this entry.
+        yield Skipped(f"{source} ({partly.left_out})", partly.reason)
+
+
+def _failed(source: str, exc: Exception, doc_id: str, root: str) -> Skipped:
+    """The :class:`Skipped` for a file whose reader failed in a way no reader expects (a third-party parser's own
+    error, an ImportError, MemoryError or RecursionError): the batch goes on. The reason is reported with the
+    other skipped files; the traceback is logged at DEBUG level, for whoever looks into it, not shown to users."""
+    log.debug("reading %s failed", source, exc_info=exc)
+    detail = " ".join(str(exc).split())[:200]
+    return Skipped(source, f"could not be read ({type(exc).__name__}{': ' + detail if detail else ''})", doc_id, root)
 
 
 def _read_parts(path: Path, reader: PartReader, doc_id: str, source: str, root: str,
@@ -487,3 +554,8 @@ def _read_parts(path: Path, reader: PartReader, doc_id: str, source: str, root: 
         yield Skipped(source, reason, doc_id, root)
     except OSError as exc:
         yield Skipped(source, f"cannot read ({exc.strerror or exc})", doc_id, root)
+    except Exception as exc:
+        skipped = _failed(source, exc, doc_id, root)
+        if ids:
+            skipped.reason += f" (in part {len(ids) + 1}; the parts before it were read)"
+        yield skipped

@@ -37,7 +37,7 @@ from PIL import Image, ImageOps
 
 from ..checksums import file_sha256
 from ..normalize import is_traditional, to_traditional
-from .loaders import LoadError, ReadOptions
+from .loaders import OCR_EXTRA, LoadError, OcrUnavailableError, ReadOptions
 from .locations import page_marker
 from .reading_order import Box, reading_blocks
 
@@ -132,9 +132,24 @@ def recognizable_characters() -> set[str]:
     return set(engine.text_rec.postprocess_op.character) - {"blank"}
 
 
+def require_ocr(what: str, modules: tuple[str, ...] = ("rapidocr_onnxruntime",)) -> None:
+    """Raise :class:`~rag.ingestion.loaders.OcrUnavailableError` (``what`` needs the OCR extra, and how to install
+    it) unless ``modules``, which OCR imports only once it runs, can be imported: without the extra, a scan is
+    skipped with that reason instead of failing half-way through."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            missing = exc.name or module
+            raise OcrUnavailableError(f"{what} needs a package that is not installed ({missing}): the OCR extra, "
+                                      f"{OCR_EXTRA}", missing) from None
+
+
 def read_image(path: Path, options: ReadOptions) -> str:
     """The text of an image file; a multi-page TIFF gives each frame after its page marker. Raises
-    :class:`~rag.ingestion.loaders.LoadError` for an unreadable image or one without text."""
+    :class:`~rag.ingestion.loaders.LoadError` for an unreadable image or one without text, and its subclass
+    :class:`~rag.ingestion.loaders.OcrUnavailableError` without the OCR extra."""
+    require_ocr(f"reading {path.suffix} files")
     try:
         image = Image.open(path)
         frames = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
@@ -162,7 +177,9 @@ def read_image(path: Path, options: ReadOptions) -> str:
 
 def ocr_pdf_pages(path: Path, pages: list[int], options: ReadOptions) -> dict[int, str]:
     """The text OCR reads on each of ``pages`` (numbered from 1) of a PDF, without page markers; a page where
-    nothing is found maps to ``""``."""
+    nothing is found maps to ``""``. Raises :class:`~rag.ingestion.loaders.OcrUnavailableError` without the OCR
+    extra."""
+    require_ocr("reading scanned PDF pages", ("pypdfium2", "rapidocr_onnxruntime"))
     import pypdfium2 as pdfium
 
     try:

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .loaders import LoadError, ReadOptions, decode_bytes
 from .locations import marker_kind, row_marker
@@ -468,7 +468,8 @@ def _biff_parts(path: Path, options: ReadOptions) -> Iterator[TablePart]:
     except ImportError:
         raise LoadError("reading .xls files needs xlrd (pip install xlrd)") from None
     try:
-        book = xlrd.open_workbook(str(path), formatting_info=True, on_demand=True, logfile=_XlrdLog())
+        book = xlrd.open_workbook(str(path), formatting_info=True, on_demand=True, ragged_rows=True,
+                                   logfile=_XlrdLog())
     except xlrd.XLRDError as exc:
         if "encrypted" in str(exc).lower() or is_encrypted_office_file(path):
             raise LoadError(ENCRYPTED) from None
@@ -533,13 +534,15 @@ def _xls_number_format(book: Any, sheet: Any, row: int, column: int) -> str:
 def csv_parts(path: Path, options: ReadOptions) -> Iterator[TablePart]:
     """A CSV (or tab-separated) file's data rows, its sheet named by the file's stem, as one text or in parts
     (:func:`split_parts`); streamed line by line in the encoding detected from its start (UTF-8 with or without
-    BOM, UTF-16, GB18030, Big5)."""
+    BOM, UTF-16, GB18030, Big5). A line longer than a document may be is refused before it is split into fields
+    (:func:`_bounded_lines`)."""
     encoding, fallback = _csv_encoding(path)
     try:
         with open(path, encoding=encoding, newline="") as fh:
             sample = fh.read(64_000)
             fh.seek(0)
-            reader = csv.reader(fh, delimiter=_delimiter(sample, complete=len(sample) < 64_000))
+            reader = csv.reader(_bounded_lines(fh, options.max_chars),
+                                delimiter=_delimiter(sample, complete=len(sample) < 64_000))
             rows = (TableRow(number, [one_line(v) for v in values]) for number, values in enumerate(reader, 1))
             lines = ((1, path.stem, line) for line in table_lines(path.stem, rows))
             yield from split_parts(lines, options.max_chars, "CSV file")
@@ -549,6 +552,18 @@ def csv_parts(path: Path, options: ReadOptions) -> Iterator[TablePart]:
         if fallback:
             raise LoadError(f"unknown encoding (not UTF-8 or GB18030: {exc.reason} at byte {exc.start})") from None
         raise LoadError(f"does not decode as {encoding} throughout ({exc.reason} at byte {exc.start})") from None
+
+
+def _bounded_lines(fh: TextIO, limit: int) -> Iterator[str]:
+    """The lines of the text file ``fh``, each read with at most ``limit`` + 1 characters; :class:`LoadError` for a
+    longer one. Split into fields, one line of 32 MB of commas took 1.1 GB and 13 s, for a row that is then refused
+    as longer than a document may be anyway."""
+    number = 0
+    while line := fh.readline(limit + 1):
+        number += 1
+        if len(line) > limit and not line.endswith(("\n", "\r")):
+            raise LoadError(f"line {number} is longer than a document may be ({limit} characters): not a table")
+        yield line
 
 
 def read_csv(path: Path, options: ReadOptions) -> str:
