@@ -53,8 +53,11 @@ postgres:
 # Main job on the sample corpus: build index/ from data/sample (first run) and serve the demo on localhost.
 demo: setup
 	$(BIN)/rag ingest data/sample
-	$(BIN)/python demo.py --port $(PORT)
+	$(BIN)/rag serve --port $(PORT)
 
+# Lint, then the layers of the package (import-linter: no layer imports one above it, no import cycles), then the
+# tests.
 test: setup-test browser postgres
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest

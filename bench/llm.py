@@ -57,8 +57,9 @@ def sample_index(settings: Settings) -> Path:
     return index
 
 
-# Prompts of about 240 and 520 tokens for the runtimes alone: the start of a sample document, another each time.
-RAW_CHARS = {"short": 330, "long": 720}
+# Prompts of about 240 and 520 tokens for the runtimes alone: a stretch of a sample document (from, to), another
+# document each time, the two sizes from different parts of them so that no prompt starts like an earlier one.
+RAW_SPANS = {"short": (0, 330), "long": (400, 1120)}
 
 
 def run_runtimes(model: str, runtimes: list[str], threads: int, settings: Settings) -> list[dict[str, Any]]:
@@ -75,12 +76,12 @@ def run_runtimes(model: str, runtimes: list[str], threads: int, settings: Settin
                                "load_s": round(time.perf_counter() - started, 2), "features": worker.info.features}
         documents = [p.read_text(encoding="utf-8") for p in sorted(SAMPLE.glob("*.txt"))]
         try:
-            for label, chars in RAW_CHARS.items():
+            for label, (start, end) in RAW_SPANS.items():
                 prompt, gen = [], []
                 for attempt in range(3):
                     # Another document each time, its own system line first: nothing of it is in the KV cache.
                     messages = [{"role": "system", "content": f"第{attempt + 1}号助手。"},
-                                {"role": "user", "content": documents[attempt][:chars] + "\n请概括上文。"}]
+                                {"role": "user", "content": documents[attempt][start:end] + "\n请概括上文。"}]
                     worker.chat(messages, 32)
                     prompt.append(worker.last_timings["prompt_per_second"])
                     gen.append(worker.last_timings["predicted_per_second"])

@@ -2,7 +2,7 @@
 
     python bench/load.py --out runs/bench-load [--users 20] [--rounds 2] [--generators extractive,auto]
 
-The server is the product's own (``demo.serve``: the page and ``/v1`` in one process, uvicorn on loopback), over
+The server is the product's own (``rag.web.server.serve``: the page and ``/v1`` in one process, uvicorn on loopback), over
 the sample corpus. Each of ``--users`` threads is one client with its own API key, asking the sample gold
 questions assigned to it (different questions per user) ``--rounds`` times, all starting together. Reported per
 generator: answers, answers crossed (the reply names another question) or lost (an error or no reply), throughput
@@ -29,13 +29,13 @@ sys.path.insert(0, str(ROOT))
 
 from reporting import percentiles, write_report  # noqa: E402  (bench/, the script's own folder)
 
-import demo  # noqa: E402
 from rag.app.access import LOCAL_USER, UserStore  # noqa: E402
 from rag.app.service import RagService  # noqa: E402
 from rag.app.signin import SignIn  # noqa: E402
 from rag.config import load_settings  # noqa: E402
 from rag.evaluation.evaluate import load_gold, run_info  # noqa: E402
 from rag.normalize import normalize  # noqa: E402
+from rag.web.server import serve as serve_app  # noqa: E402
 
 log = logging.getLogger("bench.load")
 SAMPLE = ROOT / "data" / "sample"
@@ -49,7 +49,7 @@ def serve(service: RagService, users: UserStore) -> tuple[str, Any, threading.Th
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(demo.serve(service, SignIn(users, open_when_empty=True)), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(serve_app(service, SignIn(users, open_when_empty=True)), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -43,8 +43,9 @@ from reporting import write_report  # noqa: E402  (bench/, the script's own fold
 
 from rag.evaluation.evaluate import run_info  # noqa: E402
 from rag.ingestion.cleaning import clean_text  # noqa: E402
-from rag.ingestion.loaders import ReadOptions, _read_pdf  # noqa: E402
+from rag.ingestion.loaders import _read_pdf  # noqa: E402
 from rag.ingestion.ocr import engine_version, ocr_pdf_pages, read_image, recognizable_characters  # noqa: E402
+from rag.ingestion.reading import ReadOptions  # noqa: E402
 from rag.normalize import fold_width, normalize  # noqa: E402
 
 log = logging.getLogger("bench.ocr")

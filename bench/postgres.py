@@ -32,7 +32,7 @@ from rag.evaluation.evaluate import load_gold  # noqa: E402
 from rag.index.embeddings import embedder_for_index  # noqa: E402
 from rag.index.store import IndexStore  # noqa: E402
 from rag.ingestion.ingest import ingest  # noqa: E402
-from rag.ingestion.loaders import NamedFile  # noqa: E402
+from rag.ingestion.reading import NamedFile  # noqa: E402
 from rag.retrieval.retrieve import RETRIEVERS, Retriever  # noqa: E402
 
 log = logging.getLogger("bench.postgres")

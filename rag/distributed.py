@@ -32,6 +32,10 @@ from typing import Any
 import numpy as np
 
 from .config import Settings
+from .index.embeddings import Embedder, load_embedder
+from .ingestion.ingest import read_file_documents
+from .pipeline import Pipeline, load_summarizer
+from .summaries.summarize import Summarizer, summary_row
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +55,15 @@ class Worker:
         self.settings = settings
 
     @cached_property
-    def _embedder(self) -> Any:
-        from .index.embeddings import load_embedder
-
+    def _embedder(self) -> Embedder:
         return load_embedder(self.settings)
 
     @cached_property
-    def _summarizer(self) -> Any:
-        from .answering.generate import load_generator
-        from .summaries.summarize import Summarizer
-
-        return Summarizer(self.settings, load_generator(self.settings) if self.settings.summarize_with_model else None)
+    def _summarizer(self) -> Summarizer:
+        return load_summarizer(self.settings)
 
     @cached_property
-    def _pipeline(self) -> Any:
-        from .pipeline import Pipeline
-
+    def _pipeline(self) -> Pipeline:
         return Pipeline.open(self.settings)
 
     def describe(self, work: str) -> dict[str, Any]:
@@ -80,8 +77,6 @@ class Worker:
 
     def read(self, item: Any) -> list[Any]:
         """The documents of one input of :func:`rag.ingestion.ingest.files_to_read`."""
-        from .ingestion.ingest import read_file_documents
-
         return read_file_documents(item, self.settings)
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
@@ -94,8 +89,6 @@ class Worker:
 
     def summarize(self, job: Any) -> dict[str, Any]:
         """The batch line of one :class:`~rag.summaries.summarize.SummaryJob`."""
-        from .summaries.summarize import summary_row
-
         return summary_row(self._summarizer, job)
 
     def answer(self, questions: list[str]) -> list[Any]:

@@ -6,7 +6,6 @@ import pytest
 
 from rag.answering.answer import NOT_FOUND, Answerer, Source, drop_restated_subject, focus_on_answer, grounding_guard
 from rag.answering.extractive import (
-    PassageText,
     extract_answer,
     extract_from_sentence,
     implausible_answer,
@@ -14,6 +13,7 @@ from rag.answering.extractive import (
     question_type,
     with_unit,
 )
+from rag.answering.sentences import PassageText
 from rag.evaluation.metrics import contains_answer
 from rag.normalize import is_traditional, normalize
 from rag.retrieval.retrieve import Retriever

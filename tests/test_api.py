@@ -1,10 +1,9 @@
-"""The HTTP API, through the official `openai` client and plain HTTP, served as `demo.py` serves it (the page and
+"""The HTTP API, through the official `openai` client and plain HTTP, served as `rag serve` serves it (the page and
 the API in one process) over the sample corpus and a second library."""
 
 from __future__ import annotations
 
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from rag.app.access import UserStore
 from rag.app.signin import SignIn
+from rag.web.server import serve
 from tests.conftest import DOC_001, DOC_002, two_libraries
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,9 +25,6 @@ def server(tmp_path_factory):
     """``(base url, {user: key}, service)``: alice is an admin, bob a viewer who edits the library 新闻."""
     import uvicorn
 
-    sys.path.insert(0, str(ROOT))
-    import demo
-
     root = tmp_path_factory.mktemp("api")
     users = UserStore(root / "users.json")
     users.add("alice", "alice-password", "admin")
@@ -38,7 +35,7 @@ def server(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(demo.serve(service, SignIn(users, open_when_empty=True)), host="127.0.0.1", port=port, log_level="warning"))
+    uv = uvicorn.Server(uvicorn.Config(serve(service, SignIn(users, open_when_empty=True)), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     for _ in range(100):

@@ -13,8 +13,10 @@ from rag.answering.answer import Answerer
 from rag.cli import main
 from rag.config import Settings
 from rag.index.embeddings import EmbeddingCache
+from rag.index.errors import IndexBusyError, IndexReadOnlyError, StoreError
 from rag.index.lexical import query_terms
-from rag.index.store import FORMAT_VERSION, IndexBusyError, IndexReadOnlyError, IndexStore, StoreError
+from rag.index.schema import FORMAT_VERSION
+from rag.index.store import IndexStore
 from rag.ingestion.ingest import ingest, rechunk_document
 from rag.retrieval.retrieve import RETRIEVERS, Retriever
 from tests.conftest import DOC_000, DOC_002, SAMPLE
@@ -273,7 +275,7 @@ def test_a_format_3_index_that_cannot_be_written_is_read_as_it_is(settings, hash
         ingest([SAMPLE], store, hash_embedder, settings, progress=False)
         chunks = store.chunks_of(DOC_000)
     make_format_3(settings.index_dir)
-    monkeypatch.setattr("rag.index.store.os.access", lambda *args, **kwargs: False)  # a read-only mount, say
+    monkeypatch.setattr("rag.index.schema.os.access", lambda *args, **kwargs: False)  # a read-only mount, say
     with IndexStore.open(settings.index_dir) as store:
         assert store.read_only and store.stats()["format_version"] == 3
         assert store.chunks_of(DOC_000) == chunks and store.excluded_count() == 0

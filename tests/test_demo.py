@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from rag.app.access import LOCAL_USER, AccessDenied, User
-from rag.app.service import RagService, render_answer, render_sources, render_summary
+from rag.app.service import RagService
 from rag.app.uploads import Upload
+from rag.web.render import render_answer, render_sources, render_summary
 from tests.conftest import DOC_002, SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent

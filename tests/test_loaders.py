@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.ingestion.loaders import LoadError, RawDocument, Skipped, decode_bytes, iter_documents
+from rag.ingestion.loaders import iter_documents
+from rag.ingestion.reading import LoadError, RawDocument, Skipped, decode_bytes
 from tests.conftest import DOC_000, SAMPLE
 
 TRAD = "第五次全區婦女兒童工作會議在拉薩召開，區黨委副書記、自治區主席嚴金海出席並講話。"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rag.config import Settings
-from rag.index.store import DocumentRecord
+from rag.index.records import DocumentRecord
 from rag.ingestion.ingest import make_chunks
 from rag.ingestion.locations import Locator, locate, page_marker, row_marker, slide_marker
 
@@ -41,7 +41,7 @@ def test_chunks_carry_their_location() -> None:
 
 def test_markers_survive_cleaning() -> None:
     from rag.ingestion.ingest import prepare_document
-    from rag.ingestion.loaders import RawDocument
+    from rag.ingestion.reading import RawDocument
 
     text = "\n".join(f"{page_marker(n)}\n" + f"这是第{n}页的内容，会议在拉萨召开。" * 3 for n in range(1, 4))
     record = prepare_document(RawDocument(doc_id="a.pdf", text=text, source="/a.pdf", root="/"), Settings())

@@ -17,19 +17,17 @@ from rag.evaluation.cmrc_scorer import (
 )
 from rag.evaluation.metrics import (
     abstention_scores,
-    answer_chars,
     char_f1,
     contains_answer,
     exact_match,
     faithfulness,
     mrr_at_k,
     ndcg_at_k,
-    ngram_support,
     recall_at_k,
     rouge,
     rouge_chars,
-    unsupported_numbers,
 )
+from rag.overlap import answer_chars, ngram_support, unsupported_numbers
 
 
 def test_retrieval_metrics_collapse_chunks_to_documents() -> None:

@@ -19,7 +19,8 @@ from rag.evaluation.metrics import contains_answer
 from rag.index.embeddings import EmbeddingCache
 from rag.index.store import IndexStore
 from rag.ingestion.ingest import ingest
-from rag.ingestion.loaders import LoadError, ReadOptions, read_file
+from rag.ingestion.loaders import read_file
+from rag.ingestion.reading import LoadError, ReadOptions
 from rag.ingestion.slides import read_pptx
 from rag.retrieval.retrieve import Retriever
 from tests.test_loaders import _pdf_with_text

@@ -20,7 +20,8 @@ import pytest
 
 from rag.app.libraries import Libraries
 from rag.config import Settings
-from rag.index.store import IndexBusyError, IndexStore, StoreError
+from rag.index.errors import IndexBusyError, StoreError
+from rag.index.store import IndexStore
 from rag.pipeline import Pipeline
 from tests.conftest import DOC_002, SAMPLE
 
@@ -169,7 +170,7 @@ def test_a_library_replaced_under_an_open_store_is_not_mixed_up(tmp_path, settin
     cache was built for the old one, and its chunk ids must not be read as the new one's."""
     from rag.index.postgres import SchemaCatalogue
     from rag.ingestion.ingest import ingest
-    from rag.ingestion.loaders import NamedFile
+    from rag.ingestion.reading import NamedFile
     from rag.retrieval.retrieve import Retriever
 
     s = pg_settings(settings, database_url, tmp_path / "a", "rag_lib_swap")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from rag.ingestion.loaders import ReadOptions
 from rag.ingestion.ocr import layout_text
+from rag.ingestion.reading import ReadOptions
 from rag.ingestion.reading_order import Block, Box, reading_blocks, reading_rows
 from tests.test_ocr_slides import FONT, needs_ocr
 

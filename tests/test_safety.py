@@ -19,7 +19,8 @@ import pytest
 from rag.app.access import AccessError, UserStore, hash_password, verify_password
 from rag.app.uploads import UploadGate
 from rag.cli import main
-from rag.index.store import FORMAT_VERSION, IndexStore
+from rag.index.schema import FORMAT_VERSION
+from rag.index.store import IndexStore
 from tests.conftest import DOC_000, DOC_002, SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -426,24 +427,24 @@ def _one_error_line(stderr: str) -> str:
 
 
 def test_a_full_disk_is_reported_as_full_not_as_damage(env, capsys, monkeypatch) -> None:
-    from rag.index import store as store_module
+    from rag.index import schema
 
     (env / "a.txt").write_text("塔城地区召开第二次妇女儿童工作会议，共有120名代表参加。", encoding="utf-8")
     assert main(["ingest", str(env / "a.txt"), "--quiet"]) == 0
-    real_connect = store_module._connect
+    real_connect = schema.connect
 
     def full_disk(db_path, read_only=False):  # SQLite's own "database or disk is full": no page can be added
         db, read_only = real_connect(db_path, read_only)
         db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
         return db, read_only
 
-    monkeypatch.setattr(store_module, "_connect", full_disk)
+    monkeypatch.setattr(schema, "connect", full_disk)
     (env / "b.txt").write_text("喀什地区召开妇女儿童工作会议，会议由阿依古丽主持。" * 400, encoding="utf-8")
     capsys.readouterr()
     assert main(["ingest", str(env / "b.txt"), "--quiet"]) == 2
     error = _one_error_line(capsys.readouterr().err)
     assert "disk is full" in error and "damaged" not in error and "restore" not in error.lower(), error
-    monkeypatch.setattr(store_module, "_connect", real_connect)
+    monkeypatch.setattr(schema, "connect", real_connect)
     assert main(["check"]) == 0 and doc_ids(env / "index") == [str(env / "a.txt")]  # nothing was lost
 
     # The vector file of a new index cannot be written: the operating system's "No space left on device".

@@ -21,6 +21,7 @@ from rag.app.libraries import LibraryError
 from rag.app.service import RagService
 from rag.app.signin import SignIn
 from rag.config import Settings
+from rag.web.common import explain, markdown_text
 from tests.conftest import two_libraries
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,20 +155,14 @@ def test_api_upload_names_are_never_paths(tmp_path) -> None:
 
 
 def test_disk_full_is_not_reported_as_damage(tmp_path) -> None:
-    sys.path.insert(0, str(ROOT))
-    import demo
-
     service = RagService(Settings(index_dir=tmp_path / "index", cache_dir=tmp_path / "cache", generator="extractive"))
-    message = demo._explain(sqlite3.OperationalError("database or disk is full"), service, "导入")
+    message = explain(sqlite3.OperationalError("database or disk is full"), service, "导入")
     assert "磁盘已满" in message and "损坏" not in message
     service.close()
 
 
 def test_the_document_pane_shows_a_document_s_markup_as_text(tmp_path) -> None:
-    sys.path.insert(0, str(ROOT))
-    import demo
-
-    shown = demo._markdown_text('<img src=x onerror="alert(1)"><b>加粗</b> **星号**')
+    shown = markdown_text('<img src=x onerror="alert(1)"><b>加粗</b> **星号**')
     assert "<img" not in shown and "<b>" not in shown and "&lt;img" in shown and "\\*\\*" in shown
 
 

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from rag.index.embeddings import EmbeddingCache
+from rag.index.errors import EmbedderMismatchError, IndexBusyError, IndexFormatError, StoreError
 from rag.index.lexical import query_terms
-from rag.index.store import EmbedderMismatchError, IndexBusyError, IndexFormatError, IndexStore, StoreError
+from rag.index.sqlite_store import SqliteStore
+from rag.index.store import IndexStore
 from rag.index.vectors import FAISS_NAME, FAISS_STAMP
 from rag.ingestion.ingest import ingest
 from rag.retrieval.retrieve import Retriever
@@ -126,8 +128,8 @@ def test_interrupted_ingest_keeps_the_index_usable_and_resumes(tmp_path, setting
     run_ingest(settings, HashEmbedder(), [tmp_path / "before"])
 
     # Killed while writing documents, on the third batch; a kill also skips the final save of the vector file.
-    monkeypatch.setattr(IndexStore, "flush", lambda self: None)
-    write = IndexStore.write_documents
+    monkeypatch.setattr(SqliteStore, "flush", lambda self: None)
+    write = SqliteStore.write_documents
     calls = []
 
     def dies_on_the_third(self, *args, **kwargs):
@@ -136,7 +138,7 @@ def test_interrupted_ingest_keeps_the_index_usable_and_resumes(tmp_path, setting
             raise KeyboardInterrupt("killed")
         return write(self, *args, **kwargs)
 
-    monkeypatch.setattr(IndexStore, "write_documents", dies_on_the_third)
+    monkeypatch.setattr(SqliteStore, "write_documents", dies_on_the_third)
     with pytest.raises(KeyboardInterrupt):
         run_ingest(settings, HashEmbedder(), [corpus], batch_documents=3)
     monkeypatch.undo()
@@ -146,7 +148,7 @@ def test_interrupted_ingest_keeps_the_index_usable_and_resumes(tmp_path, setting
     assert search_doc_ids(settings, HashEmbedder(), "第4号文件", "bm25")[0] == "doc04.txt"
 
     # Killed again while computing the vectors: every document stays searchable by BM25.
-    monkeypatch.setattr(IndexStore, "flush", lambda self: None)
+    monkeypatch.setattr(SqliteStore, "flush", lambda self: None)
     with pytest.raises(KeyboardInterrupt):
         run_ingest(settings.replace(embed_batch_size=2), FailingEmbedder(fail_at=2), [corpus], batch_documents=3)
     monkeypatch.undo()
@@ -232,7 +234,7 @@ def test_bad_files_are_reported_and_nothing_indexed_is_lost(tmp_path, settings, 
 def test_chunks_are_found_by_bm25_before_their_vectors_come(settings, hash_embedder) -> None:
     """Documents written without vectors are BM25-searchable at once; vectors filled in later reach dense search
     in this process and, through the filled-vector log, in another one whose snapshot predates them."""
-    from rag.index.store import ChunkRecord, DocumentRecord
+    from rag.index.records import ChunkRecord, DocumentRecord
     from rag.ingestion.ingest import make_chunks
 
     def record(doc_id: str, text: str) -> tuple[DocumentRecord, list[ChunkRecord]]:
@@ -271,7 +273,7 @@ def test_chunks_are_found_by_bm25_before_their_vectors_come(settings, hash_embed
 def test_store_errors_say_what_happened_full_disk_busy_or_damage(tmp_path) -> None:
     import errno
 
-    from rag.index.store import DiskFullError, IndexDamagedError, describe_store_error
+    from rag.index.errors import DiskFullError, IndexDamagedError, describe_store_error
 
     db = sqlite3.connect(tmp_path / "full.sqlite")
     db.execute("CREATE TABLE t (x BLOB)")

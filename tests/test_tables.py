@@ -17,26 +17,11 @@ from rag.index.lexical import query_terms
 from rag.index.store import IndexStore
 from rag.ingestion.cleaning import clean_text
 from rag.ingestion.ingest import ingest, prepare_document
-from rag.ingestion.loaders import (
-    PART_READERS,
-    LoadError,
-    RawDocument,
-    ReadOptions,
-    Skipped,
-    html_to_text,
-    iter_documents,
-)
+from rag.ingestion.loaders import PART_READERS, html_to_text, iter_documents
 from rag.ingestion.locations import row_marker
-from rag.ingestion.tables import (
-    ENCRYPTED,
-    TablePart,
-    csv_parts,
-    format_number,
-    read_csv,
-    read_xls,
-    read_xlsx,
-    split_parts,
-)
+from rag.ingestion.reading import LoadError, RawDocument, ReadOptions, Skipped
+from rag.ingestion.spreadsheets import ENCRYPTED, csv_parts, read_csv, read_xls, read_xlsx
+from rag.ingestion.tables import TablePart, format_number, split_parts
 from rag.retrieval.retrieve import Retriever
 
 openpyxl = pytest.importorskip("openpyxl")

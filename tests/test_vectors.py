@@ -17,7 +17,8 @@ import pytest
 
 from rag.config import Settings
 from rag.index.embeddings import EmbeddingCache
-from rag.index.store import FORMAT_VERSION, IndexStore
+from rag.index.schema import FORMAT_VERSION
+from rag.index.store import IndexStore
 from rag.index.vectors import FAISS_NAME, FAISS_STAMP, FaissVectors
 from rag.ingestion.ingest import ingest
 from rag.retrieval.retrieve import Retriever

@@ -16,27 +16,23 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 from ..config import Settings
-from ..evaluation.metrics import is_supported, ngram_support, split_claims
-from ..index.lexical import query_terms
+from ..index.lexical import query_terms, word_freq, word_tag
 from ..normalize import clean_text_field, match_script, normalize
+from ..overlap import is_supported, ngram_support, split_claims
 from ..retrieval.retrieve import Hit, Retriever, SearchResult
 from .extractive import (
-    INJECTION,
     Extraction,
-    PassageText,
-    ScoredSentence,
     answer_clause,
+    clause_around,
     echoed_share,
     extract_answer,
     extract_from_sentence,
-    idf_from_counts,
     implausible_answer,
     missing_qualifiers,
-    rank_sentences,
     with_unit,
-    without_instructions,
 )
 from .reader import Reader, read_extraction
+from .sentences import INJECTION, PassageText, ScoredSentence, rank_sentences, without_instructions
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +79,12 @@ class Answer:
     note: str | None = None
     dropped: list[str] = field(default_factory=list)  # generated sentences the guard refused
     seconds: float = 0.0  # retrieval (its share of a batch) plus answering
+    # Why a model's answer is not the one shown (it failed, found nothing, or did not pass the checks): the answer
+    # is then the extractive one, and ``generator`` says so too ("extractive (fallback: …)").
+    fallback_reason: str | None = None
+    # Names in the question that the passage the answer rests on never mentions: the answer may be about
+    # something else ("拉萨市妇联主席…" answered from a passage about the region's 主席): shown as uncertain.
+    unmatched: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-ready form; ``sources`` entries start with ``doc_id, chunk_id, score, text``."""
@@ -197,9 +199,7 @@ class Answerer:
     def extract(self, question: str, hits: Sequence[Hit]) -> Evidence:
         """Number the hits as sources, rank their sentences and find the best answer span (no abstention)."""
         sources = [Source.from_hit(n, hit) for n, hit in enumerate(hits, 1)]
-        store = self.retriever.store
-        freqs = store.term_doc_freqs(query_terms(question))
-        idf = idf_from_counts(lambda t: freqs.get(t, 0), max(store.chunk_count(), 1))
+        idf = self.retriever.term_weights(query_terms(question))
         passages = [PassageText(i, s.text, s.title) for i, s in enumerate(sources)]
         ranked = rank_sentences(question, passages, idf)
         if self.reader is not None:
@@ -238,7 +238,7 @@ class Answerer:
         """The answer to a prepared question: the model's once it passes the checks, else the extractive one."""
         started = time.perf_counter()
         answer = prepared.fallback
-        if self.generator is not None and not answer.abstained:
+        if self._asks_model(prepared):
             shown = self._model_input(prepared.evidence)
             try:
                 raw: str | Exception = self.generator.answer(prepared.query, shown)
@@ -252,7 +252,7 @@ class Answerer:
         """The model's text piece by piece as it is written (unchecked: for display while it is written), then the
         checked :class:`Answer`, always last. Without a model that streams, just the Answer."""
         stream = getattr(self.generator, "stream_answer", None)
-        if stream is None or prepared.fallback.abstained:
+        if stream is None or not self._asks_model(prepared):
             yield self.finish(prepared)
             return
         started = time.perf_counter()
@@ -268,6 +268,12 @@ class Answerer:
         answer = self._checked(prepared, shown, raw)
         answer.seconds = prepared.seconds + time.perf_counter() - started
         yield answer
+
+    def _asks_model(self, prepared: Prepared) -> bool:
+        """Whether the model is asked: when there is one and the extractive answerer found an answer. Its
+        abstention is the gate: asked past it, the 1.5B answers unanswerable questions with confident wrong names
+        (eval/RESULTS.md)."""
+        return self.generator is not None and not prepared.fallback.abstained
 
     def _supported(self, question: str, extraction: Extraction | None, sources: list[Source]) -> bool:
         if extraction is None:
@@ -288,7 +294,7 @@ class Answerer:
         source.support = [extraction.answer_start, extraction.answer_end]
         return Answer(question, match_script(extraction.answer, question), False, self.extractor_name,
                       evidence=extraction.evidence, citations=[source.marker], sources=sources,
-                      confidence=extraction.confidence, note=note)
+                      confidence=extraction.confidence, note=note, unmatched=unmatched_names(question, [source]))
 
     def _model_input(self, evidence: Evidence) -> list[Source]:
         """What the model reads: the best sources (at most ``generator_sources``, none scoring below
@@ -312,6 +318,7 @@ class Answerer:
 
         def fall_back(reason: str, dropped: list[str] | None = None) -> Answer:
             fallback.generator = f"{self.extractor_name} (fallback: {reason})"
+            fallback.fallback_reason = reason
             if dropped is not None:
                 fallback.dropped = dropped
             return fallback
@@ -345,13 +352,48 @@ class Answerer:
         problem = implausible_answer(answer_text, query, shown_texts)
         if problem:
             return fall_back(f"{name} answer {problem}", [answer_text])
+        # What the answer rests on (its 依据): the cited sentence that holds it. Its clause must not name another
+        # ordinal, year or level than the question's ("第五次…会议在拉萨召开，传达学习第七次…" does not say where the
+        # seventh was held), as for an extracted answer.
+        held = holding_sentence(answer_text, prepared.evidence.ranked, guarded.citations)
+        if held is not None:
+            source = sources[held.rank]
+            at = normalize(held.text).find(normalize(answer_text))
+            clause = clause_around(held.text, at, at + len(answer_text))
+            missing = missing_qualifiers(query, f"{source.title or ''}\n{source.text}", clause)
+            if missing:
+                return fall_back(f"{name} answer's sentence is not about {'、'.join(missing)}", [answer_text])
         for source in sources:
             # Highlight the answer where a cited passage contains it (t2s keeps lengths, so offsets carry over).
             pos = normalize(source.text).find(normalize(answer_text)) if source.marker in guarded.citations else -1
             source.support = [pos, pos + len(answer_text)] if pos >= 0 else None
+        resting = [sources[held.rank]] if held else [s for s in sources if s.marker in guarded.citations]
         return Answer(question, match_script(answer_text, question), False, name,
-                      evidence=extraction.evidence if extraction else "", citations=guarded.citations,
-                      sources=sources, confidence=fallback.confidence, note=fallback.note, dropped=guarded.dropped)
+                      evidence=held.text.strip() if held else "", citations=guarded.citations,
+                      sources=sources, confidence=fallback.confidence, note=fallback.note, dropped=guarded.dropped,
+                      unmatched=unmatched_names(query, resting))
+
+
+# jieba's tags of names: places, people, organisations, other proper nouns, abbreviations (妇联). Common words
+# carry such tags too (城市 ns, 中国 ns); only rarer ones (jieba frequency below NAME_MAX_FREQ) count as names.
+NAME_TAGS = frozenset({"ns", "nr", "nrt", "nrfg", "nt", "nz", "j"})
+NAME_MAX_FREQ = 5000
+
+
+def unmatched_names(question: str, sources: Sequence[Source]) -> list[str]:
+    """The names of ``question`` (jieba words tagged as names, not common) that none of ``sources`` (title and
+    text, scripts folded) mentions."""
+    text = normalize("\n".join(f"{s.title or ''}\n{s.text}" for s in sources))
+    freq = word_freq()
+    return [t for t in query_terms(question) if len(t) >= 2 and word_tag(t) in NAME_TAGS
+            and freq.get(t, 0) < NAME_MAX_FREQ and t not in text]
+
+
+def holding_sentence(answer: str, ranked: Sequence[ScoredSentence], markers: Sequence[int]) -> ScoredSentence | None:
+    """The sentence of the passages ``markers`` names that holds ``answer`` and covers the question best: what the
+    answer rests on (its 依据). ``None`` when no sentence holds it whole (a model's answer joining two)."""
+    target = normalize(answer)
+    return next((s for s in ranked if s.rank + 1 in markers and target in normalize(s.text)), None) if target else None
 
 
 def select_sentences(shown: Sequence[Source], ranked: Sequence[ScoredSentence], budget: int) -> list[Source]:

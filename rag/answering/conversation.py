@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.metrics import ngram_support
 from ..index.lexical import tokenize_spans, word_tag
 from ..normalize import clean_text_field, match_script, normalize, to_simplified, to_traditional
+from ..overlap import ngram_support
 
 log = logging.getLogger(__name__)
 

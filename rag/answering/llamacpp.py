@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
-from .generate import GeneratorError, format_sources, read_prompt
+from .base import GeneratorError, format_sources, read_prompt
 from .llm_worker import ModelWorker, RuntimeInfo, WorkerError, start_worker
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,8 @@ import numpy as np
 from ..checksums import file_sha256
 from ..config import Settings
 from ..normalize import normalize
-from .extractive import Extraction, PassageText, ScoredSentence, question_type
+from .extractive import Extraction, question_type
+from .sentences import PassageText, ScoredSentence
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from starlette.requests import ClientDisconnect
 
 from ..answering.answer import NOT_FOUND, Answer
 from ..answering.conversation import Turn
-from ..index.store import StoreError, is_disk_full
+from ..index.errors import StoreError, is_disk_full
 from ..normalize import clean_text_field
 from ..retrieval.retrieve import QueryError
 from .access import AccessDenied, Permission, User

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
+from ..index.postgres import SchemaCatalogue, folder_schema, library_schema
+from ..index.store import IndexStore
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,6 @@ class Libraries:
         # folders here only cache vectors.
         self._database = None
         if settings.index_store == "postgresql":
-            from ..index.postgres import SchemaCatalogue
-
             self._database = SchemaCatalogue(settings)
 
     def path(self, name: str) -> Path:
@@ -84,8 +84,6 @@ class Libraries:
 
     def _schema(self, name: str) -> str:
         """The database schema of library ``name`` in PostgreSQL."""
-        from ..index.postgres import folder_schema, library_schema
-
         if name == DEFAULT_LIBRARY:
             return self.settings.database_schema or folder_schema(Path(self.settings.index_dir))
         return library_schema(name)
@@ -110,6 +108,9 @@ class Libraries:
     def get(self, name: str) -> Library:
         """Library ``name``; raises :class:`LibraryError` when there is none."""
         identity = self.identity(name)
+        if identity is None and name == DEFAULT_LIBRARY:  # an index folder (index_dir, --index): as its store says
+            path = self.path(name)
+            raise LibraryError(f"no index at {path} (run `rag ingest PATH --index {path}` first)")
         if identity is None:
             raise LibraryError(f"没有名为 {name!r} 的文档库 (no library {name!r})")
         return Library(name, self.path(name), identity)
@@ -131,10 +132,15 @@ class Libraries:
         return self.settings.replace(index_dir=self.path(name), library_dir=self.root,
                                      state_dir=self.settings.state_root, database_schema=schema)
 
+    def create_default(self) -> Library:
+        """Make the default library (``index_dir``, or its database schema) unless it exists; several processes
+        may do so at once (the store lets one make it and the others find it made)."""
+        path = self.path(DEFAULT_LIBRARY)
+        IndexStore.open(path, create=True, settings=self.settings).close()
+        return Library(DEFAULT_LIBRARY, path)
+
     def create(self, name: str) -> Library:
         """A new, empty library; raises :class:`LibraryError` when the name is taken."""
-        from ..index.store import IndexStore
-
         path = self.path(check_name(name))
         # A folder with files is someone's (in PostgreSQL it only caches vectors, and a half-made library's is kept).
         if self.exists(name) or (self._database is None and path.exists() and any(path.iterdir())):

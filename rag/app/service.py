@@ -9,9 +9,7 @@ first (:func:`rag.app.access.require`), so no front end can forget to.
 from __future__ import annotations
 
 import hashlib
-import html
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,18 +24,16 @@ from ..answering.conversation import (
     Turn,
     rewrite_followup,
 )
-from ..answering.generate import Generator, load_generator
-from ..answering.reader import load_reader
 from ..config import Settings
 from ..evaluation.feedback import Feedback, FeedbackStore, export_gold
 from ..index.embeddings import Embedder, EmbeddingCache
-from ..index.store import ChunkView, IndexStore, StoreError
-from ..ingestion.ingest import IngestReport, RechunkReport, ingest_documents, read_documents, rechunk_document
-from ..ingestion.loaders import NamedFile
-from ..normalize import normalize
-from ..pipeline import LOAD, Pipeline
+from ..index.errors import StoreError
+from ..index.records import ChunkView
+from ..ingestion.ingest import FileReader, IngestReport, RechunkReport
+from ..ingestion.reading import NamedFile
+from ..pipeline import LOAD, Models, Pipeline, Removal
 from ..retrieval.retrieve import SearchResult
-from ..summaries.summarize import Summary, summarize_batch
+from ..summaries.summarize import Summary
 from .access import LOCAL_USER, AccessError, Permission, User, UserStore, require
 from .audit import AuditEvent, AuditLog
 from .libraries import DEFAULT_LIBRARY, Libraries, Library, LibraryError
@@ -96,25 +92,31 @@ class RagService:
     other's index work.
     """
 
-    def __init__(self, settings: Settings, *, generator: Generator | None = LOAD, create: bool = True) -> None:
-        """``generator``: see :meth:`Pipeline.open`; ``create``: make the default library when it does not
-        exist (a server's first start), rather than answer that there is none (the command line)."""
+    def __init__(self, settings: Settings, *, generator: Any = LOAD, reader: Any = LOAD,
+                 embedder: Embedder | None = None, create: bool = True) -> None:
+        """``generator`` and ``reader``: see :meth:`Pipeline.open` (loaded once here, shared by every library);
+        ``embedder``: one embedder for every library instead of each index's own (``rag ingest``'s);
+        ``create``: make the default library when it does not exist (a server's first start, ``rag ingest``),
+        rather than answer that there is none (the other commands)."""
         self.settings = settings
         self.libraries = Libraries(settings)
         self.users = UserStore(settings.users_file)
         self.audit = AuditLog(settings.state_root / "audit.jsonl")
-        if create and not self.libraries.exists(DEFAULT_LIBRARY):
-            IndexStore.open(self.libraries.path(DEFAULT_LIBRARY), create=True, settings=settings).close()
-        self.generator = load_generator(settings) if generator is LOAD else generator
-        self.reader = load_reader(settings)
+        if create:  # (made, or opened as it is: another process may be making it this moment)
+            self.libraries.create_default()
+        self.models = Models.load(settings, generator=generator, reader=reader, embedder=embedder)
         self._pipelines: dict[str, tuple[Any, Pipeline]] = {}  # by name, with the identity it was opened as
         self._locks: dict[str, threading.RLock] = {}
-        self._embedders: dict[Any, Embedder] = {}
         self._opening = threading.Lock()
         self._ingesting = threading.Lock()  # one ingest at a time: they share the embedder and its cache
         self._caches: dict[tuple[str, int], EmbeddingCache] = {}  # one per embedder, shared by its libraries
         self._feedback: FeedbackStore | None = None
         self._conversations: ConversationStore | None = None
+
+    @property
+    def generator(self) -> Any:
+        """The chat model every library answers with (``None``: extractive answers)."""
+        return self.models.generator
 
     def pipeline(self, library: str) -> Pipeline:
         """Library ``library``'s pipeline, opened (and checked) at first use; no rights are checked here."""
@@ -133,7 +135,8 @@ class RagService:
             with lock:
                 cached[1].close()
         pipeline = Pipeline.open(self.libraries.settings_for(found.name), index_dir=found.path,
-                                 generator=self.generator, reader=self.reader, embedders=self._embedders)
+                                 generator=self.models.generator, reader=self.models.reader,
+                                 embedder=self.models.embedder, embedders=self.models.embedders)
         try:
             pipeline.store.ensure_intact()  # a damaged library should fail here, not on a user's question
         except StoreError:
@@ -381,16 +384,14 @@ class RagService:
         pipelines = {name: self._library(user, Permission.READ, name)[1] for name in names}
         if len(names) == 1:
             with self._locks[names[0]]:
-                return pipelines[names[0]].retriever.search(query, k or self.settings.top_k, retriever)
+                return pipelines[names[0]].search(query, k or self.settings.top_k, retriever)
         return self._search_across(query, pipelines, k or self.settings.top_k)
 
     def evaluate_qa(self, user: User | None, items: Sequence[Any], library: str = DEFAULT_LIBRARY) -> dict[str, Any]:
-        """A QA evaluation run (see :func:`rag.evaluation.evaluate.evaluate_qa`) over a library."""
-        from ..evaluation.evaluate import evaluate_qa
-
+        """A QA evaluation run (see :meth:`Pipeline.evaluate_qa`) over a library."""
         _, pipeline = self._library(user, Permission.READ, library)
         with self._locks[library]:
-            return evaluate_qa(items, pipeline.answerer, progress=False)
+            return pipeline.evaluate_qa(items)
 
     # -- summaries --------------------------------------------------------------------------------------------
     def summarize(self, user: User | None, doc_ids: Sequence[str], length: str = "medium",
@@ -398,23 +399,21 @@ class RagService:
         """Summaries of documents of a library (unknown ids are skipped)."""
         _, pipeline = self._library(user, Permission.READ, library)
         with self._locks[library]:
-            docs = [d for d in (pipeline.store.document(i) for i in doc_ids) if d is not None]
-            return [pipeline.summarizer.summarize(d["text"], d["doc_id"], d["title"], length) for d in docs]
+            return [pipeline.summarize(doc_id, length) for doc_id in doc_ids if pipeline.document(doc_id) is not None]
 
     def summarize_topic(self, user: User | None, query: str, bullets: int = 5,
                         library: str = DEFAULT_LIBRARY) -> Summary:
         """Bullets across the documents that search finds for ``query``."""
         _, pipeline = self._library(user, Permission.READ, library)
         with self._locks[library]:
-            return pipeline.summarizer.summarize_topic(query, pipeline.retriever, k=8, bullets=bullets)
+            return pipeline.summarize_topic(query, k=8, bullets=bullets)
 
     def summarize_library(self, user: User | None, out: Path, length: str = "medium",
                           library: str = DEFAULT_LIBRARY) -> dict[str, int]:
         """Every document's summary into ``out`` (JSONL) and ``out`` with ``.md``."""
         _, pipeline = self._library(user, Permission.READ, library)
         with self._locks[library]:
-            items = list(pipeline.store.iter_texts())
-            return summarize_batch(iter(items), pipeline.summarizer, out, length, total=len(items), progress=False)
+            return pipeline.summarize_all(out, length)
 
     # -- documents --------------------------------------------------------------------------------------------
     def ingest_uploads(self, user: User | None, uploads: Sequence[Upload], *, replace: bool = False,
@@ -433,18 +432,25 @@ class RagService:
         return report
 
     def ingest_paths(self, user: User | None, paths: Sequence[str | Path],
-                     progress: Callable[[float, str], None] | None = None,
-                     library: str = DEFAULT_LIBRARY) -> IngestReport:
-        """Ingest files or folders of this machine (the sample corpus, a folder an administrator names)."""
+                     progress: Callable[[float, str], None] | None = None, library: str = DEFAULT_LIBRARY, *,
+                     sync: bool = False, replace: bool = False, embed: bool = True, show_progress: bool = False,
+                     read_files: FileReader | None = None) -> IngestReport:
+        """Ingest files or folders of this machine (administrators: the sample corpus, ``rag ingest``); see
+        :meth:`Pipeline.ingest` for ``sync``, ``replace``, ``embed`` and ``read_files``; ``show_progress``: progress
+        bars on the terminal."""
         user = require(self._current(user), Permission.ADMIN)
         _, pipeline = self._library(user, Permission.EDIT, library)
-        report = self._ingest(pipeline, library, list(paths), False, progress)
-        self.audit.record(AuditEvent(user.name, "ingest", library, {
-            "paths": [str(p) for p in paths], "added": report.added, "updated": report.updated}))
+        report = self._ingest(pipeline, library, list(paths), replace, progress, sync=sync, embed=embed,
+                              show_progress=show_progress, read_files=read_files)
+        if report.added or report.updated or report.removed:
+            self.audit.record(AuditEvent(user.name, "ingest", library, {
+                "paths": [str(p) for p in paths], "added": report.added, "updated": report.updated,
+                "removed": report.removed, "replace": replace}))
         return report
 
     def _ingest(self, pipeline: Pipeline, library: str, items: Sequence[str | Path | NamedFile], replace: bool,
-                progress: Callable[[float, str], None] | None) -> IngestReport:
+                progress: Callable[[float, str], None] | None, *, sync: bool = False, embed: bool = True,
+                show_progress: bool = False, read_files: FileReader | None = None) -> IngestReport:
         seen: list[str] = []
 
         def tell(source: str) -> None:
@@ -455,11 +461,14 @@ class RagService:
         # Uploads (at most max_upload_mb each) are parsed before any lock is taken, so one slow file never holds up
         # other libraries or their questions; a folder named on the server is read as it is written instead, not
         # held in memory whole.
-        uploads = all(isinstance(item, NamedFile) for item in items)
-        documents = list(read_documents(items, pipeline.settings)) if uploads else read_documents(items, pipeline.settings)
-        with self._ingesting, self._locks[library]:
-            report = ingest_documents(documents, pipeline.store, pipeline.embedder, pipeline.settings,
-                                      cache=self._cache(pipeline), replace=replace, progress=False, on_item=tell)
+        if all(isinstance(item, NamedFile) for item in items) and read_files is None and not sync:
+            documents = list(pipeline.read(items))
+            with self._ingesting, self._locks[library]:
+                report = pipeline.ingest_read(documents, replace=replace, on_item=tell, cache=self._cache(pipeline))
+        else:
+            with self._ingesting, self._locks[library]:
+                report = pipeline.ingest(items, sync=sync, replace=replace, embed=embed, progress=show_progress,
+                                         on_item=tell, read_files=read_files, cache=self._cache(pipeline))
         if progress:
             progress(1.0, "完成")
         return report
@@ -476,39 +485,52 @@ class RagService:
         """Every document of a library with its chunk count."""
         _, pipeline = self._library(user, Permission.READ, library)
         with self._locks[library]:
-            return pipeline.store.list_documents()
+            return pipeline.documents()
 
     def document(self, user: User | None, doc_id: str, library: str = DEFAULT_LIBRARY) -> dict[str, Any] | None:
         """One document's cleaned text and fields."""
         _, pipeline = self._library(user, Permission.READ, library)
         with self._locks[library]:
-            return pipeline.store.document(doc_id)
+            return pipeline.document(doc_id)
 
     def remove(self, user: User | None, doc_id: str, library: str = DEFAULT_LIBRARY) -> bool:
         """Remove a document (a spreadsheet read in parts: all of them); ``False`` when it was not there."""
+        return bool(self.remove_many(user, [doc_id], library).removed)
+
+    def remove_many(self, user: User | None, doc_ids: Sequence[str], library: str = DEFAULT_LIBRARY) -> Removal:
+        """Remove documents by id (see :meth:`Pipeline.remove`); each one removed is a line of the audit log."""
         user, pipeline = self._library(user, Permission.EDIT, library)
-        with self._locks[library], pipeline.store.write_lock():
-            parts = pipeline.store.file_documents(doc_id)
-            removed = pipeline.store.remove_documents(parts) > 0
-            pipeline.store.flush()
-        if removed:
+        with self._locks[library]:
+            removal = pipeline.remove(doc_ids)
+        for doc_id, parts in removal.removed.items():
             detail = {"doc_id": doc_id} | ({"parts": parts} if parts != [doc_id] else {})
             self.audit.record(AuditEvent(user.name, "remove", library, detail))
-        return removed
+        return removal
+
+    def copy_into(self, user: User | None, source: str | Path, library: str = DEFAULT_LIBRARY, *,
+                  show_progress: bool = False) -> dict[str, int]:
+        """Copy every document of the index folder ``source`` into a library (``rag copy``; see
+        :meth:`Pipeline.copy_from`)."""
+        user, pipeline = self._library(user, Permission.EDIT, library)
+        with self._ingesting, self._locks[library]:
+            counts = pipeline.copy_from(source, progress=show_progress)
+        if counts["copied"]:
+            self.audit.record(AuditEvent(user.name, "copy", library, {"from": str(source), **counts}))
+        return counts
 
     def chunks(self, user: User | None, doc_id: str, library: str = DEFAULT_LIBRARY) -> list[ChunkView] | None:
         """A document's chunks as indexed (offsets into its cleaned text, excluded or not); ``None`` when there is
         no such document."""
         _, pipeline = self._library(user, Permission.READ, library)
         with self._locks[library]:
-            return pipeline.store.chunks_of(doc_id)
+            return pipeline.chunks(doc_id)
 
     def set_excluded(self, user: User | None, chunk_ids: Sequence[int], excluded: bool,
                      library: str = DEFAULT_LIBRARY) -> int:
         """Exclude chunks from search (boilerplate, a wrong table) or include them again; how many changed."""
         user, pipeline = self._library(user, Permission.EDIT, library)
         with self._locks[library]:
-            changed = pipeline.store.set_excluded(chunk_ids, excluded)
+            changed = pipeline.set_excluded(chunk_ids, excluded)
         if changed:
             self.audit.record(AuditEvent(user.name, "exclude" if excluded else "include", library,
                                          {"chunk_ids": [int(c) for c in chunk_ids], "changed": changed}))
@@ -519,8 +541,7 @@ class RagService:
         """Cut one document again with other chunk settings (see :func:`rag.ingestion.ingest.rechunk_document`)."""
         user, pipeline = self._library(user, Permission.EDIT, library)
         with self._ingesting, self._locks[library]:
-            report = rechunk_document(pipeline.store, doc_id, pipeline.embedder, pipeline.settings, chunk_size,
-                                      chunk_overlap, cache=self._cache(pipeline))
+            report = pipeline.rechunk(doc_id, chunk_size, chunk_overlap, cache=self._cache(pipeline))
         self.audit.record(AuditEvent(user.name, "rechunk", library, report.to_dict()))
         return report
 
@@ -546,84 +567,8 @@ class RagService:
         """Counts for the library tab."""
         _, pipeline = self._library(user, Permission.READ, library)
         with self._locks[library]:
-            data = pipeline.store.stats()
+            data = pipeline.stats()
         return ServiceStats(data["documents"], data["chunks"], data["embedder"], data["size_bytes"] / 1e6,
-                            self.generator.name if self.generator else "reader" if self.reader else "extractive",
+                            self.generator.name if self.generator else "reader" if self.models.reader else "extractive",
                             data["read_only"], data.get("pending_vectors", 0))
 
-
-def render_answer(answer: Answer) -> str:
-    """The answer as Markdown: text with citation markers, evidence, generator."""
-    if answer.abstained:
-        body = f"### {html.escape(answer.answer)}\n\n资料中没有足以支持回答的内容；下面是最接近的段落。"
-    else:
-        markers = "".join(f"[{m}]" for m in answer.citations)
-        body = f"### {html.escape(answer.answer)} {markers}"
-        if answer.evidence:
-            body += f"\n\n**依据**：{html.escape(answer.evidence)}"
-    fell_back = re.match(r"\w+ \(fallback: (.*)\)$", answer.generator)
-    if fell_back:
-        reason = fell_back.group(1)
-        body += f"\n\n> 模型的回答未通过资料核对（{html.escape(reason)}），以上是从资料中抽取的答案。"
-    if answer.note:
-        body += f"\n\n> 注意：{html.escape(answer.note)}"
-    if answer.dropped:
-        body += "\n\n> 已删除无依据的内容：" + html.escape(" / ".join(answer.dropped))
-    return body + f"\n\n<small>生成方式：{html.escape(answer.generator)}</small>"
-
-
-def render_turn(turn: Turn, answer: Answer | None = None) -> str:
-    """A conversation turn as the chat shows it: how a follow-up was understood, the answer with its citation
-    markers, and which passages they name (the full passages are shown beside the chat)."""
-    head = ""
-    if normalize(turn.standalone) != normalize(turn.question):
-        head = f"<small>理解为：{html.escape(turn.standalone)}</small>\n\n"
-    if answer is not None:
-        return head + render_answer(answer)
-    markers = "".join(f"[{m}]" for m in turn.citations)
-    cited = [s for s in turn.sources if s.get("marker") in turn.citations]
-    listed = "；".join(f"[{s['marker']}] {html.escape(str(s.get('title') or s['doc_id']))}"
-                      + (f"（{html.escape(s['location'])}）" if s.get("location") else "") for s in cited)
-    return (head + f"{html.escape(turn.answer)} {markers}" + (f"\n\n<small>出处：{listed}</small>" if listed else "")
-            + f"\n\n<small>生成方式：{html.escape(turn.generator)}</small>")
-
-
-def render_draft(text: str) -> str:
-    """A model's answer while it is being written: shown as unchecked until the checked answer replaces it."""
-    return f"### {html.escape(text)} ▌\n\n<small>模型正在作答，核对资料后显示最终答案……</small>"
-
-
-def render_summary(summary: Summary) -> str:
-    """A summary as Markdown with where each part came from."""
-    head = f"### {html.escape(summary.title or summary.doc_id or '')}\n\n"
-    if summary.bullets:
-        body = "\n".join(f"- {html.escape(b['text'])} <small>（{', '.join(s['doc_id'] for s in b['sources'])}）</small>"
-                         for b in summary.bullets)
-    else:
-        body = html.escape(summary.summary)
-        body += "\n\n<small>出处：" + "；".join(f"{s.doc_id} 字符 {s.start}–{s.end}" for s in summary.sources) + "</small>"
-    if summary.dropped:
-        body += "\n\n> 已删除无依据的句子：" + html.escape(" / ".join(summary.dropped))
-    return head + body + f"\n\n<small>生成方式：{html.escape(summary.generator)}</small>"
-
-
-def render_sources(answer: Answer) -> str:
-    """Source passages as HTML, original script, the supporting span highlighted."""
-    parts = []
-    for source in answer.sources:
-        text = source.text
-        if source.support:
-            a, b = source.support
-            shown = (html.escape(text[:a]) + f"<mark>{html.escape(text[a:b])}</mark>" + html.escape(text[b:]))
-        else:
-            shown = html.escape(text)
-        cited = " cited" if source.marker in answer.citations else ""
-        # Where users look: the library (a question across several), then page, slide, sheet and row.
-        where = "".join(f" · <b>{html.escape(x)}</b>" for x in (source.library, source.location) if x)
-        warning = f'<div class="warn">⚠ {html.escape(source.warning)}</div>' if source.warning else ""
-        parts.append(
-            f'<div class="source{cited}"><div class="head">[{source.marker}] <b>{html.escape(source.title or source.doc_id)}'
-            f"</b> · {html.escape(source.doc_id)}{where} · 相关度 {source.score:.4f} · "
-            f"字符 {source.start}–{source.end}</div>"
-            f'<div class="body">{shown.replace(chr(10), "<br>")}</div>{warning}</div>')
-    return "\n".join(parts) or "<p>（没有检索到段落）</p>"

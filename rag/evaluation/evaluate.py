@@ -21,10 +21,12 @@ from typing import Any
 from tqdm import tqdm
 
 from ..jsonl import DatasetError, read_jsonl
-from ..normalize import normalize
+from ..normalize import is_traditional, normalize
 from ..retrieval.retrieve import Retriever
 from . import cmrc_scorer
 from .metrics import (
+    abstention_scores,
+    char_f1,
     contains_answer,
     faithfulness,
     mrr_at_k,
@@ -269,9 +271,6 @@ def evaluate_qa(items: Sequence[GoldItem], answerer, batch_size: int = 8, progre
     :func:`~rag.evaluation.metrics.char_f1`, kept as a secondary figure. ``fold_script`` folds Traditional and
     full-width letters and digits in answers and gold answers before the official scoring (not official; off by
     default), for gold sets whose questions are asked in both scripts; the report's ``scorer`` says which."""
-    from ..normalize import is_traditional
-    from .metrics import abstention_scores, char_f1, contains_answer, faithfulness
-
     rows: list[dict[str, Any]] = []
     parts = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
     answered = _answers_by_batch(answerer, [[it.question for it in part] for part in parts])
@@ -284,6 +283,7 @@ def evaluate_qa(items: Sequence[GoldItem], answerer, batch_size: int = 8, progre
                        "script": "traditional" if is_traditional(item.question) else "simplified",
                        "answer": ans.answer, "abstained": ans.abstained, "generator": ans.generator,
                        "gold": item.answers, "seconds": ans.seconds, "confidence": ans.confidence,
+                       "evidence": ans.evidence, "unmatched": ans.unmatched,
                        "retrieved_gold_doc": any(s.doc_id in set(item.doc_ids) for s in ans.sources)}
                 if answerable:
                     shown = "" if ans.abstained else ans.answer
@@ -320,6 +320,11 @@ def evaluate_qa(items: Sequence[GoldItem], answerer, batch_size: int = 8, progre
     faith_rows = [r for r in rows if "supported_share" in r]
     overall["supported_share"] = _mean(r["supported_share"] for r in faith_rows)
     overall["answers_with_unsupported_numbers"] = sum(bool(r["unsupported_numbers"]) for r in faith_rows)
+    # Answers shown as uncertain (their passage never names a name of the question), and how many of those were
+    # wrong or answered an unanswerable question: whether the mark is worth a user's attention.
+    uncertain = [r for r in rows if r["unmatched"] and not r["abstained"]]
+    overall["uncertain_answers"] = len(uncertain)
+    overall["uncertain_and_wrong"] = sum(not r["answerable"] or r["f1"] < 0.5 for r in uncertain)
     overall["latency_p50_s"] = secs[len(secs) // 2] if secs else 0.0
     overall["latency_p95_s"] = secs[min(len(secs) - 1, int(0.95 * len(secs)))] if secs else 0.0
     groups = {"all": overall}

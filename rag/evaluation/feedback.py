@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..index.store import is_disk_full
+from ..index.errors import is_disk_full
 from ..normalize import clean_text_field, normalize
 
 if TYPE_CHECKING:

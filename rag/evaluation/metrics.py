@@ -18,15 +18,13 @@ tokens it is given; tests/test_metrics.py checks that. ``rouge-score`` itself wo
 from __future__ import annotations
 
 import math
-import re
-import string
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from ..normalize import normalize
+from ..index.lexical import words
 
-_CJK_PUNCT = "，。！？；：、“”‘’（）《》〈〉【】『』「」…—～·．,.!?;:'\"()[]{}<>-_/\\|@#$%^&*+=`~"
+# The character counting lives in rag.overlap: the answering guard checks a model's sentences with it too.
+from ..overlap import answer_chars, ngram_support, split_claims, unsupported_numbers
 
 
 def unique_in_order(items: Iterable[str]) -> list[str]:
@@ -64,16 +62,6 @@ def ndcg_at_k(ranked_docs: Sequence[str], gold: Iterable[str], k: int = 10) -> f
 
 
 # -- answers --------------------------------------------------------------------------------------------------
-def answer_chars(text: str) -> list[str]:
-    """Characters an answer is scored on: normalised script and width, no punctuation or whitespace."""
-    out = []
-    for ch in normalize(text):
-        if ch.isspace() or ch in _CJK_PUNCT or ch in string.punctuation or unicodedata.category(ch).startswith("P"):
-            continue
-        out.append(ch)
-    return out
-
-
 def exact_match(prediction: str, golds: Sequence[str]) -> float:
     """1.0 when the prediction equals any gold answer after :func:`answer_chars`."""
     pred = answer_chars(prediction)
@@ -111,39 +99,6 @@ def abstention_scores(abstained: Sequence[bool], answerable: Sequence[bool]) -> 
 
 
 # -- faithfulness ---------------------------------------------------------------------------------------------
-_SENTENCE_END = re.compile(r"(?<=[。！？!?；;\n])")
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*%?")
-
-
-def split_claims(text: str) -> list[str]:
-    """Sentences of an answer or summary (on Chinese and Latin terminators), blanks dropped."""
-    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
-
-
-def ngram_support(claim: str, sources: Sequence[str], n: int = 3) -> float:
-    """Share of the claim's character n-grams found in any source (scripts normalised)."""
-    chars = "".join(answer_chars(claim))
-    if len(chars) < n:
-        return 1.0 if chars and any(chars in "".join(answer_chars(s)) for s in sources) else 0.0
-    grams = {chars[i : i + n] for i in range(len(chars) - n + 1)}
-    source_grams: set[str] = set()
-    for s in sources:
-        sc = "".join(answer_chars(s))
-        source_grams.update(sc[i : i + n] for i in range(len(sc) - n + 1))
-    return len(grams & source_grams) / len(grams)
-
-
-def unsupported_numbers(text: str, sources: Sequence[str]) -> list[str]:
-    """Numbers in ``text`` that appear in none of the sources."""
-    haystack = normalize(" ".join(sources))
-    return [num for num in _NUMBER.findall(normalize(text)) if num not in haystack]
-
-
-def is_supported(text: str, sources: Sequence[str], min_support: float = 0.6) -> bool:
-    """Most of ``text``'s character trigrams occur in ``sources``, and every number in it does."""
-    return ngram_support(text, sources) >= min_support and not unsupported_numbers(text, sources)
-
-
 def faithfulness(text: str, sources: Sequence[str], threshold: float = 0.6) -> dict[str, float | list[str]]:
     """Share of sentences whose n-grams are mostly in the sources, and the numbers the sources lack."""
     claims = split_claims(text)
@@ -194,6 +149,4 @@ def rouge_chars(candidate: str, reference: str) -> dict[str, float]:
 
 def rouge_words(candidate: str, reference: str) -> dict[str, float]:
     """ROUGE on jieba words (punctuation dropped, scripts normalised)."""
-    from ..index.lexical import words
-
     return rouge(words(candidate), words(reference))

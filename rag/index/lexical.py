@@ -1,6 +1,6 @@
 """Word segmentation for BM25: jieba over the normalised (Simplified, half-width) text.
 
-The BM25 index itself is SQLite FTS5 (see :mod:`rag.index.store`), so it lives in the same database file and the
+The BM25 index itself is SQLite FTS5 (see :mod:`rag.index.sqlite_store`), so it lives in the same database file and the
 same transactions as the documents and chunks it scores.
 """
 

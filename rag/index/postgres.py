@@ -1,6 +1,6 @@
 """Libraries kept in PostgreSQL: one schema per library, shared by service processes on several machines.
 
-:class:`PostgresStore` is :class:`rag.index.store.IndexStore` over a database schema instead of ``index.sqlite``:
+:class:`PostgresStore` is the store of :mod:`rag.index.sql_store` over a database schema instead of ``index.sqlite``:
 the same tables (documents, chunks with their vectors, the removal log, exclusions, metadata) and the same write
 path, in plain SQL that PostgreSQL and the databases speaking its dialect (openGauss, KingbaseES, PolarDB) share.
 What differs:
@@ -14,7 +14,7 @@ What differs:
   log is kept whole: a cache on another machine may still need any part of it.
 - **One writer at a time** across all machines: a PostgreSQL advisory lock per schema, not a lock file.
 
-The library's folder holds :data:`rag.index.store.STORE_FILE` naming the store and schema, never the database's
+The library's folder holds :data:`rag.index.schema.STORE_FILE` naming the store and schema, never the database's
 address or password: those come from ``Settings.database_url`` (``RAG_DATABASE_URL``).
 """
 
@@ -35,18 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .store import (
-    FORMAT_VERSION,
-    STORE_FILE,
-    CheckReport,
-    ChunkRecord,
-    IndexBusyError,
-    IndexFormatError,
-    IndexStore,
-    StoreError,
-    _batches,
-    _marks,
-)
+from .errors import IndexBusyError, IndexFormatError, StoreError
+from .records import CheckReport, ChunkRecord
+from .schema import FORMAT_VERSION, STORE_FILE, read_meta
+from .sql_store import SqlStore, batches, marks
+from .sqlite_store import SqliteStore
 from .vectors import FAISS_NAME, FAISS_STAMP, LOG_START
 
 if TYPE_CHECKING:
@@ -262,7 +255,7 @@ def folder_schema(directory: Path) -> str:
     return "rag_" + hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
-class PostgresStore(IndexStore):
+class PostgresStore(SqlStore):
     """A library in a PostgreSQL schema; the FAISS cache and :data:`STORE_FILE` in its local folder."""
 
     _database_errors: tuple[type[Exception], ...] = ()
@@ -277,10 +270,12 @@ class PostgresStore(IndexStore):
         self._uid: str | None = None  # the library the vector cache was built for
 
     @classmethod
-    def open(cls, directory: str | Any, *, create: bool = False, settings: Settings | None = None) -> PostgresStore:
+    def open(cls, directory: str | Any, *, create: bool = False, settings: Settings | None = None,
+             read_only: bool = False) -> PostgresStore:
         """Open (``create``: or make) the library of folder ``directory``: its schema is
         ``settings.database_schema`` (a library's, from :class:`rag.app.libraries.Libraries`), else the one the
-        folder's :data:`STORE_FILE` names, else one named after the folder."""
+        folder's :data:`STORE_FILE` names, else one named after the folder. (``read_only`` is for SQLite files; a
+        library in a database is read and written through its connection's rights.)"""
         directory = Path(directory)
         if settings is not None and settings.vector_store == "milvus" and not settings.milvus_uri:
             # Milvus Lite is a file of one machine, but the record of how far it is synced would be shared.
@@ -303,7 +298,7 @@ class PostgresStore(IndexStore):
         except BaseException:
             db.close()
             raise
-        uid = store._meta("uid") or ""
+        uid = read_meta(db, "uid") or ""
         if recorded.get("schema") != schema or recorded.get("uid") != uid:
             # The folder last cached another library (one deleted and made again under this name, say): its vector
             # file must not be mistaken for this library's.
@@ -319,7 +314,7 @@ class PostgresStore(IndexStore):
     def _backend(self) -> Any:
         """The vector cache, dropped first when the schema now holds another library (one deleted and another
         renamed into its name while this store was open): its ids would point at the other library's chunks."""
-        uid = self._meta("uid")
+        uid = read_meta(self._db, "uid")
         if self._vectors is not None and uid != self._uid:
             self._vectors.close()
             self._vectors = None
@@ -340,7 +335,7 @@ class PostgresStore(IndexStore):
             self._vectors.save(self)
 
     def _check_format(self) -> None:
-        version = self._meta("format_version")
+        version = read_meta(self._db, "format_version")
         if version != str(FORMAT_VERSION):
             raise IndexFormatError(f"schema {self.schema} holds index format {version}; this version reads format "
                                    f"{FORMAT_VERSION} in PostgreSQL")
@@ -382,7 +377,7 @@ class PostgresStore(IndexStore):
 
     def _delete_terms(self, chunk_ids: Sequence[int]) -> None:
         for table in ("chunk_terms", "chunk_lengths"):
-            self._db.execute(f"DELETE FROM {table} WHERE chunk_id IN ({_marks(chunk_ids)})", chunk_ids)
+            self._db.execute(f"DELETE FROM {table} WHERE chunk_id IN ({marks(chunk_ids)})", chunk_ids)
 
     def _set_document_terms(self, doc_id: str, terms: Sequence[str]) -> None:
         self._delete_document_terms([doc_id])
@@ -390,9 +385,9 @@ class PostgresStore(IndexStore):
 
     def _chunk_terms(self, chunk_ids: Sequence[int]) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
-        for part in _batches(chunk_ids):
+        for part in batches(chunk_ids):
             for chunk_id, term, tf in self._db.execute(
-                    f"SELECT chunk_id, term, tf FROM chunk_terms WHERE chunk_id IN ({_marks(part)})", part):
+                    f"SELECT chunk_id, term, tf FROM chunk_terms WHERE chunk_id IN ({marks(part)})", part):
                 out.setdefault(int(chunk_id), []).extend([term] * tf)
         return out
 
@@ -402,7 +397,7 @@ class PostgresStore(IndexStore):
 
     def _delete_document_terms(self, doc_ids: Sequence[str]) -> None:
         for table in ("doc_terms", "doc_lengths"):
-            self._db.execute(f"DELETE FROM {table} WHERE doc_id IN ({_marks(doc_ids)})", doc_ids)
+            self._db.execute(f"DELETE FROM {table} WHERE doc_id IN ({marks(doc_ids)})", doc_ids)
 
     def forget_removed(self, up_to_generation: int) -> None:
         """Keep the removal and filled-vector logs: the vector cache on another machine may be older than this
@@ -430,7 +425,7 @@ class PostgresStore(IndexStore):
         if not n:
             return []
         rows = self._db.execute(
-            f"SELECT term, count(*) FROM {kind}_terms WHERE term IN ({_marks(tokens)}) GROUP BY term", tokens)
+            f"SELECT term, count(*) FROM {kind}_terms WHERE term IN ({marks(tokens)}) GROUP BY term", tokens)
         # FTS5 floors a negative IDF (a term in most rows) at a tiny positive weight.
         idf = {t: max(math.log((n - df + 0.5) / (df + 0.5)), 1e-6) for t, df in rows}
         if not idf:
@@ -440,7 +435,7 @@ class PostgresStore(IndexStore):
             f"SELECT t.{kind}_id, sum((CASE t.term {weights} END) * t.tf * {_K1 + 1!r} / "
             f"(t.tf + {_K1!r} * ({1 - _B!r} + {_B!r} * l.terms / {average!r}))) AS score "
             f"FROM {kind}_terms t JOIN {kind}_lengths l ON l.{kind}_id = t.{kind}_id "
-            f"WHERE t.term IN ({_marks(list(idf))}) {where} "
+            f"WHERE t.term IN ({marks(list(idf))}) {where} "
             f"GROUP BY t.{kind}_id ORDER BY score DESC, t.{kind}_id LIMIT ?",
             [*idf, *idf, k])
         return [(key, float(score)) for key, score in rows]
@@ -460,7 +455,7 @@ class PostgresStore(IndexStore):
         terms = list(dict.fromkeys(terms))
         if not terms:
             return {}
-        rows = self._db.execute(f"SELECT term, count(*) FROM chunk_terms WHERE term IN ({_marks(terms)}) "
+        rows = self._db.execute(f"SELECT term, count(*) FROM chunk_terms WHERE term IN ({marks(terms)}) "
                                 "GROUP BY term", terms)
         return {t: int(d) for t, d in rows}
 
@@ -496,7 +491,7 @@ class PostgresStore(IndexStore):
         if destination.is_dir() and any(destination.iterdir()):
             raise StoreError(f"{destination} is not empty; back up into a new folder")
         settings = self._settings.replace(index_store="sqlite", vector_store="faiss") if self._settings else None
-        with self.write_lock(), IndexStore.open(destination, create=True, settings=settings) as copy:
+        with self.write_lock(), SqliteStore.open(destination, create=True, settings=settings) as copy:
             copy.copy_from(self)
             data = copy.stats()
         return {"backup": str(destination), "documents": data["documents"], "chunks": data["chunks"],
@@ -522,8 +517,6 @@ def _create_schema(db: _Database, schema: str, settings: Settings | None) -> Non
         db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta)
     log.info("created library schema %s", schema)
 
-
-STORES = {"postgresql": PostgresStore}
 
 
 def library_schema(name: str) -> str:

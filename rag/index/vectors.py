@@ -1,9 +1,9 @@
 """Vector search backends: FAISS files in the index folder, or a Milvus collection.
 
-SQLite (:mod:`rag.index.store`) keeps every chunk vector and a generation number that each write bumps. A backend is
-a search structure derived from those vectors: it is told about each committed change (:meth:`apply`) and,
-when it finds itself behind the database's generation (another process wrote), brings itself up to date from
-SQLite (:meth:`sync`). Losing or damaging a backend's files therefore loses nothing.
+The index's database (:mod:`rag.index.sql_store`) keeps every chunk vector and a generation number that each write
+bumps. A backend is a search structure derived from those vectors: it is told about each committed change
+(:meth:`apply`) and, when it finds itself behind the database's generation (another process wrote), brings itself up
+to date from the database (:meth:`sync`). Losing or damaging a backend's files therefore loses nothing.
 
 - :class:`FaissVectors`: exact inner-product search, or HNSW once the index holds ``ann_min_vectors``
   vectors. Saved as a snapshot file plus the changes made since it (read back from SQLite), so a small write
@@ -45,7 +45,7 @@ class VectorBackendError(RuntimeError):
 
 
 class VectorSource(Protocol):
-    """What a backend reads from the database (implemented by :class:`rag.index.store.IndexStore`)."""
+    """What a backend reads from the database (implemented by :class:`rag.index.sql_store.SqlStore`)."""
 
     def generation(self) -> int: ...
 

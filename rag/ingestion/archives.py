@@ -37,7 +37,7 @@ _ENCRYPTED = 0x1
 
 class ArchiveRefused(Exception):
     """A zip archive is not unpacked; the message is the user-facing reason (the readers turn it into a
-    :class:`~rag.ingestion.loaders.LoadError`)."""
+    :class:`~rag.ingestion.reading.LoadError`)."""
 
 
 @dataclass(frozen=True)

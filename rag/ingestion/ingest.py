@@ -26,14 +26,17 @@ from tqdm import tqdm
 
 from ..config import Settings
 from ..index.embeddings import Embedder, EmbeddingCache, embed_with_cache, text_hash
+from ..index.errors import StoreError
 from ..index.lexical import document_terms, tokenize, word_spans
-from ..index.store import ChunkRecord, DocumentRecord, IndexStore, StoreError
+from ..index.records import ChunkRecord, DocumentRecord
+from ..index.store import IndexStore
 from ..normalize import normalize
 from .archives import ZipLimits
 from .chunking import check_chunk_settings, chunk_text
 from .cleaning import clean_text
-from .loaders import NamedFile, RawDocument, Skipped, _walk, display_path, html_to_text, iter_documents
+from .loaders import _walk, display_path, html_to_text, iter_documents
 from .locations import Locator
+from .reading import NamedFile, RawDocument, Skipped
 
 log = logging.getLogger(__name__)
 

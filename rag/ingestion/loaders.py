@@ -9,159 +9,43 @@ several documents, each a run of whole rows (:data:`PART_READERS`). Document ids
 origin an upload was given.
 """
 
+
 from __future__ import annotations
 
-import codecs
-import importlib
 import json
 import logging
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from lxml import html as lxml_html
 
 from ..normalize import clean_text_field
 from .archives import ArchiveRefused, ZipLimits, check_archive
 from .locations import marker_kind, page_marker
-
-if TYPE_CHECKING:
-    from .tables import TablePart
+from .ocr import ocr_pdf_pages, read_image
+from .reading import (
+    OCR_EXTRA,
+    LoadError,
+    NamedFile,
+    OcrUnavailableError,
+    PartlyRead,
+    RawDocument,
+    ReadOptions,
+    Skipped,
+    decode_bytes,
+)
+from .slides import read_pptx
+from .spreadsheets import csv_parts, is_encrypted_office_file, read_csv, read_xls, read_xlsx, xls_parts, xlsx_parts
+from .tables import TablePart, docx_table_lines, replace_html_tables, restore_html_tables
 
 log = logging.getLogger(__name__)
 
-OCR_EXTRA = "pip install -e '.[ocr]'"
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".text"}
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
-
-
-@dataclass
-class RawDocument:
-    """One document as read from disk, before cleaning."""
-
-    doc_id: str
-    text: str
-    source: str  # the file it came from (absolute path), or an upload's origin
-    root: str  # the folder (or file) the user named; ``--sync`` works per root
-    title: str | None = None
-    is_html: bool = False
-    metadata: dict[str, Any] = field(default_factory=dict)
-    whole_file: bool = True  # the file is this one document (not a line of a JSONL file, not a part of a file)
-    # On the last part of a file read as several documents (a long spreadsheet): the ids of all its parts. The
-    # file's other documents (an earlier version's parts, the file as one document) go when it is ingested.
-    file_parts: tuple[str, ...] = ()
-
-
-@dataclass
-class Skipped:
-    """A file (or JSONL line) we could not use, and why."""
-
-    source: str
-    reason: str
-    doc_id: str | None = None  # the id the file would have had: ``--sync`` keeps its indexed version
-    root: str | None = None
-    missing: bool = False  # the path the user gave does not exist
-
-
-@dataclass(frozen=True)
-class NamedFile:
-    """A file whose document id and recorded origin the caller chooses (an upload: its user's file name)."""
-
-    path: Path
-    doc_id: str
-    source: str
-
-
-class LoadError(Exception):
-    """A file cannot be turned into text; the message is the user-facing reason."""
-
-
-class OcrUnavailableError(LoadError):
-    """OCR cannot run here: a package of the OCR extra (``missing``) is not installed."""
-
-    def __init__(self, reason: str, missing: str) -> None:
-        super().__init__(reason)
-        self.missing = missing
-
-
-@dataclass(frozen=True)
-class PartlyRead:
-    """What a reader gives for a file it could read only in part: the text it read, which part of the file is
-    left out (``"pages 2, 5"``), and why. The file is ingested, and the part left out is reported as skipped."""
-
-    text: str
-    left_out: str
-    reason: str
-
-
-def decode_bytes(data: bytes) -> tuple[str, str]:
-    """Decode ``data`` and return ``(text, encoding)``; raises :class:`LoadError` for binary or unknown data.
-
-    BOMs decide first, then strict UTF-8, then a UTF-16 guess from NUL bytes, then charset-normalizer
-    restricted to the encodings Chinese documents come in (GB18030 covers GBK and GB2312; Big5).
-    """
-    for bom, enc in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
-                     (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32")):
-        if data.startswith(bom) and not (enc == "utf-16" and data.startswith(codecs.BOM_UTF32_LE)):
-            try:
-                return data.decode(enc), enc
-            except UnicodeDecodeError as exc:
-                raise LoadError(f"declares {enc} but does not decode as it ({exc.reason})") from None
-    try:
-        return data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        pass
-    if len(data) % 2 == 0:
-        # BOM-less UTF-16 Chinese has few NULs; accept it when nearly every code unit is Han, CJK punctuation or ASCII.
-        found = _decode_first(data, ("utf-16-le", "utf-16-be"), _mostly_chinese)
-        if found:
-            return found
-    sample = data[:4096]
-    if sample and sample.count(0) / len(sample) > 0.2:
-        # BOM-less UTF-16: ASCII and CJK text alike put NULs on one side of each code unit.
-        order = ("utf-16-le", "utf-16-be") if sample[1::2].count(0) >= sample[0::2].count(0) else ("utf-16-be", "utf-16-le")
-        found = _decode_first(data, order, _looks_like_text)
-        if found:
-            return found
-        raise LoadError("binary file (NUL bytes, not UTF-16 text)")
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(data, cp_isolation=["gb18030", "big5", "utf_16", "utf_32"]).best()
-    if best is not None:
-        text = str(best)
-        if _looks_like_text(text):
-            return text, best.encoding
-    raise LoadError("unknown encoding or binary content (not UTF-8, UTF-16, GB18030 or Big5)")
-
-
-def _decode_first(data: bytes, encodings: Sequence[str], accept: Callable[[str], bool]) -> tuple[str, str] | None:
-    """``(text, encoding)`` for the first encoding that decodes ``data`` into text ``accept`` likes."""
-    for enc in encodings:
-        try:
-            text = data.decode(enc)
-        except UnicodeDecodeError:
-            continue
-        if accept(text):
-            return text, enc
-    return None
-
-
-def _mostly_chinese(text: str) -> bool:
-    sample = text[:2048]
-    if not sample:
-        return False
-    good = sum(1 for ch in sample if "\u4e00" <= ch <= "\u9fff" or "\u3000" <= ch <= "\u303f"
-               or "\uff00" <= ch <= "\uffef" or " " <= ch <= "~" or ch in "\n\r\t“”‘’…—·")
-    return good / len(sample) > 0.95
-
-
-def _looks_like_text(text: str) -> bool:
-    if not text.strip():
-        return True
-    bad = sum(1 for ch in text[:4096] if (ord(ch) < 32 and ch not in "\t\n\r\f") or 0xE000 <= ord(ch) <= 0xF8FF)
-    return bad / min(len(text), 4096) < 0.01
 
 
 def html_to_text(html: str) -> tuple[str, str | None, dict[str, Any]]:
@@ -172,13 +56,9 @@ def html_to_text(html: str) -> tuple[str, str | None, dict[str, Any]]:
     """
     tables: dict[str, list[str]] = {}
     if "<table" in html.lower():
-        from .tables import replace_html_tables
-
         html, tables = replace_html_tables(html)
     text, title, meta = _page_text(html)
     if tables:
-        from .tables import restore_html_tables
-
         text = restore_html_tables(text, tables)
     return text, title, meta
 
@@ -187,7 +67,7 @@ def _page_text(html: str) -> tuple[str, str | None, dict[str, Any]]:
     meta: dict[str, Any] = {}
     title: str | None = None
     try:
-        import trafilatura
+        import trafilatura  # 0.3 s to import: only once a web page is read
 
         doc = trafilatura.bare_extraction(html, include_comments=False, include_tables=True, favor_recall=True,
                                           with_metadata=True)
@@ -202,8 +82,6 @@ def _page_text(html: str) -> tuple[str, str | None, dict[str, Any]]:
                 return text, title, meta
     except Exception as exc:  # trafilatura raises many kinds on odd markup; the fallback still works
         log.debug("trafilatura failed (%s); using the plain-text fallback", exc)
-    from lxml import html as lxml_html
-
     try:
         tree = lxml_html.fromstring(html)
     except Exception as exc:
@@ -218,24 +96,11 @@ def _page_text(html: str) -> tuple[str, str | None, dict[str, Any]]:
     return tree.text_content(), title, meta
 
 
-@dataclass(frozen=True)
-class ReadOptions:
-    """What some readers need beyond the file itself."""
-
-    max_bytes: int = 64_000_000
-    cache_dir: Path | None = None  # where OCR keeps each page it has read, so a killed scan resumes
-    progress: bool = False  # a progress bar for long reads (OCR pages)
-    max_chars: int = 2_000_000  # a document's most characters; a longer spreadsheet is read in parts of at most this
-    zip_limits: ZipLimits = field(default_factory=ZipLimits)  # how far a zip-based file (.docx, .xlsx) may unpack
-
-
 def _read_docx(path: Path, options: ReadOptions) -> str:
     """Paragraphs and tables in document order; a data table's rows keep their column headers and are marked as
     rows of 表1, 表2 … (:func:`rag.ingestion.tables.docx_table_lines`)."""
-    import docx
+    import docx  # python-docx and pypdf are imported once a file of theirs is read
     from docx.table import Table
-
-    from .tables import docx_table_lines, is_encrypted_office_file
 
     if is_encrypted_office_file(path):
         raise LoadError("the document is password-protected or encrypted")
@@ -273,13 +138,11 @@ def _read_pdf(path: Path, options: ReadOptions) -> str | PartlyRead:
     missing = ""
     if scanned:
         try:
-            from .ocr import ocr_pdf_pages
-
             for number, text in ocr_pdf_pages(path, scanned, options).items():
                 pages[number - 1] = text
         except OcrUnavailableError as exc:
             missing = exc.missing
-        except ImportError as exc:  # the OCR module itself, or a package it needs, cannot be imported
+        except ImportError as exc:  # a package OCR needs cannot be imported
             missing = exc.name or str(exc)
     if missing and len(scanned) == len(pages):
         raise LoadError(f"PDF has no text layer: scanned pages need the OCR extra ({OCR_EXTRA}; {missing} is not "
@@ -296,18 +159,7 @@ def _read_pdf(path: Path, options: ReadOptions) -> str | PartlyRead:
 
 
 Reader = Callable[[Path, ReadOptions], str | PartlyRead]
-PartReader = Callable[[Path, ReadOptions], Iterator["TablePart"]]
-
-
-def _lazy(module: str, name: str) -> Callable[[Path, ReadOptions], Any]:
-    """A reader from a module imported when first needed (its format's packages may not be installed)."""
-    def read(path: Path, options: ReadOptions) -> Any:
-        try:
-            found = importlib.import_module(module, __package__)
-        except ImportError as exc:
-            raise LoadError(f"reading {path.suffix} files needs a package that is not installed ({exc.name})") from None
-        return getattr(found, name)(path, options)
-    return read
+PartReader = Callable[[Path, ReadOptions], Iterator[TablePart]]
 
 
 # Readers of the formats that are not plain text, by suffix: the file's text, with its pages, slides, sheets and
@@ -315,21 +167,21 @@ def _lazy(module: str, name: str) -> Callable[[Path, ReadOptions], Any]:
 READERS: dict[str, Reader] = {
     ".docx": _read_docx,
     ".pdf": _read_pdf,
-    ".xlsx": _lazy(".tables", "read_xlsx"),
-    ".xlsm": _lazy(".tables", "read_xlsx"),
-    ".xls": _lazy(".tables", "read_xls"),
-    ".csv": _lazy(".tables", "read_csv"),
-    ".pptx": _lazy(".slides", "read_pptx"),
-    **{suffix: _lazy(".ocr", "read_image") for suffix in IMAGE_SUFFIXES},
+    ".xlsx": read_xlsx,
+    ".xlsm": read_xlsx,
+    ".xls": read_xls,
+    ".csv": read_csv,
+    ".pptx": read_pptx,
+    **dict.fromkeys(IMAGE_SUFFIXES, read_image),
 }
 # Readers of the formats whose file may be several documents: a spreadsheet whose text is longer than a document
 # may be (ReadOptions.max_chars) is read as runs of whole rows (rag.ingestion.tables.split_parts). READERS gives
 # the text of one that fits.
 PART_READERS: dict[str, PartReader] = {
-    ".xlsx": _lazy(".tables", "xlsx_parts"),
-    ".xlsm": _lazy(".tables", "xlsx_parts"),
-    ".xls": _lazy(".tables", "xls_parts"),
-    ".csv": _lazy(".tables", "csv_parts"),
+    ".xlsx": xlsx_parts,
+    ".xlsm": xlsx_parts,
+    ".xls": xls_parts,
+    ".csv": csv_parts,
 }
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | set(READERS) | {".jsonl"}
 # The formats whose readers open zip packages (an .xls may be an .xlsx renamed): checked before they are parsed.

@@ -37,8 +37,8 @@ from PIL import Image, ImageOps
 
 from ..checksums import file_sha256
 from ..normalize import is_traditional, to_traditional
-from .loaders import OCR_EXTRA, LoadError, OcrUnavailableError, ReadOptions
 from .locations import page_marker
+from .reading import OCR_EXTRA, LoadError, OcrUnavailableError, ReadOptions
 from .reading_order import Box, reading_blocks
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def recognizable_characters() -> set[str]:
 
 
 def require_ocr(what: str, modules: tuple[str, ...] = ("rapidocr_onnxruntime",)) -> None:
-    """Raise :class:`~rag.ingestion.loaders.OcrUnavailableError` (``what`` needs the OCR extra, and how to install
+    """Raise :class:`~rag.ingestion.reading.OcrUnavailableError` (``what`` needs the OCR extra, and how to install
     it) unless ``modules``, which OCR imports only once it runs, can be imported: without the extra, a scan is
     skipped with that reason instead of failing half-way through."""
     for module in modules:
@@ -147,8 +147,8 @@ def require_ocr(what: str, modules: tuple[str, ...] = ("rapidocr_onnxruntime",))
 
 def read_image(path: Path, options: ReadOptions) -> str:
     """The text of an image file; a multi-page TIFF gives each frame after its page marker. Raises
-    :class:`~rag.ingestion.loaders.LoadError` for an unreadable image or one without text, and its subclass
-    :class:`~rag.ingestion.loaders.OcrUnavailableError` without the OCR extra."""
+    :class:`~rag.ingestion.reading.LoadError` for an unreadable image or one without text, and its subclass
+    :class:`~rag.ingestion.reading.OcrUnavailableError` without the OCR extra."""
     require_ocr(f"reading {path.suffix} files")
     try:
         image = Image.open(path)
@@ -177,7 +177,7 @@ def read_image(path: Path, options: ReadOptions) -> str:
 
 def ocr_pdf_pages(path: Path, pages: list[int], options: ReadOptions) -> dict[int, str]:
     """The text OCR reads on each of ``pages`` (numbered from 1) of a PDF, without page markers; a page where
-    nothing is found maps to ``""``. Raises :class:`~rag.ingestion.loaders.OcrUnavailableError` without the OCR
+    nothing is found maps to ``""``. Raises :class:`~rag.ingestion.reading.OcrUnavailableError` without the OCR
     extra."""
     require_ocr("reading scanned PDF pages", ("pypdfium2", "rapidocr_onnxruntime"))
     import pypdfium2 as pdfium

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .loaders import LoadError, ReadOptions
 from .locations import slide_marker
+from .reading import LoadError, ReadOptions
 from .reading_order import Box, reading_rows
 
 # Office files saved with a password are not ZIP packages but an OLE compound file holding the encrypted one.
@@ -22,7 +22,7 @@ _ENCRYPTION_STREAM = "EncryptionInfo".encode("utf-16-le")
 
 def read_pptx(path: Path, options: ReadOptions) -> str:
     """The deck's text, each slide after its :func:`~rag.ingestion.locations.slide_marker` line; raises
-    :class:`~rag.ingestion.loaders.LoadError` for a password-protected, old-format or damaged file, or a deck
+    :class:`~rag.ingestion.reading.LoadError` for a password-protected, old-format or damaged file, or a deck
     without text."""
     from pptx import Presentation
 

@@ -10,13 +10,15 @@ the document.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 from ..config import Settings
 from ..index.embeddings import Embedder
 from ..index.lexical import phrase_coverage, query_words
-from ..index.store import IndexStore, StoredChunk
+from ..index.records import StoredChunk
+from ..index.store import IndexStore
 from ..normalize import clean_text_field, has_unusable, normalize
 from .rerank import CrossEncoderReranker, mmr_order
 
@@ -127,6 +129,13 @@ class Retriever:
         self.embedder = embedder
         self.settings = settings
         self.reranker = reranker
+
+    def term_weights(self, terms: Sequence[str]) -> Callable[[str], float]:
+        """The BM25 weight (IDF over the index's chunks) of each of ``terms``, for ranking sentences the way
+        search ranks chunks: common words count little, rare ones much."""
+        freqs = self.store.term_doc_freqs(terms)
+        total = max(self.store.chunk_count(), 1)
+        return lambda term: math.log(1 + (total - freqs.get(term, 0) + 0.5) / (freqs.get(term, 0) + 0.5))
 
     def prepare_query(self, query: str) -> tuple[str, str | None]:
         """Strip, clean and bound a query; returns ``(query, note)``. Raises :class:`QueryError` when empty.

@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ..answering.answer import Source, grounding_guard
 from ..config import Settings
-from ..evaluation.metrics import is_supported, split_claims
 from ..index.embeddings import text_hash
 from ..ingestion.chunking import chunk_text, split_sentences
 from ..normalize import match_script, normalize, to_simplified, to_traditional
+from ..overlap import is_supported, split_claims
 
 log = logging.getLogger(__name__)
 
@@ -286,8 +287,6 @@ class Summarizer:
         return Summary(None, query, body, generator, bullets=picked, dropped=dropped)
 
     def _model_topic(self, query: str, hits: Sequence[Any], bullets: int, script: str | None) -> Summary:
-        from ..answering.answer import Source, grounding_guard
-
         sources = [Source.from_hit(n, hit) for n, hit in enumerate(hits[:6], 1)]
         try:
             draft = self.generator.summarize_sources(query, sources, bullets)
