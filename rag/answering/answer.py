@@ -86,6 +86,14 @@ class Answer:
     # something else ("拉萨市妇联主席…" answered from a passage about the region's 主席): shown as uncertain.
     unmatched: list[str] = field(default_factory=list)
 
+    def caution(self) -> str | None:
+        """What a reader should be told when the answer's passage never names some of the question's names (see
+        :attr:`unmatched`), in the question's script; ``None`` otherwise."""
+        if self.abstained or not self.unmatched:
+            return None
+        names = "、".join(self.unmatched)
+        return match_script(f"不确定：答案所依据的段落没有提到问题中的“{names}”，请核对出处。", self.question)
+
     def to_dict(self) -> dict:
         """JSON-ready form; ``sources`` entries start with ``doc_id, chunk_id, score, text``."""
         data = asdict(self)

@@ -115,8 +115,8 @@ def _print_answer(answer: Answer) -> None:
     print(f"答案：{answer.answer}{markers}")
     if answer.evidence:
         print(f"依据：{answer.evidence}")
-    if answer.unmatched:
-        print(f"不确定：答案所依据的段落没有提到问题中的“{'、'.join(answer.unmatched)}”，请核对出处")
+    if caution := answer.caution():
+        print(caution)
     if answer.fallback_reason:
         print(f"模型的回答未被采用：{answer.fallback_reason}")
     print(f"生成方式：{answer.generator}")

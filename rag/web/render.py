@@ -21,6 +21,8 @@ def render_answer(answer: Answer) -> str:
         body = f"### {html.escape(answer.answer)} {markers}"
         if answer.evidence:
             body += f"\n\n**依据**：{html.escape(answer.evidence)}"
+        if caution := answer.caution():
+            body += f"\n\n> {html.escape(caution)}"
     if answer.fallback_reason:
         body += (f"\n\n> 模型的回答未被采用（{html.escape(answer.fallback_reason)}），"
                  "以上是从资料中抽取的答案。")
