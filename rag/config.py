@@ -281,7 +281,10 @@ def _read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        # The likely cause in a half-moved old file: `generator = "…"` at the top and a [generator] table below.
+        hint = ("; a key at the top of the file has the name of a table (generator = … beside [generator]?): "
+                "move it into its table") if "overwrite" in str(exc) else ""
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}{hint}") from None
     found: dict[str, Any] = {}
     for name, value in data.items():
         if name in SECTIONS and isinstance(value, dict):

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from rag.answering.answer import NOT_FOUND, Answerer, Source, drop_restated_subject, focus_on_answer, grounding_guard
+from rag.answering.answer import (
+    NOT_FOUND,
+    Answerer,
+    Source,
+    drop_restated_subject,
+    find_answer,
+    focus_on_answer,
+    grounding_guard,
+    unmatched_names,
+)
 from rag.answering.extractive import (
     extract_answer,
     extract_from_sentence,
@@ -410,3 +419,11 @@ def test_an_answer_rests_on_the_sentence_holding_it_and_says_when_the_question_n
     assert not sure.abstained and not sure.unmatched and sure.caution() is None
     traditional = Answerer(retriever, settings, ScriptedGenerator(f"嚴金海[{holder}]")).ask("拉薩市婦聯主席叫什麼名字？")
     assert traditional.abstained or is_traditional(traditional.caution())
+
+
+def test_numbers_are_found_whole_and_places_by_their_bare_names() -> None:
+    assert find_answer("5", "2015年共有5个") == 7 and find_answer("5", "2015年") == -1
+    assert find_answer("39.61%", "比例达到39.61%。") == 4 and find_answer("严金海", "主席嚴金海出席") == 2
+    passage = [Source(1, "d", 0, 1.0, "拉萨召开全区妇女儿童工作会议。", 0, 15)]
+    assert unmatched_names("拉萨市召开了什么会议？", passage) == []  # 拉萨 names 拉萨市
+    assert "妇联" in unmatched_names("拉萨市妇联主席叫什么名字？", passage)

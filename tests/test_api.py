@@ -13,6 +13,7 @@ import pytest
 
 from rag.app.access import UserStore
 from rag.app.signin import SignIn
+from rag.normalize import normalize
 from rag.web.server import serve
 from tests.conftest import DOC_001, DOC_002, two_libraries
 
@@ -70,6 +71,8 @@ def test_chat_answer_carries_its_sources(server) -> None:
     cited = [s for s in sources if s["cited"]]
     assert cited[0]["doc_id"] == DOC_002 and cited[0]["marker"] == 1 and "木合塔尔" in cited[0]["text"]
     assert reply.model_extra["rag"]["abstained"] is False
+    assert "木合塔尔" in normalize(reply.model_extra["rag"]["evidence"])  # the sentence the answer rests on
+    assert reply.model_extra["rag"]["unmatched"] == [] and reply.model_extra["rag"]["caution"] is None
 
 
 def test_chat_streams_the_checked_answer_then_the_sources(server) -> None:

@@ -43,6 +43,7 @@ def test_a_flat_file_still_reads_with_one_warning_per_key(tmp_path: Path, caplog
     ("[ingest]\nchunk_sise = 3\n", "unknown setting 'chunk_sise' in [ingest]"),
     ("chunk_sise = 3\n", "unknown setting 'chunk_sise'"),
     ("[ingest]\nchunk_size = 'big'\n", "setting 'chunk_size'"),
+    ("generator = 'llamacpp'\n[generator]\nllm_threads = 2\n", "move it into its table"),
 ])
 def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
     config = tmp_path / "bad.toml"

@@ -107,6 +107,17 @@ def test_audit_log_says_who_changed_what(office, tmp_path) -> None:
         office.audit_log(bob)
 
 
+def test_a_change_from_the_command_line_names_its_index_folder(tmp_path, monkeypatch, shared_cache) -> None:
+    # Several index folders may share one state folder: an event of the default library says which folder it was.
+    monkeypatch.setenv("RAG_CACHE_DIR", str(shared_cache))
+    monkeypatch.chdir(tmp_path)
+    index = tmp_path / "elsewhere" / "index"
+    assert main(["ingest", str(SAMPLE / DOC_002), "--index", str(index), "--quiet"]) == 0
+    lines = (tmp_path / "elsewhere" / "state" / "audit.jsonl").read_text(encoding="utf-8").splitlines()
+    (event,) = [json.loads(line) for line in lines]
+    assert (event["action"], event["library"], event["detail"]["index"]) == ("ingest", DEFAULT_LIBRARY, str(index))
+
+
 def test_user_store_grants_and_keys(tmp_path) -> None:
     users = UserStore(tmp_path / "users.json")
     users.add("alice", "long-password", "editor")

@@ -366,14 +366,14 @@ class Answerer:
         held = holding_sentence(answer_text, prepared.evidence.ranked, guarded.citations)
         if held is not None:
             source = sources[held.rank]
-            at = normalize(held.text).find(normalize(answer_text))
+            at = find_answer(answer_text, held.text)
             clause = clause_around(held.text, at, at + len(answer_text))
             missing = missing_qualifiers(query, f"{source.title or ''}\n{source.text}", clause)
             if missing:
                 return fall_back(f"{name} answer's sentence is not about {'、'.join(missing)}", [answer_text])
         for source in sources:
             # Highlight the answer where a cited passage contains it (t2s keeps lengths, so offsets carry over).
-            pos = normalize(source.text).find(normalize(answer_text)) if source.marker in guarded.citations else -1
+            pos = find_answer(answer_text, source.text) if source.marker in guarded.citations else -1
             source.support = [pos, pos + len(answer_text)] if pos >= 0 else None
         resting = [sources[held.rank]] if held else [s for s in sources if s.marker in guarded.citations]
         return Answer(question, match_script(answer_text, question), False, name,
@@ -388,20 +388,41 @@ NAME_TAGS = frozenset({"ns", "nr", "nrt", "nrfg", "nt", "nz", "j"})
 NAME_MAX_FREQ = 5000
 
 
+# A place named with its level (拉萨市) is mentioned by its bare name too (拉萨).
+PLACE_LEVELS = "省市县区州盟旗镇乡村"
+
+
 def unmatched_names(question: str, sources: Sequence[Source]) -> list[str]:
     """The names of ``question`` (jieba words tagged as names, not common) that none of ``sources`` (title and
-    text, scripts folded) mentions."""
+    text, scripts folded) mentions, by the name or, for a place, its bare name."""
     text = normalize("\n".join(f"{s.title or ''}\n{s.text}" for s in sources))
     freq = word_freq()
+
+    def mentioned(name: str) -> bool:
+        bare = name[:-1] if len(name) >= 3 and name[-1] in PLACE_LEVELS else name
+        return bare in text
+
     return [t for t in query_terms(question) if len(t) >= 2 and word_tag(t) in NAME_TAGS
-            and freq.get(t, 0) < NAME_MAX_FREQ and t not in text]
+            and freq.get(t, 0) < NAME_MAX_FREQ and not mentioned(t)]
 
 
 def holding_sentence(answer: str, ranked: Sequence[ScoredSentence], markers: Sequence[int]) -> ScoredSentence | None:
     """The sentence of the passages ``markers`` names that holds ``answer`` and covers the question best: what the
-    answer rests on (its 依据). ``None`` when no sentence holds it whole (a model's answer joining two)."""
+    answer rests on (its 依据). ``None`` when no sentence holds it whole (a model's answer joining two). A number
+    is held only as a whole number ("5" is not in "2015")."""
+    return next((s for s in ranked if s.rank + 1 in markers and find_answer(answer, s.text) >= 0), None)
+
+
+def find_answer(answer: str, text: str) -> int:
+    """Where ``answer`` is in ``text`` (scripts folded; t2s keeps lengths, so the offset is one into ``text``), a
+    number only as a whole number; -1 when it is not."""
     target = normalize(answer)
-    return next((s for s in ranked if s.rank + 1 in markers and target in normalize(s.text)), None) if target else None
+    if not target:
+        return -1
+    whole = re.compile((r"(?<![0-9])" if target[0].isdigit() else "") + re.escape(target)
+                       + (r"(?![0-9])" if target[-1].isdigit() else ""))
+    found = whole.search(normalize(text))
+    return found.start() if found else -1
 
 
 def select_sentences(shown: Sequence[Source], ranked: Sequence[ScoredSentence], budget: int) -> list[Source]:

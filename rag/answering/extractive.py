@@ -1,8 +1,7 @@
 """Model-free answer extraction: pick the best sentence, then the span the question asks for.
 
-Sentences of the retrieved passages are scored by IDF-weighted coverage of the question's content words
-(words found only in the previous sentence or the title count half, since reports often name the subject one
-sentence earlier; words found only elsewhere in the passage count 0.3).
+The sentences come ranked by :func:`rag.answering.sentences.rank_sentences` (IDF-weighted coverage of the
+question's content words).
 In the best sentences the question is aligned around its question word (谁/多少/哪里/何时/什么 ...): the
 text between the words before and after it is the answer, narrowed by the question type (a number with
 its unit, a person, a date, a place, a country, a work's title, a reason, a phrase or a list). All matching runs on normalised text; spans are

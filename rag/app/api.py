@@ -167,7 +167,8 @@ def build_api(service: RagService, signin: SignIn) -> APIRouter:
         created = int(time.time())
         extra = {"sources": sources_of(answer), "rag": {
             "question": question, "standalone_question": standalone, "abstained": answer.abstained,
-            "generator": answer.generator, "note": answer.note, "libraries": libraries}}
+            "generator": answer.generator, "note": answer.note, "libraries": libraries, "evidence": answer.evidence,
+            "fallback_reason": answer.fallback_reason, "unmatched": answer.unmatched, "caution": answer.caution()}}
         if not body.stream:
             return {"id": completion_id, "object": "chat.completion", "created": created, "model": body.model,
                     "choices": [{"index": 0, "finish_reason": "stop",

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .libraries import DEFAULT_LIBRARY
+
 log = logging.getLogger(__name__)
 
 
@@ -31,11 +33,16 @@ class AuditEvent:
 class AuditLog:
     """Append-only record of changes (see the module docstring)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, default_index: Path | None = None) -> None:
         self.path = Path(path)
+        # The folder the default library is in this process (index_dir, or `rag … --index DIR`): named in its
+        # events, since one state folder may hear of several.
+        self.default_index = default_index
 
     def record(self, event: AuditEvent) -> None:
         """Append ``event``; a log that cannot be written is reported, never a reason to undo the change."""
+        if event.library == DEFAULT_LIBRARY and self.default_index is not None:
+            event.detail = {"index": str(self.default_index), **event.detail}
         line = json.dumps(asdict(event), ensure_ascii=False, default=str) + "\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -108,9 +108,9 @@ class Libraries:
     def get(self, name: str) -> Library:
         """Library ``name``; raises :class:`LibraryError` when there is none."""
         identity = self.identity(name)
-        if identity is None and name == DEFAULT_LIBRARY:  # an index folder (index_dir, --index): as its store says
-            path = self.path(name)
-            raise LibraryError(f"no index at {path} (run `rag ingest PATH --index {path}` first)")
+        if identity is None and name == DEFAULT_LIBRARY:  # no server path: the page and the API show this message
+            raise LibraryError("no index in the default library yet (run `rag ingest PATH` first, with --index DIR "
+                               "for another folder)")
         if identity is None:
             raise LibraryError(f"没有名为 {name!r} 的文档库 (no library {name!r})")
         return Library(name, self.path(name), identity)

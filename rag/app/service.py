@@ -101,7 +101,7 @@ class RagService:
         self.settings = settings
         self.libraries = Libraries(settings)
         self.users = UserStore(settings.users_file)
-        self.audit = AuditLog(settings.state_root / "audit.jsonl")
+        self.audit = AuditLog(settings.state_root / "audit.jsonl", default_index=settings.index_dir)
         if create:  # (made, or opened as it is: another process may be making it this moment)
             self.libraries.create_default()
         self.models = Models.load(settings, generator=generator, reader=reader, embedder=embedder)
@@ -419,7 +419,8 @@ class RagService:
     def ingest_uploads(self, user: User | None, uploads: Sequence[Upload], *, replace: bool = False,
                        progress: Callable[[float, str], None] | None = None,
                        library: str = DEFAULT_LIBRARY) -> IngestReport:
-        """Ingest checked uploads (:func:`rag.app.uploads.accept_uploads`) under the names their users gave them.
+        """Ingest checked uploads (:class:`rag.app.uploads.UploadGate` on the page, the API's own saved files) under
+        the names their users gave them.
 
         An upload whose name an existing document of other content holds is refused unless ``replace``.
         """

@@ -22,11 +22,12 @@ from ..app.libraries import DEFAULT_LIBRARY
 from ..app.service import RagService
 from ..config import Settings
 from ..distributed import LOCAL, RemoteEmbedder, WorkerPool
-from ..index.embeddings import Embedder, load_embedder
+from ..index.embeddings import Embedder, EmbedderError, load_embedder
 from ..index.errors import StoreError
 from ..jsonl import DatasetError
 from ..normalize import clean_text_field, has_unusable
 from ..pipeline import Pipeline
+from ..retrieval.rerank import RerankerError
 from ..retrieval.retrieve import QueryError
 
 log = logging.getLogger("rag")
@@ -148,8 +149,8 @@ def _handle_each(handle: Callable[[list[dict[str, str]]], list[dict]], items: li
         return []
     try:
         return handle(items)
-    except (KeyboardInterrupt, StoreError, sqlite3.DatabaseError):
-        raise  # the index, not the question: every other line would fail the same way
+    except (KeyboardInterrupt, StoreError, sqlite3.DatabaseError, EmbedderError, RerankerError):
+        raise  # the index or a model, not the question: every other line would fail the same way
     except Exception as exc:
         if len(items) == 1:
             reason = str(exc) if isinstance(exc, QueryError) else f"could not be answered ({type(exc).__name__})"

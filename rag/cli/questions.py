@@ -148,14 +148,14 @@ def cmd_summarize(args: argparse.Namespace, settings: Settings) -> int:
     if args.batch:
         return _summarize_batch(args, settings)
     if args.query:
-        with _summary_pipeline(settings) as pipeline:
+        with _summary_pipeline(settings, topic=True) as pipeline:
             summary = pipeline.summarize_topic(args.query, k=args.k or 8, script=args.script)
         print_json(summary.to_dict()) if args.json else _print_summary(summary)
         return 0
     paths = [t for t in args.targets if Path(t).exists()]
     doc_ids = [t for t in args.targets if not Path(t).exists()]
     if doc_ids:  # documents of the index: its pipeline summarises the files given beside them too
-        with _summary_pipeline(settings) as pipeline:
+        with _summary_pipeline(settings, topic=False) as pipeline:
             for doc_id in doc_ids:
                 if pipeline.document(doc_id) is None:
                     raise UsageError(f"{doc_id!r} is neither a file nor a document in {settings.index_dir}")
@@ -174,9 +174,11 @@ def cmd_summarize(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _summary_pipeline(settings: Settings):
-    """The index's pipeline with the model that writes summaries, when ``summarize_with_model``."""
-    return open_pipeline(settings, generator=LOAD if settings.summarize_with_model else None, reranker=LOAD)
+def _summary_pipeline(settings: Settings, *, topic: bool):
+    """The index's pipeline with the model that writes summaries, when ``summarize_with_model``; the reranker
+    only for a topic (a document's summary searches nothing)."""
+    return open_pipeline(settings, generator=LOAD if settings.summarize_with_model else None,
+                         reranker=LOAD if topic else None)
 
 
 def _summarize_batch(args: argparse.Namespace, settings: Settings) -> int:

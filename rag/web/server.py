@@ -42,8 +42,9 @@ log = logging.getLogger("rag.web")
 # default library is filled with the sample, and the 评测 tab runs on the gold file unless another is uploaded. An
 # installed wheel has neither: its page starts with an empty library and asks for a gold file.
 CHECKOUT = Path(__file__).resolve().parents[2]
-SAMPLE = CHECKOUT / "data" / "sample"
-GOLD = CHECKOUT / "eval" / "data" / "sample_qa.jsonl"
+IN_CHECKOUT = (CHECKOUT / "pyproject.toml").is_file()  # not site-packages, whatever else lies there
+SAMPLE = CHECKOUT / "data" / "sample" if IN_CHECKOUT else None
+GOLD = CHECKOUT / "eval" / "data" / "sample_qa.jsonl" if IN_CHECKOUT else None
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
@@ -68,7 +69,7 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 7860) -> None:
         signin = sign_in_policy(settings, host)
         service = open_service(settings)
     except (StoreError, EmbedderError, GeneratorError, RerankerError, AccessError, LibraryError) as exc:
-        raise SystemExit(f"demo: error: {exc}") from None
+        raise SystemExit(f"rag serve: error: {exc}") from None
     # Open event streams (the page's queue) would hold a graceful shutdown forever: give them 5 s.
     uvicorn.run(serve(service, signin), host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 
@@ -125,13 +126,13 @@ def sign_in_policy(settings: Settings, host: str) -> SignIn:
     return SignIn(users, open_when_empty=is_local(host))
 
 
-def open_service(settings: Settings, sample: Path = SAMPLE) -> RagService:
+def open_service(settings: Settings, sample: Path | None = SAMPLE) -> RagService:
     """The service over every library; the default one (``settings.index_dir``) is first filled with the sample
     corpus when it is empty and the sample is there."""
     service = RagService(settings)
     stats = service.stats(LOCAL_USER)
     service.pipeline(DEFAULT_LIBRARY).load_models()  # a model that cannot be loaded stops the start
-    if stats.documents == 0 and sample.is_dir() and not stats.read_only:
+    if stats.documents == 0 and sample is not None and sample.is_dir() and not stats.read_only:
         log.info("index %s is empty: ingesting the sample corpus %s", settings.index_dir, sample)
         service.ingest_paths(LOCAL_USER, [sample])
     return service
