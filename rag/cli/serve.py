@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import Settings
+from ..web import add_server_flags
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -20,10 +21,6 @@ def add_serve(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
                        description="The page at / and the OpenAI-compatible API at /v1 in one process, over every "
                        "library of the installation (python -m rag.web does the same). Localhost only unless --host "
                        "says otherwise, and then only once users exist (rag user add).")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--index", metavar="DIR", help="index folder of the default library (default: index/ or "
-                   "$RAG_INDEX_DIR)")
-    p.add_argument("--config", metavar="FILE", help="TOML config file (default: ./rag.toml or $RAG_CONFIG)")
+    add_server_flags(p)
     p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
     p.set_defaults(func=cmd_serve)

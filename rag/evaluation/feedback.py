@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..index.errors import is_disk_full
+from ..index.schema import use_wal
 from ..normalize import clean_text_field, normalize
 
 if TYPE_CHECKING:
@@ -188,16 +189,7 @@ class FeedbackStore:
     def _prepare(self, db: sqlite3.Connection) -> None:
         """WAL mode and the table, unless this file is some other program's database."""
         self._refuse_foreign(db)  # before the switch to WAL, which would change such a file for good
-        for attempt in range(100):
-            # Two processes creating the same new file: the switch to WAL may report "locked" without waiting.
-            try:
-                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    db.execute("PRAGMA journal_mode=WAL")
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 99:
-                    raise
-                time.sleep(0.05)
+        use_wal(db, attempts=100)
         db.execute("BEGIN IMMEDIATE")  # re-read the tables under the write lock: one creator wins
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         version = db.execute("PRAGMA user_version").fetchone()[0]

@@ -168,7 +168,7 @@ def connect(db_path: Path, read_only: bool = False) -> tuple[sqlite3.Connection,
         except sqlite3.Error as exc:
             raise IndexFormatError(f"{db_path} cannot be opened ({exc})") from None
         try:
-            _use_wal(db)
+            use_wal(db)
             db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as exc:
             db.close()
@@ -193,16 +193,16 @@ def connect(db_path: Path, read_only: bool = False) -> tuple[sqlite3.Connection,
     return db, True
 
 
-def _use_wal(db: sqlite3.Connection) -> None:
+def use_wal(db: sqlite3.Connection, attempts: int = 200) -> None:
     """Switch a database to WAL (persistent, so usually already done). The switch can report "locked" at once,
-    without waiting, while another process creates the same new index; so wait here."""
-    for attempt in range(200):
+    without waiting, while another process creates the same new file; so retry, every 50 ms, ``attempts`` times."""
+    for attempt in range(attempts):
         try:
             if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 db.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == 199:
+            if "locked" not in str(exc) or attempt == attempts - 1:
                 raise
             time.sleep(0.05)
 

@@ -35,6 +35,7 @@ from ..config import Settings, load_settings
 from ..index.embeddings import EmbedderError
 from ..index.errors import StoreError
 from ..retrieval.rerank import RerankerError
+from . import add_server_flags
 from .page import CSS, build_app
 
 log = logging.getLogger("rag.web")
@@ -51,10 +52,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     """``python -m rag.web`` (and ``python demo.py``): serve the page, localhost only unless --host says otherwise,
     and then only with users to sign in."""
     parser = argparse.ArgumentParser(prog=prog, description="中文资料问答 web demo")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--index", help="index folder (default from config: index/)")
-    parser.add_argument("--config", help="TOML config file")
+    add_server_flags(parser)
     args = parser.parse_args(argv)
     settings = load_settings(args.config)
     if args.index:
